@@ -1,0 +1,148 @@
+//! Backends: real local HTTP servers standing in for a service's instances.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::http::{Conn, Head, Parked, Response};
+use crate::server::{lock, Flow, Handler, Server};
+
+/// How a [`Backend`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendMode {
+    /// 200 with the JSON description of the request (the default).
+    #[default]
+    Ok,
+    /// This status (e.g. 503, 429, 404) with the same JSON body plus `"status"`.
+    Status(u16),
+    /// Reads the request and never answers; a parked request is answered under the new mode
+    /// when the mode changes, and its connection closes when the backend stops.
+    Hang,
+}
+
+impl BackendMode {
+    /// The control-API name: `ok`, `status` or `hang`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendMode::Ok => "ok",
+            BackendMode::Status(_) => "status",
+            BackendMode::Hang => "hang",
+        }
+    }
+}
+
+struct BackendShared {
+    port: u16,
+    mode: Mutex<(BackendMode, u64)>,
+    hits: AtomicU64,
+}
+
+impl BackendShared {
+    fn mode(&self) -> (BackendMode, u64) {
+        *lock(&self.mode)
+    }
+
+    fn mode_changed(&self, seen: u64) -> bool {
+        lock(&self.mode).1 != seen
+    }
+}
+
+impl Handler for BackendShared {
+    fn handle(&self, conn: &mut Conn, head: Head) -> Flow {
+        let Ok(req) = conn.read_request(head) else {
+            return Flow::Close;
+        };
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let keep = req.head.keep_alive();
+        let head_only = req.head.method == "HEAD";
+        let mut body = json!({
+            "backend": format!("127.0.0.1:{}", self.port),
+            "path": req.head.target,
+            "method": req.head.method,
+            "body_len": req.body.len(),
+        });
+        loop {
+            let (mode, generation) = self.mode();
+            let status = match mode {
+                BackendMode::Ok => 200,
+                BackendMode::Status(s) => {
+                    body["status"] = json!(s);
+                    s
+                }
+                BackendMode::Hang => match conn.park(&|| self.mode_changed(generation)) {
+                    Parked::Aborted => continue,
+                    Parked::Gone => return Flow::Close,
+                },
+            };
+            let resp = Response::json(status, &body);
+            return match conn.send(&resp, keep, head_only) {
+                Ok(()) => Flow::keep_if(keep),
+                Err(_) => Flow::Close,
+            };
+        }
+    }
+}
+
+/// An HTTP/1.1 server on `127.0.0.1:0` that answers any request (any method and path, with
+/// keep-alive, bodies by Content-Length or chunked) with 200 and a small JSON body
+/// `{"backend":"127.0.0.1:PORT","path":TARGET,"method":M,"body_len":N}`.
+/// Dropping it stops it, like [`Backend::stop`].
+pub struct Backend {
+    server: Server,
+    shared: Arc<BackendShared>,
+}
+
+impl Backend {
+    /// Starts a backend on `127.0.0.1` and a free port.
+    pub fn start() -> io::Result<Backend> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let (server, shared) = Server::bind(addr, "easdirect-backend", |addr| {
+            Arc::new(BackendShared {
+                port: addr.port(),
+                mode: Mutex::new((BackendMode::Ok, 0)),
+                hits: AtomicU64::new(0),
+            })
+        })?;
+        Ok(Backend { server, shared })
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Changes how it answers, from the next request on (and for requests parked by
+    /// [`BackendMode::Hang`]).
+    pub fn set_mode(&self, mode: BackendMode) {
+        let mut m = lock(&self.shared.mode);
+        *m = (mode, m.1 + 1);
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> BackendMode {
+        self.shared.mode().0
+    }
+
+    /// Requests received so far (answered, answered with an error status, or parked).
+    pub fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops it and returns its final hit count.
+    pub(crate) fn stop_counting(mut self) -> u64 {
+        self.server.shutdown();
+        self.hits()
+    }
+
+    /// Stops it: the listener is closed (connections are refused afterwards) and open
+    /// connections are closed. Returns within about 100 ms.
+    pub fn stop(self) {}
+}

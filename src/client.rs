@@ -1,0 +1,632 @@
+//! A client: one target's discovery, its published snapshots, ejection state and subscribers.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Options, Settings, SourceKind};
+use crate::eject::{monotonic_ms, EjectionPolicy, Ejector};
+use crate::error::{Error, ErrorKind};
+use crate::instance::Instance;
+use crate::pick::Picker;
+use crate::refresher::{self, fork_generation, gated};
+use crate::snapshot::Snapshot;
+use crate::snapshot_file;
+use crate::source::eas::EasSource;
+use crate::source::static_list::StaticSource;
+use crate::source::{normalize, Source};
+use crate::target::{redact_target, Target, TargetSpec};
+use crate::tls;
+
+/// Counters of a client, as `eas_stats` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub generation: u64,
+    pub refresh_ok: u64,
+    pub refresh_failed: u64,
+    pub last_ok_unix_ms: u64,
+    pub instances: u32,
+    pub ejected: u32,
+}
+
+/// A change subscriber's callback, called with each new list.
+pub type ChangeFn = Box<dyn Fn(&[Instance]) + Send + Sync>;
+/// Runs once when a subscription ends.
+pub type EndFn = Box<dyn FnOnce() + Send>;
+
+/// Discovery, selection and ejection for one target. Cheap to share between threads.
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
+
+struct Inner {
+    /// This client's own Arc, for the jobs it schedules.
+    me: Weak<Inner>,
+    picker: Arc<Picker>,
+    settings: Settings,
+    /// Builds the source again where the old one cannot be used (in a child after fork).
+    make_source: SourceFactory,
+    /// The target as it may be printed.
+    display: String,
+    refreshes: bool,
+    /// The fork generation whose pool runs this client's refreshes.
+    fork_generation: AtomicU64,
+    ready: AtomicBool,
+    refresh_ok: AtomicU64,
+    refresh_failed: AtomicU64,
+    last_ok_unix_ms: AtomicU64,
+    dispatching: AtomicBool,
+    dirty: AtomicBool,
+    state: Mutex<State>,
+}
+
+struct State {
+    source: Option<Box<dyn Source>>,
+    source_fork_generation: u64,
+    ejector: Ejector,
+    last_error: Option<String>,
+    snapshot_file_note: Option<String>,
+    generation: u64,
+    subscriptions: Vec<Arc<Subscription>>,
+    next_subscription: u64,
+}
+
+const IDLE: u8 = 0;
+const RUNNING: u8 = 1;
+const ENDED: u8 = 2;
+/// Ended from inside its own running callback: the dispatcher ends it once the callback returns.
+const END_AFTER_RUN: u8 = 3;
+
+struct Subscription {
+    id: u64,
+    callback: ChangeFn,
+    on_end: Mutex<Option<EndFn>>,
+    state: AtomicU8,
+    delivered: AtomicU64,
+}
+
+impl Subscription {
+    fn finish(&self) {
+        let on_end = self
+            .on_end
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(on_end) = on_end {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(on_end));
+        }
+    }
+}
+
+thread_local! {
+    /// The subscription whose callback this thread is running, if any.
+    static RUNNING_SUBSCRIPTION: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Client {
+    /// Parses `target`, applies `options` over its query parameters, and starts discovery.
+    /// Returns at once; a `static://` target is ready at once.
+    pub fn new(target: &str, options: &Options) -> Result<Client, Error> {
+        let parsed = Target::parse(target)?;
+        let mut merged = parsed.query.clone();
+        for (key, value) in options.iter() {
+            merged.set(key, value)?;
+        }
+        let settings = Settings::resolve(parsed.kind, &merged)?;
+        let make_source: SourceFactory = match &parsed.spec {
+            TargetSpec::Static(items) => {
+                let items = items.clone();
+                Box::new(move || Box::new(StaticSource::new(&items)))
+            }
+            TargetSpec::Eas {
+                https,
+                authority,
+                service,
+            } => {
+                let tls = if *https {
+                    Some(tls::client_config(settings.tls_ca_file.as_deref())?)
+                } else {
+                    None
+                };
+                let internal =
+                    std::env::var_os("NAMESPACE").is_some() && std::env::var_os("POD_NAME").is_some();
+                let (https, authority, service) = (*https, authority.clone(), service.clone());
+                let custom_path = merged.get("discovery_path").map(str::to_owned);
+                let timeout = settings.request_timeout;
+                Box::new(move || {
+                    Box::new(EasSource::new(
+                        https,
+                        &authority,
+                        &service,
+                        custom_path.clone(),
+                        internal,
+                        timeout,
+                        tls.clone(),
+                    ))
+                })
+            }
+        };
+        let policy = EjectionPolicy {
+            failures_before_ejection: settings.failures_before_ejection,
+            base_ms: settings.ejection_base_ms,
+            max_ms: settings.ejection_max_ms,
+            max_percent: settings.max_ejection_percent,
+        };
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
+            picker: Arc::new(Picker::default()),
+            refreshes: parsed.kind != SourceKind::Static,
+            display: redact_target(target),
+            settings,
+            fork_generation: AtomicU64::new(fork_generation()),
+            ready: AtomicBool::new(false),
+            refresh_ok: AtomicU64::new(0),
+            refresh_failed: AtomicU64::new(0),
+            last_ok_unix_ms: AtomicU64::new(0),
+            dispatching: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            state: Mutex::new(State {
+                source: Some(make_source()),
+                source_fork_generation: fork_generation(),
+                ejector: Ejector::new(policy),
+                last_error: None,
+                snapshot_file_note: None,
+                generation: 0,
+                subscriptions: Vec::new(),
+                next_subscription: 1,
+            }),
+            make_source,
+        });
+        if inner.refreshes {
+            let weak = Arc::downgrade(&inner);
+            refresher::spawn(Box::new(move || refresh(weak, true)));
+        } else {
+            // A fixed list: fetched once, here, so that the client is ready on return.
+            inner.refresh_once(true);
+        }
+        Ok(Client { inner })
+    }
+
+    /// The target, without userinfo or query.
+    pub fn target(&self) -> &str {
+        &self.inner.display
+    }
+
+    /// Waits until a list is known, at most `timeout`; a zero timeout only checks.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            self.inner.alive()?;
+            if self.inner.ready.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let (_gate, state) = gated(&self.inner.state);
+                let mut message = format!(
+                    "no instance list for {} within {} ms: {}",
+                    self.inner.display,
+                    timeout.as_millis(),
+                    state
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("no discovery fetch has finished yet")
+                );
+                if let Some(note) = &state.snapshot_file_note {
+                    message.push_str("; ");
+                    message.push_str(note);
+                }
+                return Err(Error::new(ErrorKind::Timeout, message));
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+
+    /// Picks an instance (see `Picker::select`); `exclude` lists ids not to return.
+    #[inline]
+    pub fn select_into(&self, exclude: &[u64], out: &mut Instance) -> Result<(), ErrorKind> {
+        if self.inner.fork_generation.load(Ordering::Relaxed) != fork_generation() {
+            self.inner.restart_after_fork();
+        }
+        self.inner.picker.select(exclude, out)
+    }
+
+    /// Picks an instance.
+    pub fn select(&self) -> Result<Instance, ErrorKind> {
+        let mut out = Instance::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 1, 0);
+        self.select_into(&[], &mut out)?;
+        Ok(out)
+    }
+
+    /// Records a failed call to `id`; may eject it (see `Ejector::on_failure`).
+    pub fn report_failure(&self, id: u64) -> Result<(), ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        let (_gate, mut state) = gated(&self.inner.state);
+        // Loaded under the lock, so that a publish cannot slip in between.
+        let snapshot = self.inner.picker.cell.load().ok_or(ErrorKind::UnknownInstance)?;
+        let index = snapshot.index_of(id).ok_or(ErrorKind::UnknownInstance)?;
+        if snapshot.instances[index].weight == 0 {
+            return Ok(()); // never picked, so never ejected
+        }
+        let now = monotonic_ms();
+        if let Some(until) = state.ejector.on_failure(id, now, snapshot.pickable()) {
+            snapshot.ejected_until[index].store(until, Ordering::Relaxed);
+            let horizon = state.ejector.horizon(now);
+            self.inner
+                .picker
+                .eject_horizon
+                .store(horizon, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Records a successful call to `id`: its failure count and ejection doubling start over.
+    pub fn report_success(&self, id: u64) -> Result<(), ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        let (_gate, mut state) = gated(&self.inner.state);
+        let snapshot = self.inner.picker.cell.load().ok_or(ErrorKind::UnknownInstance)?;
+        snapshot.index_of(id).ok_or(ErrorKind::UnknownInstance)?;
+        state.ejector.on_success(id);
+        Ok(())
+    }
+
+    /// The current snapshot (every known instance, ejected or not), `None` before the first.
+    pub fn snapshot(&self) -> Result<Option<Arc<Snapshot>>, ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        Ok(self.inner.picker.cell.load())
+    }
+
+    /// Every known instance, ejected or not; empty before the first list.
+    pub fn instances(&self) -> Result<Vec<Instance>, ErrorKind> {
+        Ok(self
+            .snapshot()?
+            .map(|s| s.instances.clone())
+            .unwrap_or_default())
+    }
+
+    /// The last fetch's error, `None` when it succeeded or none has finished.
+    pub fn last_error(&self) -> Result<Option<Error>, ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        let (_gate, state) = gated(&self.inner.state);
+        Ok(state
+            .last_error
+            .as_ref()
+            .map(|m| Error::new(ErrorKind::DiscoveryFailed, m.clone())))
+    }
+
+    pub fn stats(&self) -> Result<Stats, ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        let snapshot = self.inner.picker.cell.load();
+        let ejected = {
+            let (_gate, state) = gated(&self.inner.state);
+            state.ejector.ejected(monotonic_ms())
+        };
+        Ok(Stats {
+            generation: snapshot.as_ref().map_or(0, |s| s.generation),
+            refresh_ok: self.inner.refresh_ok.load(Ordering::Relaxed),
+            refresh_failed: self.inner.refresh_failed.load(Ordering::Relaxed),
+            last_ok_unix_ms: self.inner.last_ok_unix_ms.load(Ordering::Relaxed),
+            instances: snapshot.map_or(0, |s| s.instances.len() as u32),
+            ejected: ejected as u32,
+        })
+    }
+
+    /// Calls `callback` on a background thread with each new list, and once soon when a list
+    /// is already known. `on_end` runs exactly once when the subscription ends. On error
+    /// (closed client) neither runs and `on_end` is dropped without being called.
+    pub fn subscribe(&self, callback: ChangeFn, on_end: Option<EndFn>) -> Result<u64, ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        let id = {
+            let (_gate, mut state) = gated(&self.inner.state);
+            // Checked again under the lock: close takes the list under it.
+            if self.inner.picker.closed.load(Ordering::Acquire) {
+                return Err(ErrorKind::Closed);
+            }
+            let id = state.next_subscription;
+            state.next_subscription += 1;
+            state.subscriptions.push(Arc::new(Subscription {
+                id,
+                callback,
+                on_end: Mutex::new(on_end),
+                state: AtomicU8::new(IDLE),
+                delivered: AtomicU64::new(0),
+            }));
+            id
+        };
+        if self.inner.ready.load(Ordering::Acquire) {
+            self.inner.notify_subscribers();
+        }
+        Ok(id)
+    }
+
+    /// Ends a subscription; its `on_end` has run when this returns (or, when called from inside
+    /// its own callback, once that callback returns).
+    pub fn unsubscribe(&self, id: u64) -> Result<(), ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        let found = {
+            let (_gate, mut state) = gated(&self.inner.state);
+            let at = state.subscriptions.iter().position(|s| s.id == id);
+            at.map(|i| state.subscriptions.remove(i))
+        };
+        let subscription = found.ok_or(ErrorKind::InvalidArgument)?;
+        end_subscription(&subscription);
+        Ok(())
+    }
+
+    /// Stops refreshes and callbacks; later calls return `Closed`. Idempotent.
+    pub fn close(&self) {
+        self.inner.picker.closed.store(true, Ordering::Release);
+        let ended = {
+            let (_gate, mut state) = gated(&self.inner.state);
+            std::mem::take(&mut state.subscriptions)
+        };
+        for subscription in &ended {
+            end_subscription(subscription);
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn end_subscription(subscription: &Subscription) {
+    let me = subscription as *const Subscription as usize;
+    loop {
+        match subscription
+            .state
+            .compare_exchange(IDLE, ENDED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                subscription.finish();
+                return;
+            }
+            Err(RUNNING) if RUNNING_SUBSCRIPTION.with(Cell::get) == me => {
+                // Inside its own callback: the dispatcher ends it when the callback returns.
+                let _ = subscription.state.compare_exchange(
+                    RUNNING,
+                    END_AFTER_RUN,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                return;
+            }
+            Err(RUNNING) => std::thread::sleep(Duration::from_micros(100)),
+            Err(_) => return,
+        }
+    }
+}
+
+/// One refresh of the client behind `weak`, then the next one scheduled.
+fn refresh(weak: Weak<Inner>, first: bool) {
+    let Some(inner) = weak.upgrade() else { return };
+    if inner.picker.closed.load(Ordering::Acquire)
+        || inner.fork_generation.load(Ordering::Acquire) != fork_generation()
+    {
+        return; // closed, or a job of the parent's line after fork (it restarts separately)
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        inner.refresh_once(first)
+    }));
+    if outcome.is_err() {
+        inner.refresh_failed.fetch_add(1, Ordering::Relaxed);
+    }
+    inner.schedule_next(weak);
+}
+
+impl Inner {
+    fn alive(&self) -> Result<(), Error> {
+        if self.picker.closed.load(Ordering::Acquire) {
+            return Err(ErrorKind::Closed.into());
+        }
+        if self.fork_generation.load(Ordering::Relaxed) != fork_generation() {
+            self.restart_after_fork();
+        }
+        Ok(())
+    }
+
+    /// In a child after fork: schedule this client's refreshes in the child's own pool.
+    #[cold]
+    fn restart_after_fork(&self) {
+        let generation = fork_generation();
+        let previous = self.fork_generation.swap(generation, Ordering::AcqRel);
+        if previous == generation || !self.refreshes {
+            return;
+        }
+        self.dispatching.store(false, Ordering::Release);
+        let weak = self.me.clone();
+        refresher::spawn(Box::new(move || refresh(weak, false)));
+    }
+
+    fn schedule_next(&self, weak: Weak<Inner>) {
+        if self.picker.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let interval = self.settings.refresh_interval.as_secs_f64();
+        // +-20% jitter, so that clients started together do not poll together.
+        let jitter = 0.8 + 0.4 * (crate::pick::random_unit());
+        let at = Instant::now() + Duration::from_secs_f64(interval * jitter);
+        refresher::schedule(at, Box::new(move || refresh(weak, false)));
+    }
+
+    /// Fetches once and publishes what changed. `first`: falls back to the snapshot file.
+    fn refresh_once(&self, first: bool) {
+        let generation = fork_generation();
+        let source = {
+            let (_gate, mut state) = gated(&self.state);
+            if state.source_fork_generation != generation {
+                // Inherited across fork: its connections are shared with the parent, so it is
+                // neither used nor dropped (dropping could write to those sockets).
+                if let Some(old) = state.source.take() {
+                    std::mem::forget(old);
+                }
+                state.source_fork_generation = generation;
+            }
+            state.source.take()
+        };
+        let mut source = source.unwrap_or_else(|| (self.make_source)());
+        let result = source.fetch();
+        let describe = source.describe();
+        {
+            let (_gate, mut state) = gated(&self.state);
+            state.source = Some(source);
+        }
+        let failure = match result {
+            Ok(list) => {
+                let list = normalize(list);
+                if list.iter().any(|i| i.weight > 0) {
+                    self.refresh_ok.fetch_add(1, Ordering::Relaxed);
+                    self.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);
+                    {
+                        let (_gate, mut state) = gated(&self.state);
+                        state.last_error = None;
+                    }
+                    if self.publish(list.clone()) {
+                        if let Some(path) = &self.settings.snapshot_file {
+                            // A failed write never disturbs discovery.
+                            let _ = snapshot_file::save(path, &list);
+                        }
+                    }
+                    return;
+                }
+                format!(
+                    "{describe}: no pickable instance in the answer ({} listed, none of positive weight); keeping the last list",
+                    list.len()
+                )
+            }
+            Err(message) => message,
+        };
+        self.refresh_failed.fetch_add(1, Ordering::Relaxed);
+        {
+            let (_gate, mut state) = gated(&self.state);
+            state.last_error = Some(failure);
+        }
+        if first && !self.ready.load(Ordering::Acquire) {
+            if let Some(path) = &self.settings.snapshot_file {
+                match snapshot_file::load(path) {
+                    Ok(list) => {
+                        self.publish(normalize(list));
+                    }
+                    Err(note) => {
+                        let (_gate, mut state) = gated(&self.state);
+                        state.snapshot_file_note = Some(note);
+                    }
+                }
+            }
+        }
+        self.refresh_horizon();
+    }
+
+    /// Publishes `list` unless it equals the current one; true when it published.
+    fn publish(&self, list: Vec<Instance>) -> bool {
+        if self.picker.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        if let Some(current) = self.picker.cell.load() {
+            if current.same_list(&list) {
+                return false;
+            }
+        }
+        // The cycle is computed outside the lock; only the swap is under it.
+        let mut snapshot = Snapshot::new(0, list);
+        {
+            let (_gate, mut state) = gated(&self.state);
+            state.generation += 1;
+            snapshot.generation = state.generation;
+            state
+                .ejector
+                .retain(|id| snapshot.index_of(id).is_some());
+            for (index, inst) in snapshot.instances.iter().enumerate() {
+                snapshot.ejected_until[index].store(state.ejector.until(inst.id), Ordering::Relaxed);
+            }
+            let now = monotonic_ms();
+            self.picker
+                .eject_horizon
+                .store(state.ejector.horizon(now), Ordering::Release);
+            self.picker.cell.store(Arc::new(snapshot));
+        }
+        self.ready.store(true, Ordering::Release);
+        self.notify_subscribers();
+        true
+    }
+
+    /// Ejections that ended no longer make picks read the clock.
+    fn refresh_horizon(&self) {
+        let (_gate, state) = gated(&self.state);
+        let horizon = state.ejector.horizon(monotonic_ms());
+        self.picker.eject_horizon.store(horizon, Ordering::Release);
+    }
+
+    fn notify_subscribers(&self) {
+        self.dirty.store(true, Ordering::Release);
+        if self.dispatching.swap(true, Ordering::AcqRel) {
+            return; // the running dispatcher sees `dirty`
+        }
+        let me = self.me.clone();
+        refresher::spawn(Box::new(move || deliver(me)));
+    }
+
+}
+
+/// Delivers the current list to every subscriber that has not seen it, one dispatcher per
+/// client at a time, so that callbacks of one client never overlap and arrive in order.
+fn deliver(weak: Weak<Inner>) {
+    let Some(inner) = weak.upgrade() else { return };
+    loop {
+        inner.dirty.store(false, Ordering::Release);
+        let (subscriptions, snapshot) = {
+            let (_gate, state) = gated(&inner.state);
+            (state.subscriptions.clone(), inner.picker.cell.load())
+        };
+        if let Some(snapshot) = snapshot {
+            for subscription in subscriptions {
+                if subscription.delivered.load(Ordering::Acquire) >= snapshot.generation
+                    || inner.picker.closed.load(Ordering::Acquire)
+                {
+                    continue;
+                }
+                if subscription
+                    .state
+                    .compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    continue;
+                }
+                let me = Arc::as_ptr(&subscription) as usize;
+                let outer = RUNNING_SUBSCRIPTION.with(|r| r.replace(me));
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    (subscription.callback)(&snapshot.instances)
+                }));
+                RUNNING_SUBSCRIPTION.with(|r| r.set(outer));
+                subscription
+                    .delivered
+                    .store(snapshot.generation, Ordering::Release);
+                if subscription
+                    .state
+                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    subscription.state.store(ENDED, Ordering::Release);
+                    subscription.finish();
+                }
+            }
+        }
+        inner.dispatching.store(false, Ordering::Release);
+        if !inner.dirty.load(Ordering::Acquire) || inner.dispatching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

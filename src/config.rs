@@ -1,0 +1,264 @@
+//! Option keys: what each means, which sources take it, how its value is checked.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Which discovery source a target names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    Eas,
+    Nacos,
+    Static,
+    Dns,
+}
+
+impl SourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Eas => "eas",
+            SourceKind::Nacos => "nacos",
+            SourceKind::Static => "static",
+            SourceKind::Dns => "dns",
+        }
+    }
+}
+
+const ALL: &[SourceKind] = &[
+    SourceKind::Eas,
+    SourceKind::Nacos,
+    SourceKind::Static,
+    SourceKind::Dns,
+];
+const HTTPS_SOURCES: &[SourceKind] = &[SourceKind::Eas, SourceKind::Nacos];
+
+#[derive(Clone, Copy)]
+enum Check {
+    /// An unsigned integer within [min, max].
+    Integer { min: u64, max: u64 },
+    /// A non-empty string.
+    Text,
+    /// A path template that starts with `/` and contains `{service}`.
+    PathTemplate,
+}
+
+struct KeySpec {
+    key: &'static str,
+    sources: &'static [SourceKind],
+    check: Check,
+    secret: bool,
+}
+
+#[rustfmt::skip]
+const KEYS: &[KeySpec] = &[
+    KeySpec { key: "refresh_interval_ms", sources: ALL, check: Check::Integer { min: 10, max: 86_400_000 }, secret: false },
+    KeySpec { key: "request_timeout_ms", sources: ALL, check: Check::Integer { min: 1, max: 3_600_000 }, secret: false },
+    KeySpec { key: "failures_before_ejection", sources: ALL, check: Check::Integer { min: 1, max: 1_000_000 }, secret: false },
+    KeySpec { key: "ejection_base_ms", sources: ALL, check: Check::Integer { min: 1, max: 86_400_000 }, secret: false },
+    KeySpec { key: "ejection_max_ms", sources: ALL, check: Check::Integer { min: 1, max: 86_400_000 }, secret: false },
+    KeySpec { key: "max_ejection_percent", sources: ALL, check: Check::Integer { min: 0, max: 100 }, secret: false },
+    KeySpec { key: "tls_ca_file", sources: HTTPS_SOURCES, check: Check::Text, secret: false },
+    KeySpec { key: "snapshot_file", sources: ALL, check: Check::Text, secret: false },
+    KeySpec { key: "discovery_path", sources: &[SourceKind::Eas], check: Check::PathTemplate, secret: false },
+    KeySpec { key: "namespace", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
+    KeySpec { key: "group", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
+    KeySpec { key: "cluster", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
+    KeySpec { key: "username", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
+    KeySpec { key: "password", sources: &[SourceKind::Nacos], check: Check::Text, secret: true },
+    KeySpec { key: "access_key", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
+    KeySpec { key: "secret_key", sources: &[SourceKind::Nacos], check: Check::Text, secret: true },
+    KeySpec { key: "context_path", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
+];
+
+fn spec(key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|s| s.key == key)
+}
+
+/// Whether `key` holds a secret that must never be printed.
+pub fn is_secret(key: &str) -> bool {
+    spec(key).is_some_and(|s| s.secret)
+}
+
+/// Checks one key and value, with a message that names the key (and the value unless secret).
+pub fn check_option(key: &str, value: &str) -> Result<(), Error> {
+    let Some(spec) = spec(key) else {
+        return Err(Error::invalid(format!("unknown option key \"{key}\"")));
+    };
+    let shown = if spec.secret { "(secret)" } else { value };
+    match spec.check {
+        Check::Integer { min, max } => match value.trim().parse::<u64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            Ok(_) => Err(Error::invalid(format!(
+                "option \"{key}\" must be between {min} and {max}, got \"{shown}\""
+            ))),
+            Err(_) => Err(Error::invalid(format!(
+                "option \"{key}\" must be an unsigned integer, got \"{shown}\""
+            ))),
+        },
+        Check::Text if value.is_empty() => Err(Error::invalid(format!(
+            "option \"{key}\" must not be empty"
+        ))),
+        Check::Text => Ok(()),
+        Check::PathTemplate if value.starts_with('/') && value.contains("{service}") => Ok(()),
+        Check::PathTemplate => Err(Error::invalid(format!(
+            "option \"{key}\" must start with / and contain {{service}}, got \"{shown}\""
+        ))),
+    }
+}
+
+/// Key/value settings as a caller gives them, each checked when set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    values: BTreeMap<String, String>,
+}
+
+impl Options {
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Checks and stores one setting; a later set of the same key replaces the earlier one.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        check_option(key, value)?;
+        self.values.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl std::fmt::Debug for Options {
+    /// Secret values are shown as `(secret)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(k, v)| (k, if is_secret(k) { "(secret)" } else { v })),
+            )
+            .finish()
+    }
+}
+
+/// The settings every source shares, resolved from the target's query and the caller's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub refresh_interval: Duration,
+    pub request_timeout: Duration,
+    pub failures_before_ejection: u32,
+    pub ejection_base_ms: u64,
+    pub ejection_max_ms: u64,
+    pub max_ejection_percent: u32,
+    pub tls_ca_file: Option<String>,
+    pub snapshot_file: Option<String>,
+}
+
+impl Settings {
+    /// Resolves settings for a target of `kind`; `merged` holds every key the caller gave.
+    pub fn resolve(kind: SourceKind, merged: &Options) -> Result<Settings, Error> {
+        for (key, _) in merged.iter() {
+            let spec = spec(key).expect("keys are checked when set");
+            if !spec.sources.contains(&kind) {
+                return Err(Error::invalid(format!(
+                    "option \"{key}\" does not apply to {}:// targets",
+                    kind.name()
+                )));
+            }
+        }
+        let int = |key: &str, default: u64| -> u64 {
+            merged
+                .get(key)
+                .map(|v| v.trim().parse().expect("integers are checked when set"))
+                .unwrap_or(default)
+        };
+        let settings = Settings {
+            refresh_interval: Duration::from_millis(int("refresh_interval_ms", 5000)),
+            request_timeout: Duration::from_millis(int("request_timeout_ms", 2000)),
+            failures_before_ejection: int("failures_before_ejection", 1) as u32,
+            ejection_base_ms: int("ejection_base_ms", 10_000),
+            ejection_max_ms: int("ejection_max_ms", 300_000),
+            max_ejection_percent: int("max_ejection_percent", 50) as u32,
+            tls_ca_file: merged.get("tls_ca_file").map(str::to_owned),
+            snapshot_file: merged.get("snapshot_file").map(str::to_owned),
+        };
+        if settings.ejection_base_ms > settings.ejection_max_ms {
+            return Err(Error::invalid(format!(
+                "option \"ejection_base_ms\" ({}) must not exceed \"ejection_max_ms\" ({})",
+                settings.ejection_base_ms, settings.ejection_max_ms
+            )));
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Options::new().set("refresh_intervall_ms", "5").unwrap_err();
+        assert!(err.message.contains("refresh_intervall_ms"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_not_clamped() {
+        let mut o = Options::new();
+        for (k, v) in [
+            ("refresh_interval_ms", "9"),
+            ("refresh_interval_ms", "-1"),
+            ("refresh_interval_ms", "abc"),
+            ("failures_before_ejection", "0"),
+            ("max_ejection_percent", "101"),
+            ("discovery_path", "api/{service}"),
+            ("discovery_path", "/api/svc"),
+            ("tls_ca_file", ""),
+        ] {
+            let err = o.set(k, v).unwrap_err();
+            assert!(err.message.contains(k), "{k}={v}: {err}");
+        }
+        o.set("refresh_interval_ms", "10").unwrap();
+    }
+
+    #[test]
+    fn secret_values_are_never_echoed() {
+        let err = check_option("password", "").unwrap_err();
+        assert!(err.message.contains("password"));
+        assert!(is_secret("secret_key"));
+        assert!(!is_secret("username"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut o = Options::new();
+        o.set("password", "hunter2").unwrap();
+        o.set("username", "nacos").unwrap();
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("nacos"));
+    }
+
+    #[test]
+    fn base_above_max_is_rejected() {
+        let mut o = Options::new();
+        o.set("ejection_base_ms", "5000").unwrap();
+        o.set("ejection_max_ms", "1000").unwrap();
+        let err = Settings::resolve(SourceKind::Eas, &o).unwrap_err();
+        assert!(err.message.contains("ejection_base_ms"));
+    }
+
+    #[test]
+    fn a_key_of_another_source_is_rejected_naming_it() {
+        let mut o = Options::new();
+        o.set("group", "pai-eas").unwrap();
+        let err = Settings::resolve(SourceKind::Eas, &o).unwrap_err();
+        assert!(err.message.contains("group"), "{err}");
+        assert!(Settings::resolve(SourceKind::Nacos, &o).is_ok());
+    }
+}

@@ -1,0 +1,392 @@
+//! The pick table: one full cycle of nginx's smooth weighted round-robin, computed once per
+//! published list, so that a pick is an index into an array.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use crate::eject::{monotonic_ms, monotonic_ns};
+use crate::error::ErrorKind;
+use crate::instance::Instance;
+use crate::snapshot::{next_pos, Snapshot, SnapshotCell};
+
+/// Smallest cap on the cycle length; the cap is `max(MIN_CYCLE_CAP, 16 * n)`.
+pub const MIN_CYCLE_CAP: usize = 65_536;
+
+/// The cycle for `weights`: indexes into `weights`, each appearing in proportion to its weight
+/// (after reduction by the common divisor and, above the cap, proportional scaling), interleaved
+/// as nginx's smooth weighted round-robin does (5,1,1 gives 0 0 1 0 2 0 0). Weight-0 entries
+/// never appear. Empty when no weight is positive.
+pub fn build_cycle(weights: &[u32]) -> Vec<u32> {
+    let scaled = scale_weights(weights);
+    let total: u64 = scaled.iter().map(|&w| u64::from(w)).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    // Instances of equal weight are picked among themselves in index order, so nginx's scan
+    // over n instances reduces to a scan over the distinct weights, each group keeping how many
+    // picks it has had. Ties between groups go to the lowest instance index, as in nginx.
+    let mut groups: Vec<Group> = Vec::new();
+    for (index, &w) in scaled.iter().enumerate() {
+        if w == 0 {
+            continue;
+        }
+        match groups.iter_mut().find(|g| g.weight == w) {
+            Some(g) => g.members.push(index as u32),
+            None => groups.push(Group {
+                weight: w,
+                members: vec![index as u32],
+                picks: 0,
+            }),
+        }
+    }
+    let total = total as i128;
+    let mut cycle = Vec::with_capacity(total as usize);
+    for step in 0..total {
+        // After `step + 1` rounds of "current += weight", a member that has been picked k times
+        // holds (step + 1) * weight - k * total; the group's best member is its least-picked one.
+        let mut best: Option<(i128, u32, usize)> = None;
+        for (gi, g) in groups.iter().enumerate() {
+            let size = g.members.len() as u64;
+            let k = g.picks / size;
+            let member = g.members[(g.picks % size) as usize];
+            let current = (step + 1) * i128::from(g.weight) - i128::from(k) * total;
+            let better = match best {
+                None => true,
+                Some((bc, bm, _)) => current > bc || (current == bc && member < bm),
+            };
+            if better {
+                best = Some((current, member, gi));
+            }
+        }
+        let (_, member, gi) = best.expect("at least one group has a positive weight");
+        groups[gi].picks += 1;
+        cycle.push(member);
+    }
+    cycle
+}
+
+struct Group {
+    weight: u32,
+    members: Vec<u32>,
+    picks: u64,
+}
+
+/// Reduces weights by their greatest common divisor and scales them down proportionally when
+/// their sum exceeds the cycle cap; a positive weight stays at least 1.
+fn scale_weights(weights: &[u32]) -> Vec<u32> {
+    let cap = MIN_CYCLE_CAP.max(16 * weights.len()) as u64;
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    let mut scaled: Vec<u32> = if total > cap {
+        // Room for the +1 given to weights that would round to 0 keeps the sum within the cap.
+        let budget = cap - weights.len() as u64;
+        weights
+            .iter()
+            .map(|&w| {
+                if w == 0 {
+                    0
+                } else {
+                    ((u64::from(w) * budget / total) as u32).max(1)
+                }
+            })
+            .collect()
+    } else {
+        weights.to_vec()
+    };
+    let divisor = scaled.iter().fold(0u32, |g, &w| gcd(g, w));
+    if divisor > 1 {
+        for w in &mut scaled {
+            *w /= divisor;
+        }
+    }
+    scaled
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+
+/// What a pick reads: the current snapshot, whether any ejection is in force, whether the client
+/// is closed. All three are rarely written, so a pick only reads this line. Per-thread cursors
+/// hold a `Weak` to it, which keeps its address from being reused while they remember it.
+pub struct Picker {
+    pub cell: SnapshotCell,
+    /// The latest deadline (monotonic ms) of any ejection in force; 0 when there is none.
+    pub eject_horizon: AtomicU64,
+    pub closed: AtomicBool,
+}
+
+impl Default for Picker {
+    fn default() -> Self {
+        Picker {
+            cell: SnapshotCell::new(),
+            eject_horizon: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// This thread's place in one client's cycle.
+struct Cursor {
+    picker: Weak<Picker>,
+    snapshot: Arc<Snapshot>,
+    generation: u64,
+    position: u32,
+}
+
+/// Per-thread cursors, most recently used first.
+struct ThreadCursors {
+    cursors: Vec<Cursor>,
+    rng: u64,
+}
+
+thread_local! {
+    static CURSORS: RefCell<ThreadCursors> = const {
+        RefCell::new(ThreadCursors { cursors: Vec::new(), rng: 0 })
+    };
+}
+
+impl Picker {
+    /// Picks the next instance for this thread, skipping `exclude`d ids and ejected instances.
+    /// On the common path (the same snapshot as this thread's last pick on this client, nothing
+    /// excluded, no ejection in force) it takes no lock, allocates nothing, makes no system call
+    /// and writes only this thread's memory.
+    #[inline]
+    pub fn select(self: &Arc<Self>, exclude: &[u64], out: &mut Instance) -> Result<(), ErrorKind> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(ErrorKind::Closed);
+        }
+        let generation = self.cell.generation();
+        if generation == 0 {
+            return Err(ErrorKind::NoInstance);
+        }
+        let now = self.ejection_clock();
+        let picked = CURSORS.try_with(|cursors| {
+            let mut cursors = cursors.borrow_mut();
+            let cursor = cursors.find(self, generation)?;
+            let snapshot = &cursor.snapshot;
+            let len = snapshot.cycle.len();
+            if len == 0 {
+                return None;
+            }
+            if exclude.is_empty() && now.is_none() {
+                let pos = cursor.position as usize;
+                let index = snapshot.cycle[pos] as usize;
+                cursor.position = next_pos(pos, len);
+                *out = snapshot.instances[index];
+                return Some(());
+            }
+            let index = snapshot.walk(&mut cursor.position, exclude, now)?;
+            *out = snapshot.instances[index];
+            Some(())
+        });
+        match picked {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => Err(ErrorKind::NoInstance),
+            // This thread is exiting and its cursors are gone: pick from a random place.
+            Err(_) => {
+                let snapshot = self.cell.load().ok_or(ErrorKind::NoInstance)?;
+                if snapshot.cycle.is_empty() {
+                    return Err(ErrorKind::NoInstance);
+                }
+                let mut position = (seed() % snapshot.cycle.len() as u64) as u32;
+                let index = snapshot
+                    .walk(&mut position, exclude, now)
+                    .ok_or(ErrorKind::NoInstance)?;
+                *out = snapshot.instances[index];
+                Ok(())
+            }
+        }
+    }
+
+    /// `Some(now)` while an ejection may be in force, so that only then a pick reads the clock.
+    #[inline]
+    fn ejection_clock(&self) -> Option<u64> {
+        let horizon = self.eject_horizon.load(Ordering::Relaxed);
+        if horizon == 0 {
+            return None;
+        }
+        let now = monotonic_ms();
+        (now < horizon).then_some(now)
+    }
+}
+
+impl ThreadCursors {
+    /// This thread's cursor on `picker`, moved to the front and brought to `generation`.
+    #[inline]
+    fn find(&mut self, picker: &Arc<Picker>, generation: u64) -> Option<&mut Cursor> {
+        let key = Arc::as_ptr(picker);
+        let found = match self.cursors.first() {
+            Some(c) if c.picker.as_ptr() == key => Some(0),
+            _ => self.cursors.iter().position(|c| c.picker.as_ptr() == key),
+        };
+        match found {
+            Some(0) => {}
+            Some(i) => self.cursors.swap(0, i),
+            None => {
+                let snapshot = picker.cell.load()?;
+                // Cursors of clients that are gone are dropped when a new one is added.
+                self.cursors.retain(|c| c.picker.strong_count() > 0);
+                let position = self.random_position(&snapshot);
+                self.cursors.push(Cursor {
+                    picker: Arc::downgrade(picker),
+                    generation: snapshot.generation,
+                    snapshot,
+                    position,
+                });
+                let last = self.cursors.len() - 1;
+                self.cursors.swap(0, last);
+            }
+        }
+        if self.cursors[0].generation != generation {
+            let snapshot = picker.cell.load()?;
+            let position = self.random_position(&snapshot);
+            let cursor = &mut self.cursors[0];
+            cursor.generation = snapshot.generation;
+            cursor.snapshot = snapshot;
+            cursor.position = position;
+        }
+        Some(&mut self.cursors[0])
+    }
+
+    /// A fresh random start for each new snapshot, so that threads and processes do not herd.
+    fn random_position(&mut self, snapshot: &Snapshot) -> u32 {
+        if self.rng == 0 {
+            self.rng = seed() | 1;
+        }
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        match snapshot.cycle.len() as u64 {
+            0 => 0,
+            len => ((r >> 32) % len) as u32,
+        }
+    }
+}
+
+/// A uniform random number in [0, 1), for jitter.
+pub fn random_unit() -> f64 {
+    (seed() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A seed that differs between threads, processes and calls.
+fn seed() -> u64 {
+    let local = 0u8;
+    let addr = &local as *const u8 as u64;
+    let mut x = addr ^ monotonic_ns() ^ (u64::from(std::process::id()) << 32);
+    // splitmix64 finalizer
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain nginx algorithm, as a reference.
+    fn nginx(weights: &[u32], picks: usize) -> Vec<u32> {
+        let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+        let mut current = vec![0i64; weights.len()];
+        (0..picks)
+            .map(|_| {
+                let mut best: Option<usize> = None;
+                for (i, &w) in weights.iter().enumerate() {
+                    if w == 0 {
+                        continue;
+                    }
+                    current[i] += i64::from(w);
+                    if best.is_none_or(|b| current[i] > current[b]) {
+                        best = Some(i);
+                    }
+                }
+                let b = best.unwrap();
+                current[b] -= total;
+                b as u32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn five_one_one_interleaves_as_nginx_does() {
+        assert_eq!(build_cycle(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn the_cycle_equals_nginx_for_many_weight_sets() {
+        let sets: &[&[u32]] = &[
+            &[1],
+            &[100, 100, 100],
+            &[3, 2, 1],
+            &[7, 0, 3, 3, 5],
+            &[10, 20, 30, 40],
+            &[1, 1, 1, 1, 9],
+            &[13, 17, 19, 23, 29, 31],
+            &[1000, 1, 1],
+            &[2, 4, 6, 8, 8, 6, 4, 2],
+        ];
+        for &weights in sets {
+            let cycle = build_cycle(weights);
+            let divisor = weights.iter().fold(0, |g, &w| gcd(g, w));
+            let reduced: Vec<u32> = weights.iter().map(|w| w / divisor).collect();
+            assert_eq!(cycle, nginx(&reduced, cycle.len()), "weights {weights:?}");
+        }
+    }
+
+    #[test]
+    fn proportions_are_exact_over_a_cycle() {
+        let weights = [50, 30, 0, 20, 100];
+        let cycle = build_cycle(&weights);
+        assert_eq!(cycle.len(), 20);
+        let mut counts = [0u32; 5];
+        for &i in &cycle {
+            counts[i as usize] += 1;
+        }
+        assert_eq!(counts, [5, 3, 0, 2, 10]);
+    }
+
+    #[test]
+    fn heavy_instance_never_runs_longer_than_four() {
+        let cycle = build_cycle(&[5, 1, 1]);
+        let twice: Vec<u32> = cycle.iter().chain(cycle.iter()).copied().collect();
+        let longest = twice
+            .chunk_by(|a, b| a == b)
+            .filter(|run| run[0] == 0)
+            .map(<[u32]>::len)
+            .max();
+        assert!(longest.unwrap() <= 4, "{cycle:?}");
+    }
+
+    #[test]
+    fn no_positive_weight_gives_an_empty_cycle() {
+        assert!(build_cycle(&[]).is_empty());
+        assert!(build_cycle(&[0, 0]).is_empty());
+    }
+
+    #[test]
+    fn large_weights_are_scaled_to_the_cap_and_stay_positive() {
+        let mut weights = vec![1u32; 100];
+        weights.push(10_000_000);
+        let cycle = build_cycle(&weights);
+        assert!(cycle.len() <= MIN_CYCLE_CAP);
+        for i in 0..101u32 {
+            assert!(cycle.contains(&i), "instance {i} lost its place");
+        }
+        let heavy = cycle.iter().filter(|&&i| i == 100).count();
+        assert!(heavy > MIN_CYCLE_CAP * 9 / 10);
+    }
+
+    #[test]
+    fn ten_thousand_instances_fit_in_sixteen_per_instance() {
+        let weights: Vec<u32> = (0..10_000).map(|i| 1 + (i % 7) * 100).collect();
+        let cycle = build_cycle(&weights);
+        assert!(cycle.len() <= 160_000);
+        assert!(cycle.len() >= 10_000);
+    }
+}

@@ -1,0 +1,281 @@
+//! The background threads every client of a process shares, and what keeps them working across
+//! `fork()`.
+//!
+//! Thread model: one process-wide pool runs timed jobs (each client's next refresh, subscriber
+//! deliveries). It starts a thread only when a job is due and no thread is idle, up to
+//! `MAX_THREADS`, and a thread that has had nothing to do for a while exits. A fetch that hangs
+//! holds one thread for at most its `request_timeout_ms`, so one client's slow upstream delays
+//! another client's refresh by at most that timeout, and only when every thread is busy.
+//!
+//! Fork: the child gets a new, empty pool (the parent's threads do not exist there, and the
+//! parent's pool locks are never touched again). A client notices the new fork generation on its
+//! next call and schedules its refresh in the child's pool. Every lock a client's state takes
+//! is entered through a gate that `fork()` closes in its prepare handler, so that no such lock
+//! is held by a thread that the child does not have.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+/// The most background threads a process runs for all its clients together.
+pub const MAX_THREADS: usize = 8;
+/// An idle thread exits after this long with nothing to do.
+const IDLE_EXIT: Duration = Duration::from_secs(30);
+
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+struct Timed {
+    at: Instant,
+    seq: u64,
+    job: Job,
+}
+
+impl PartialEq for Timed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Timed {}
+impl PartialOrd for Timed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Default)]
+struct PoolState {
+    timers: BinaryHeap<Reverse<Timed>>,
+    due: VecDeque<Job>,
+    seq: u64,
+    threads: usize,
+    idle: usize,
+}
+
+struct Pool {
+    fork_generation: u64,
+    state: Mutex<PoolState>,
+    wake: Condvar,
+}
+
+/// Incremented in the child after each `fork()`.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
+static ATFORK: Once = Once::new();
+
+/// The fork generation this process is in (0 in a process that never forked).
+#[inline]
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+fn pool() -> &'static Pool {
+    ATFORK.call_once(register_atfork);
+    let generation = fork_generation();
+    let current = POOL.load(Ordering::Acquire);
+    // SAFETY: pools are leaked, never freed, so any non-null pointer stays valid.
+    if let Some(pool) = unsafe { current.as_ref() } {
+        if pool.fork_generation == generation {
+            return pool;
+        }
+    }
+    let fresh = Box::into_raw(Box::new(Pool {
+        fork_generation: generation,
+        state: Mutex::new(PoolState::default()),
+        wake: Condvar::new(),
+    }));
+    // A pool inherited from the parent is left as it is: its locks may be held by threads that
+    // do not exist here.
+    match POOL.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: `fresh` was just leaked from a Box and is never freed.
+        Ok(_) => unsafe { &*fresh },
+        Err(winner) => {
+            // SAFETY: `fresh` was never shared; `winner` is a leaked pool like every other.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                &*winner
+            }
+        }
+    }
+}
+
+/// Runs `job` on a background thread at `at`.
+pub fn schedule(at: Instant, job: Job) {
+    let pool = pool();
+    let mut state = lock(&pool.state);
+    state.seq += 1;
+    let seq = state.seq;
+    state.timers.push(Reverse(Timed { at, seq, job }));
+    if state.idle > 0 {
+        pool.wake.notify_one();
+    } else if state.threads < MAX_THREADS {
+        spawn_thread(pool, &mut state);
+    }
+}
+
+/// Runs `job` on a background thread soon.
+pub fn spawn(job: Job) {
+    schedule(Instant::now(), job);
+}
+
+fn spawn_thread(pool: &'static Pool, state: &mut PoolState) {
+    let started = std::thread::Builder::new()
+        .name("easdirect-refresh".into())
+        .spawn(move || worker(pool));
+    if started.is_ok() {
+        state.threads += 1;
+    }
+}
+
+fn worker(pool: &'static Pool) {
+    let mut state = lock(&pool.state);
+    loop {
+        let now = Instant::now();
+        while state
+            .timers
+            .peek()
+            .is_some_and(|Reverse(t)| t.at <= now)
+        {
+            let Reverse(timed) = state.timers.pop().expect("peeked");
+            state.due.push_back(timed.job);
+        }
+        if let Some(job) = state.due.pop_front() {
+            // More work is due than threads free to do it: add a thread while under the cap.
+            if !state.due.is_empty() && state.idle == 0 && state.threads < MAX_THREADS {
+                spawn_thread(pool, &mut state);
+            }
+            drop(state);
+            // A job contains its own panics (see `client`); this is a last line of defence, so
+            // that a thread is never lost.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            state = lock(&pool.state);
+            continue;
+        }
+        let wait = match state.timers.peek() {
+            Some(Reverse(t)) => t.at.saturating_duration_since(now),
+            None => IDLE_EXIT,
+        };
+        state.idle += 1;
+        let (next, timeout) = pool
+            .wake
+            .wait_timeout(state, wait)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state = next;
+        state.idle -= 1;
+        if timeout.timed_out() && state.timers.is_empty() && state.due.is_empty() {
+            state.threads -= 1;
+            return;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code under these locks can leave their data half-updated, so poisoning carries no
+    // information here.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---- the fork gate ----------------------------------------------------------------------
+
+/// Low bits: threads inside the gate. High bit: a fork is waiting for them to leave.
+static GATE: AtomicU64 = AtomicU64::new(0);
+const FORKING: u64 = 1 << 63;
+
+/// Proof that the current thread is inside the gate; dropping it leaves.
+pub struct GateGuard(());
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        GATE.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Enters the gate: no `fork()` completes while the guard lives. Never nest it.
+pub fn enter_gate() -> GateGuard {
+    ATFORK.call_once(register_atfork);
+    let mut current = GATE.load(Ordering::Relaxed);
+    loop {
+        if current & FORKING != 0 {
+            std::thread::yield_now();
+            current = GATE.load(Ordering::Relaxed);
+            continue;
+        }
+        match GATE.compare_exchange_weak(current, current + 1, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return GateGuard(()),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Locks `mutex` inside the gate.
+pub fn gated<T>(mutex: &Mutex<T>) -> (GateGuard, MutexGuard<'_, T>) {
+    let gate = enter_gate();
+    (gate, lock(mutex))
+}
+
+extern "C" fn before_fork() {
+    GATE.fetch_or(FORKING, Ordering::AcqRel);
+    while GATE.load(Ordering::Acquire) & !FORKING != 0 {
+        std::thread::yield_now();
+    }
+}
+
+extern "C" fn after_fork_in_parent() {
+    GATE.fetch_and(!FORKING, Ordering::AcqRel);
+}
+
+extern "C" fn after_fork_in_child() {
+    GATE.store(0, Ordering::Release);
+    FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+fn register_atfork() {
+    // SAFETY: the three handlers are plain functions that only touch atomics, as handlers run
+    // around fork() must.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn jobs_run_in_deadline_order() {
+        let (tx, rx) = mpsc::channel();
+        let now = Instant::now();
+        for (i, ms) in [(2, 60u64), (1, 30), (0, 0)] {
+            let tx = tx.clone();
+            schedule(now + Duration::from_millis(ms), Box::new(move || tx.send(i).unwrap()));
+        }
+        let got: Vec<i32> = (0..3)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(got, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_stuck_job_does_not_stop_the_others() {
+        let (tx, rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel();
+        spawn(Box::new(move || {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }));
+        spawn(Box::new(move || done_tx.send(()).unwrap()));
+        assert!(done_rx.recv_timeout(Duration::from_secs(2)).is_ok());
+        drop(tx);
+    }
+}

@@ -1,0 +1,313 @@
+//! Target strings: `eas://endpoint/service`, `static://ip:port*w,...`, and their query options.
+
+use std::net::IpAddr;
+
+use crate::config::{Options, SourceKind};
+use crate::error::Error;
+use crate::instance::{parse_ip, DEFAULT_WEIGHT};
+
+/// A parsed target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub kind: SourceKind,
+    pub spec: TargetSpec,
+    /// Options given as query parameters, percent-decoded and checked.
+    pub query: Options,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// EAS discovery API at `authority` (host[:port]); `https` for `eas+https://`.
+    Eas {
+        https: bool,
+        authority: String,
+        service: String,
+    },
+    /// A fixed list of (ip, port, weight).
+    Static(Vec<(IpAddr, u16, u32)>),
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Result<Target, Error> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Err(Error::invalid(format!(
+                "target \"{}\" has no scheme: expected eas://, eas+https:// or static://",
+                redact_target(text)
+            )));
+        };
+        let (body, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        let query = parse_query(query.unwrap_or(""))?;
+        let (kind, spec) = match scheme {
+            "eas" | "eas+http" => (SourceKind::Eas, parse_eas(body, false)?),
+            "eas+https" => (SourceKind::Eas, parse_eas(body, true)?),
+            "static" => (SourceKind::Static, TargetSpec::Static(parse_static(body)?)),
+            "nacos" | "nacos+endpoint" | "dns" => {
+                return Err(Error::invalid(format!(
+                    "target scheme \"{scheme}://\" is not supported by this build yet"
+                )))
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https:// or static://"
+                )))
+            }
+        };
+        Ok(Target { kind, spec, query })
+    }
+}
+
+/// A target as it may be printed: without userinfo or query values.
+pub fn redact_target(text: &str) -> String {
+    let without_query = text.split('?').next().unwrap_or("");
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => without_query.to_owned(),
+        },
+        None => without_query.to_owned(),
+    }
+}
+
+fn parse_eas(body: &str, https: bool) -> Result<TargetSpec, Error> {
+    let Some((authority, service)) = body.split_once('/') else {
+        return Err(Error::invalid(format!(
+            "target \"eas://{body}\" has no service: expected eas://endpoint[:port]/service"
+        )));
+    };
+    if authority.contains('@') {
+        return Err(Error::invalid(
+            "target endpoint must not carry userinfo (user@host): EAS discovery takes no credentials",
+        ));
+    }
+    check_authority(authority)?;
+    check_service(service)?;
+    Ok(TargetSpec::Eas {
+        https,
+        authority: authority.to_owned(),
+        service: service.to_owned(),
+    })
+}
+
+fn check_authority(authority: &str) -> Result<(), Error> {
+    let bad = |why: &str| {
+        Err(Error::invalid(format!(
+            "target endpoint \"{authority}\" {why}"
+        )))
+    };
+    if authority.is_empty() {
+        return bad("is empty");
+    }
+    let (host, port) = split_host_port(authority);
+    if host.is_empty() {
+        return bad("has no host");
+    }
+    if let Some(port) = port {
+        if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+            return bad("has a port that is not 1-65535");
+        }
+    }
+    let host_ok = if host.starts_with('[') {
+        parse_ip(host).is_some_and(|ip| ip.is_ipv6())
+    } else {
+        host.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    if !host_ok {
+        return bad("is not a host name or address");
+    }
+    Ok(())
+}
+
+/// Splits `host[:port]` or `[v6][:port]`.
+fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    if authority.starts_with('[') {
+        match authority.find(']') {
+            Some(end) => {
+                let port = authority[end + 1..].strip_prefix(':');
+                (&authority[..=end], port)
+            }
+            None => (authority, None),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    }
+}
+
+/// A service name goes into a URL path: only characters that need no encoding are accepted.
+fn check_service(service: &str) -> Result<(), Error> {
+    if service.is_empty() {
+        return Err(Error::invalid("target has an empty service name"));
+    }
+    let ok = service.len() <= 256
+        && service
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && service != "."
+        && service != "..";
+    if !ok {
+        return Err(Error::invalid(format!(
+            "target service name \"{}\" may only contain letters, digits, '_', '-' and '.'",
+            service.escape_default()
+        )));
+    }
+    Ok(())
+}
+
+fn parse_static(body: &str) -> Result<Vec<(IpAddr, u16, u32)>, Error> {
+    let mut out = Vec::new();
+    for item in body.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let bad = |why: &str| {
+            Err(Error::invalid(format!(
+                "static target item \"{item}\" {why}: expected ip:port[*weight]"
+            )))
+        };
+        let (addr, weight) = match item.split_once('*') {
+            Some((a, w)) => match w.parse::<u32>() {
+                Ok(w) => (a, w),
+                Err(_) => return bad("has a weight that is not an integer >= 0"),
+            },
+            None => (item, DEFAULT_WEIGHT),
+        };
+        let (host, port) = split_host_port(addr);
+        let Some(ip) = parse_ip(host) else {
+            return bad("has no textual IPv4 or IPv6 address");
+        };
+        let port = match port.map(str::parse::<u16>) {
+            Some(Ok(p)) if p > 0 => p,
+            _ => return bad("has no port 1-65535"),
+        };
+        out.push((ip, port, weight));
+    }
+    if out.is_empty() {
+        return Err(Error::invalid("static target lists no instance"));
+    }
+    Ok(out)
+}
+
+fn parse_query(query: &str) -> Result<Options, Error> {
+    let mut options = Options::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(k)?;
+        let value = percent_decode(v)?;
+        if options.get(&key).is_some() {
+            return Err(Error::invalid(format!(
+                "target query gives option \"{key}\" twice"
+            )));
+        }
+        options.set(&key, &value)?;
+    }
+    Ok(options)
+}
+
+fn percent_decode(text: &str) -> Result<String, Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let Some(b) = hex else {
+                    return Err(Error::invalid(format!(
+                        "target query has a bad percent escape in \"{text}\""
+                    )));
+                };
+                out.push(b);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::invalid("target query decodes to text that is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eas_target_with_port_and_query() {
+        let t = Target::parse("eas://1.2.3.4:8080/my_svc?refresh_interval_ms=100").unwrap();
+        assert_eq!(
+            t.spec,
+            TargetSpec::Eas {
+                https: false,
+                authority: "1.2.3.4:8080".into(),
+                service: "my_svc".into()
+            }
+        );
+        assert_eq!(t.query.get("refresh_interval_ms"), Some("100"));
+        let t = Target::parse("eas+https://eas.example.com/svc").unwrap();
+        assert!(matches!(t.spec, TargetSpec::Eas { https: true, .. }));
+    }
+
+    #[test]
+    fn query_is_percent_decoded_and_a_repeated_key_rejected() {
+        let t = Target::parse("eas://h/s?discovery_path=%2Fapi%2F%7Bservice%7D").unwrap();
+        assert_eq!(t.query.get("discovery_path"), Some("/api/{service}"));
+        let err = Target::parse("eas://h/s?request_timeout_ms=1&request_timeout_ms=2").unwrap_err();
+        assert!(err.message.contains("request_timeout_ms"), "{err}");
+        let err = Target::parse("eas://h/s?bogus=1").unwrap_err();
+        assert!(err.message.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn service_names_that_escape_the_path_are_rejected() {
+        for bad in ["../x", "a/b", "a?b", "a#b", "a b", "a\r\nb", "é", "", ".."] {
+            let err = Target::parse(&format!("eas://h:80/{bad}")).unwrap_err();
+            assert_eq!(err.kind, crate::error::ErrorKind::InvalidArgument, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn static_target_with_weights_and_ipv6() {
+        let t = Target::parse("static://10.0.0.1:80*5,[::1]:81,10.0.0.2:82*0").unwrap();
+        let TargetSpec::Static(list) = t.spec else { panic!() };
+        assert_eq!(list.len(), 3);
+        assert_eq!(list[0].2, 5);
+        assert_eq!(list[1], ("::1".parse().unwrap(), 81, 100));
+        assert_eq!(list[2].2, 0);
+    }
+
+    #[test]
+    fn bad_targets_say_why() {
+        for (bad, needle) in [
+            ("nothing", "scheme"),
+            ("ftp://x/y", "ftp"),
+            ("eas://host", "service"),
+            ("eas://host:0/s", "port"),
+            ("eas://host:99999/s", "port"),
+            ("eas://u:p@host/s", "userinfo"),
+            ("static://10.0.0.1", "port"),
+            ("static://host:80", "address"),
+            ("static://10.0.0.1:80*-1", "weight"),
+            ("static://", "no instance"),
+        ] {
+            let err = Target::parse(bad).unwrap_err();
+            assert!(err.message.contains(needle), "{bad}: {err}");
+            assert!(!err.message.contains(":p@"), "{err}");
+        }
+    }
+}
