@@ -90,11 +90,7 @@ struct Subscription {
 
 impl Subscription {
     fn finish(&self) {
-        let on_end = self
-            .on_end
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let on_end = self.on_end.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(on_end) = on_end {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(on_end));
         }
@@ -131,8 +127,8 @@ impl Client {
                 } else {
                     None
                 };
-                let internal =
-                    std::env::var_os("NAMESPACE").is_some() && std::env::var_os("POD_NAME").is_some();
+                let internal = std::env::var_os("NAMESPACE").is_some()
+                    && std::env::var_os("POD_NAME").is_some();
                 let (https, authority, service) = (*https, authority.clone(), service.clone());
                 let custom_path = merged.get("discovery_path").map(str::to_owned);
                 let timeout = settings.request_timeout;
@@ -248,7 +244,12 @@ impl Client {
         self.inner.alive().map_err(|e| e.kind)?;
         let (_gate, mut state) = gated(&self.inner.state);
         // Loaded under the lock, so that a publish cannot slip in between.
-        let snapshot = self.inner.picker.cell.load().ok_or(ErrorKind::UnknownInstance)?;
+        let snapshot = self
+            .inner
+            .picker
+            .cell
+            .load()
+            .ok_or(ErrorKind::UnknownInstance)?;
         let index = snapshot.index_of(id).ok_or(ErrorKind::UnknownInstance)?;
         if snapshot.instances[index].weight == 0 {
             return Ok(()); // never picked, so never ejected
@@ -269,7 +270,12 @@ impl Client {
     pub fn report_success(&self, id: u64) -> Result<(), ErrorKind> {
         self.inner.alive().map_err(|e| e.kind)?;
         let (_gate, mut state) = gated(&self.inner.state);
-        let snapshot = self.inner.picker.cell.load().ok_or(ErrorKind::UnknownInstance)?;
+        let snapshot = self
+            .inner
+            .picker
+            .cell
+            .load()
+            .ok_or(ErrorKind::UnknownInstance)?;
         snapshot.index_of(id).ok_or(ErrorKind::UnknownInstance)?;
         state.ejector.on_success(id);
         Ok(())
@@ -412,9 +418,8 @@ fn refresh(weak: Weak<Inner>, first: bool) {
     {
         return; // closed, or a job of the parent's line after fork (it restarts separately)
     }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        inner.refresh_once(first)
-    }));
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.refresh_once(first)));
     if outcome.is_err() {
         inner.refresh_failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -540,11 +545,10 @@ impl Inner {
             let (_gate, mut state) = gated(&self.state);
             state.generation += 1;
             snapshot.generation = state.generation;
-            state
-                .ejector
-                .retain(|id| snapshot.index_of(id).is_some());
+            state.ejector.retain(|id| snapshot.index_of(id).is_some());
             for (index, inst) in snapshot.instances.iter().enumerate() {
-                snapshot.ejected_until[index].store(state.ejector.until(inst.id), Ordering::Relaxed);
+                snapshot.ejected_until[index]
+                    .store(state.ejector.until(inst.id), Ordering::Relaxed);
             }
             let now = monotonic_ms();
             self.picker
@@ -572,7 +576,6 @@ impl Inner {
         let me = self.me.clone();
         refresher::spawn(Box::new(move || deliver(me)));
     }
-
 }
 
 /// Delivers the current list to every subscriber that has not seen it, one dispatcher per

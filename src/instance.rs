@@ -1,5 +1,6 @@
 //! One service instance, in the exact 128-byte layout the C ABI hands out.
 
+use std::ffi::c_char;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -14,13 +15,13 @@ pub struct Instance {
     /// FNV-1a-64 of the bytes of `host`; 0 becomes 1. The same in every process.
     pub id: u64,
     /// NUL-terminated textual IPv4 or IPv6 address (RFC 5952; IPv4-mapped shown as IPv4).
-    pub ip: [u8; 46],
+    pub ip: [c_char; 46],
     /// TCP port, 1-65535.
     pub port: u16,
     /// The source's weight; 0 means known but never picked.
     pub weight: u32,
     /// NUL-terminated "ip:port" or "[ipv6]:port".
-    pub host: [u8; 64],
+    pub host: [c_char; 64],
     /// Always zero.
     pub reserved: [u8; 4],
 }
@@ -32,7 +33,10 @@ impl Instance {
     /// Builds an instance from a parsed address; the id is derived from the host string.
     pub fn new(ip: IpAddr, port: u16, weight: u32) -> Instance {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         let ip_text = ip.to_string(); // std formats IPv6 as RFC 5952 wants
@@ -51,8 +55,8 @@ impl Instance {
             reserved: [0; 4],
         };
         // The longest IPv6 text is 45 bytes and the longest host 53: both fit with their NUL.
-        inst.ip[..ip_text.len()].copy_from_slice(ip_text.as_bytes());
-        inst.host[..host_text.len()].copy_from_slice(host_text.as_bytes());
+        copy_text(&mut inst.ip, &ip_text);
+        copy_text(&mut inst.host, &host_text);
         inst
     }
 
@@ -77,10 +81,19 @@ impl std::fmt::Debug for Instance {
     }
 }
 
-fn c_str(bytes: &[u8]) -> &str {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+fn copy_text(field: &mut [c_char], text: &str) {
+    for (slot, &b) in field.iter_mut().zip(text.as_bytes()) {
+        *slot = b as c_char;
+    }
+}
+
+fn c_str(field: &[c_char]) -> &str {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    // SAFETY: c_char and u8 have the same size and alignment, and every bit pattern is valid
+    // for both; the slice stays within `field`.
+    let bytes = unsafe { std::slice::from_raw_parts(field.as_ptr().cast::<u8>(), end) };
     // Only ever filled from Rust strings above.
-    std::str::from_utf8(&bytes[..end]).unwrap_or("")
+    std::str::from_utf8(bytes).unwrap_or("")
 }
 
 /// FNV-1a-64 of `bytes`, with 0 mapped to 1 so that 0 never names an instance.

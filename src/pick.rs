@@ -109,7 +109,6 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
     a
 }
 
-
 /// What a pick reads: the current snapshot, whether any ejection is in force, whether the client
 /// is closed. All three are rarely written, so a pick only reads this line. Per-thread cursors
 /// hold a `Weak` to it, which keeps its address from being reused while they remember it.

@@ -137,11 +137,7 @@ fn worker(pool: &'static Pool) {
     let mut state = lock(&pool.state);
     loop {
         let now = Instant::now();
-        while state
-            .timers
-            .peek()
-            .is_some_and(|Reverse(t)| t.at <= now)
-        {
+        while state.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
             let Reverse(timed) = state.timers.pop().expect("peeked");
             state.due.push_back(timed.job);
         }
@@ -178,7 +174,9 @@ fn worker(pool: &'static Pool) {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // No code under these locks can leave their data half-updated, so poisoning carries no
     // information here.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 // ---- the fork gate ----------------------------------------------------------------------
@@ -259,7 +257,10 @@ mod tests {
         let now = Instant::now();
         for (i, ms) in [(2, 60u64), (1, 30), (0, 0)] {
             let tx = tx.clone();
-            schedule(now + Duration::from_millis(ms), Box::new(move || tx.send(i).unwrap()));
+            schedule(
+                now + Duration::from_millis(ms),
+                Box::new(move || tx.send(i).unwrap()),
+            );
         }
         let got: Vec<i32> = (0..3)
             .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())

@@ -78,8 +78,8 @@ impl Snapshot {
             if first_candidate.is_none() {
                 first_candidate = Some(pos);
             }
-            let ejected = now_ms
-                .is_some_and(|now| self.ejected_until[index].load(Ordering::Relaxed) > now);
+            let ejected =
+                now_ms.is_some_and(|now| self.ejected_until[index].load(Ordering::Relaxed) > now);
             if !ejected {
                 *cursor = next_pos(pos, len);
                 return Some(index);

@@ -27,8 +27,8 @@ pub fn save(path: &str, list: &[Instance]) -> std::io::Result<()> {
 
 /// Reads a saved list; the error says why it cannot be used, for `wait_ready`'s message.
 pub fn load(path: &str) -> Result<Vec<Instance>, String> {
-    let body = std::fs::read(path)
-        .map_err(|e| format!("snapshot_file \"{path}\" not used: {e}"))?;
+    let body =
+        std::fs::read(path).map_err(|e| format!("snapshot_file \"{path}\" not used: {e}"))?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| format!("snapshot_file \"{path}\" not used: not JSON ({e})"))?;
     let items = value
@@ -40,7 +40,9 @@ pub fn load(path: &str) -> Result<Vec<Instance>, String> {
         .iter()
         .filter_map(|item| {
             let ip = parse_ip(item.get("ip")?.as_str()?)?;
-            let port = u16::try_from(item.get("port")?.as_u64()?).ok().filter(|&p| p > 0)?;
+            let port = u16::try_from(item.get("port")?.as_u64()?)
+                .ok()
+                .filter(|&p| p > 0)?;
             let weight = u32::try_from(item.get("weight")?.as_u64()?).ok()?;
             Some(Instance::new(ip, port, weight))
         })
@@ -71,7 +73,9 @@ mod tests {
         assert_eq!(load(path).unwrap(), list);
         std::fs::write(path, b"{corrupt").unwrap();
         assert!(load(path).unwrap_err().contains("not JSON"));
-        assert!(load(&format!("{path}.missing")).unwrap_err().contains("not used"));
+        assert!(load(&format!("{path}.missing"))
+            .unwrap_err()
+            .contains("not used"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -277,14 +277,20 @@ mod tests {
     fn service_names_that_escape_the_path_are_rejected() {
         for bad in ["../x", "a/b", "a?b", "a#b", "a b", "a\r\nb", "é", "", ".."] {
             let err = Target::parse(&format!("eas://h:80/{bad}")).unwrap_err();
-            assert_eq!(err.kind, crate::error::ErrorKind::InvalidArgument, "{bad:?}");
+            assert_eq!(
+                err.kind,
+                crate::error::ErrorKind::InvalidArgument,
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn static_target_with_weights_and_ipv6() {
         let t = Target::parse("static://10.0.0.1:80*5,[::1]:81,10.0.0.2:82*0").unwrap();
-        let TargetSpec::Static(list) = t.spec else { panic!() };
+        let TargetSpec::Static(list) = t.spec else {
+            panic!()
+        };
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].2, 5);
         assert_eq!(list[1], ("::1".parse().unwrap(), 81, 100));

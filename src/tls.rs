@@ -13,12 +13,16 @@ pub fn client_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>,
     match ca_file {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
-                Error::invalid(format!("option \"tls_ca_file\": cannot read \"{path}\": {e}"))
+                Error::invalid(format!(
+                    "option \"tls_ca_file\": cannot read \"{path}\": {e}"
+                ))
             })?;
             let mut added = 0;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 let cert = cert.map_err(|e| {
-                    Error::invalid(format!("option \"tls_ca_file\": \"{path}\" is not PEM: {e}"))
+                    Error::invalid(format!(
+                        "option \"tls_ca_file\": \"{path}\" is not PEM: {e}"
+                    ))
                 })?;
                 roots.add(cert).map_err(|e| {
                     Error::invalid(format!(

@@ -327,6 +327,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads and drops whatever has arrived (one read, waiting at most [`POLL`]).
+    pub fn discard_available(&mut self) {
+        let mut scratch = vec![0u8; MAX_HEAD];
+        let _ = self.stream.read(&mut scratch);
+    }
+
     /// Reads one CRLF-terminated line byte by byte (so nothing past it is consumed).
     fn read_line(&mut self) -> io::Result<String> {
         let mut line = Vec::new();

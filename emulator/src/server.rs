@@ -158,6 +158,9 @@ fn serve(mut conn: Conn, handler: &dyn Handler) {
         match conn.peek_head() {
             Incoming::Closed => return,
             Incoming::Bad(status, msg) => {
+                // Read what arrived, so that closing does not reset the connection and lose
+                // the answer.
+                conn.discard_available();
                 let _ = conn.send(&Response::text(status, msg), false, false);
                 return;
             }

@@ -70,7 +70,10 @@ impl EasSource {
             Ok(r) => r,
             Err(ureq::Error::Status(code, _)) => return Err(Fetch::Status(code)),
             Err(ureq::Error::Transport(t)) => {
-                return Err(Fetch::Other(format!("GET {url}: {}", describe_transport(&t))))
+                return Err(Fetch::Other(format!(
+                    "GET {url}: {}",
+                    describe_transport(&t)
+                )))
             }
         };
         let status = response.status();
@@ -148,7 +151,10 @@ impl Source for EasSource {
     }
 
     fn describe(&self) -> String {
-        format!("GET {}", self.url(self.custom_path.as_deref().unwrap_or(self.path)))
+        format!(
+            "GET {}",
+            self.url(self.custom_path.as_deref().unwrap_or(self.path))
+        )
     }
 }
 
@@ -203,7 +209,10 @@ mod tests {
         let list = parse_upstreams(body).unwrap();
         assert_eq!(
             hosts(&list),
-            vec![("10.0.0.1:50000".into(), 100), ("10.0.0.2:50001".into(), 100)]
+            vec![
+                ("10.0.0.1:50000".into(), 100),
+                ("10.0.0.2:50001".into(), 100)
+            ]
         );
     }
 
@@ -244,7 +253,11 @@ mod tests {
             b"{\"endpoints\":{\"items\":5}}",
             b"",
         ] {
-            assert!(parse_upstreams(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+            assert!(
+                parse_upstreams(body).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
         assert!(parse_upstreams(br#"{"endpoints":{"items":[]}}"#)
             .unwrap()

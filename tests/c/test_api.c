@@ -1,0 +1,372 @@
+/* Exercises every function of include/easdirect.h, including NULL and misuse paths.
+ * Built as C99 and as C++17 with -Wall -Wextra -Werror; run under valgrind by `make test-c`. */
+#define _DEFAULT_SOURCE 1 /* usleep under -std=c99 */
+#include "easdirect.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* GCC/Clang atomic builtins: the same code compiles as C99 and as C++17. */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
+#define ADD(x, v) __atomic_fetch_add(&(x), (v), __ATOMIC_SEQ_CST)
+
+static int failures = 0;
+static int checks = 0;
+
+#define CHECK(cond)                                                                 \
+  do {                                                                              \
+    checks++;                                                                       \
+    if (!(cond)) {                                                                  \
+      failures++;                                                                   \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);      \
+    }                                                                               \
+  } while (0)
+
+#define CHECK_STATUS(call, want)                                                    \
+  do {                                                                              \
+    eas_status got_ = (call);                                                       \
+    checks++;                                                                       \
+    if (got_ != (want)) {                                                           \
+      failures++;                                                                   \
+      fprintf(stderr, "%s:%d: %s returned %s, want %s\n", __FILE__, __LINE__,       \
+              #call, eas_status_str((int32_t)got_), eas_status_str((int32_t)(want))); \
+    }                                                                               \
+  } while (0)
+
+static void test_version_and_status_strings(void) {
+  CHECK(strcmp(eas_version(), "0.1.0") == 0);
+  CHECK((eas_abi_version() >> 16) == EAS_ABI_MAJOR);
+  CHECK((eas_abi_version() & 0xffff) == EAS_ABI_MINOR);
+  CHECK(strcmp(eas_status_str(EAS_STATUS_OK), "ok") == 0);
+  CHECK(strcmp(eas_status_str(EAS_STATUS_NO_INSTANCE), "no instance") == 0);
+  CHECK(strcmp(eas_status_str(EAS_STATUS_PANIC), "panic") == 0);
+  CHECK(strcmp(eas_status_str(12345), "unknown status") == 0);
+  CHECK(strcmp(eas_status_str(-1), "unknown status") == 0);
+  CHECK(sizeof(eas_instance) == 128);
+  CHECK(offsetof(eas_instance, ip) == 8);
+  CHECK(offsetof(eas_instance, port) == 54);
+  CHECK(offsetof(eas_instance, weight) == 56);
+  CHECK(offsetof(eas_instance, host) == 60);
+  CHECK(offsetof(eas_instance, reserved) == 124);
+}
+
+static void test_options(void) {
+  eas_options *o = eas_options_new();
+  eas_error *err = NULL;
+  CHECK(o != NULL);
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "1000", &err), EAS_STATUS_OK);
+  CHECK(err == NULL);
+  CHECK_STATUS(eas_options_set(o, "no_such_key", "1", &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL);
+  CHECK(eas_error_code(err) == EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(strstr(eas_error_message(err), "no_such_key") != NULL);
+  eas_error_free(err);
+  err = NULL;
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "9", &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "refresh_interval_ms") != NULL);
+  eas_error_free(err);
+  err = NULL;
+  CHECK_STATUS(eas_options_set(o, "password", "", &err), EAS_STATUS_INVALID_ARGUMENT);
+  eas_error_free(err);
+  /* Not UTF-8. */
+  CHECK_STATUS(eas_options_set(o, "\xff\xfe", "1", NULL), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "\xc3\x28", NULL),
+               EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_options_set(NULL, "k", "v", NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_options_set(o, NULL, "v", NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", NULL, NULL), EAS_STATUS_NULL_PARAMETER);
+  eas_options_free(o);
+  eas_options_free(NULL);
+  eas_error_free(NULL);
+  CHECK(eas_error_code(NULL) == EAS_STATUS_NULL_PARAMETER);
+  CHECK(strcmp(eas_error_message(NULL), "") == 0);
+}
+
+static void test_client_new_errors(void) {
+  eas_client *c = (eas_client *)0x1; /* must stay untouched on failure */
+  eas_error *err = NULL;
+  CHECK_STATUS(eas_client_new("ftp://x/y", NULL, &c, &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(c == (eas_client *)0x1);
+  CHECK(err != NULL && strstr(eas_error_message(err), "ftp") != NULL);
+  eas_error_free(err);
+  err = NULL;
+  CHECK_STATUS(eas_client_new("eas://host/../etc", NULL, &c, NULL), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_client_new("eas://u:secret@host/svc", NULL, &c, &err),
+               EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "secret") == NULL);
+  eas_error_free(err);
+  err = NULL;
+  eas_options *o = eas_options_new();
+  CHECK_STATUS(eas_options_set(o, "group", "pai-eas", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_client_new("eas://127.0.0.1:1/svc", o, &c, &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "group") != NULL);
+  eas_error_free(err);
+  eas_options_free(o);
+  CHECK_STATUS(eas_client_new(NULL, NULL, &c, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_new("static://127.0.0.1:1", NULL, NULL, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_new("static://\xff", NULL, &c, NULL), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(c == (eas_client *)0x1);
+}
+
+static void test_static_select_and_instances(void) {
+  eas_client *c = NULL;
+  CHECK_STATUS(eas_client_new("static://10.0.0.1:8080*500,10.0.0.2:8080,[fd00::3]:9090,10.0.0.4:1*0",
+                              NULL, &c, NULL),
+               EAS_STATUS_OK);
+  CHECK_STATUS(eas_client_wait_ready(c, 0, NULL), EAS_STATUS_OK);
+
+  size_t len = 0;
+  CHECK_STATUS(eas_client_instances(c, NULL, 0, &len), EAS_STATUS_BUFFER_TOO_SMALL);
+  CHECK(len == 4);
+  eas_instance small[2];
+  memset(small, 0xAB, sizeof small);
+  CHECK_STATUS(eas_client_instances(c, small, 2, &len), EAS_STATUS_BUFFER_TOO_SMALL);
+  CHECK(small[0].port == 0xABAB); /* untouched */
+  eas_instance all[8];
+  CHECK_STATUS(eas_client_instances(c, all, 8, &len), EAS_STATUS_OK);
+  CHECK(len == 4);
+  int saw_v6 = 0, saw_zero = 0;
+  for (size_t i = 0; i < len; i++) {
+    CHECK(all[i].id != 0);
+    CHECK(all[i].reserved[0] == 0 && all[i].reserved[3] == 0);
+    if (strcmp(all[i].host, "[fd00::3]:9090") == 0) {
+      saw_v6 = 1;
+      CHECK(strcmp(all[i].ip, "fd00::3") == 0);
+      CHECK(all[i].weight == 100);
+    }
+    if (all[i].weight == 0) saw_zero = 1;
+  }
+  CHECK(saw_v6 && saw_zero);
+  CHECK_STATUS(eas_client_instances(c, NULL, 0, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_instances(NULL, all, 8, &len), EAS_STATUS_NULL_PARAMETER);
+
+  /* Weights 500,100,100 (and 0), reduced to 5,1,1: exact proportions over whole cycles, the weight-0 one never. */
+  int heavy = 0, light = 0, zero = 0;
+  for (int i = 0; i < 7 * 100; i++) {
+    eas_instance out;
+    CHECK_STATUS(eas_select_instance(c, &out), EAS_STATUS_OK);
+    if (strcmp(out.host, "10.0.0.1:8080") == 0) heavy++;
+    else if (out.weight == 0) zero++;
+    else light++;
+  }
+  CHECK(heavy == 500 && light == 200 && zero == 0);
+
+  eas_instance out;
+  CHECK_STATUS(eas_select_instance(NULL, &out), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_select_instance(c, NULL), EAS_STATUS_NULL_PARAMETER);
+
+  /* Exclusion. */
+  uint64_t ids[4];
+  for (size_t i = 0; i < 4; i++) ids[i] = all[i].id;
+  CHECK_STATUS(eas_select_instance_excluding(c, NULL, 0, &out), EAS_STATUS_OK);
+  CHECK_STATUS(eas_select_instance_excluding(c, NULL, 1, &out), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_select_instance_excluding(c, ids, 4, &out), EAS_STATUS_NO_INSTANCE);
+  for (int i = 0; i < 20; i++) {
+    CHECK_STATUS(eas_select_instance_excluding(c, ids, 1, &out), EAS_STATUS_OK);
+    CHECK(out.id != ids[0]);
+  }
+
+  /* Reports. */
+  CHECK_STATUS(eas_report_failure(c, 42), EAS_STATUS_UNKNOWN_INSTANCE);
+  CHECK_STATUS(eas_report_success(c, 42), EAS_STATUS_UNKNOWN_INSTANCE);
+  CHECK_STATUS(eas_report_failure(NULL, 42), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_report_success(NULL, 42), EAS_STATUS_NULL_PARAMETER);
+  uint64_t heavy_id = 0;
+  for (size_t i = 0; i < len; i++)
+    if (all[i].weight == 500) heavy_id = all[i].id;
+  CHECK_STATUS(eas_report_failure(c, heavy_id), EAS_STATUS_OK);
+  for (int i = 0; i < 50; i++) {
+    CHECK_STATUS(eas_select_instance(c, &out), EAS_STATUS_OK);
+    CHECK(out.id != heavy_id);
+  }
+  CHECK_STATUS(eas_report_success(c, heavy_id), EAS_STATUS_OK);
+
+  eas_stats st;
+  CHECK_STATUS(eas_client_stats(c, &st), EAS_STATUS_OK);
+  CHECK(st.generation == 1 && st.instances == 4 && st.ejected == 1 && st.refresh_ok == 1);
+  CHECK(st.last_ok_unix_ms > 0);
+  CHECK_STATUS(eas_client_stats(c, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_stats(NULL, &st), EAS_STATUS_NULL_PARAMETER);
+
+  eas_error *err = (eas_error *)0x1;
+  CHECK_STATUS(eas_client_last_error(c, &err), EAS_STATUS_OK);
+  CHECK(err == (eas_error *)0x1);
+  CHECK_STATUS(eas_client_last_error(NULL, NULL), EAS_STATUS_NULL_PARAMETER);
+
+  eas_client_close(c);
+  eas_client_close(c); /* idempotent */
+  CHECK_STATUS(eas_select_instance(c, &out), EAS_STATUS_CLOSED);
+  CHECK_STATUS(eas_report_failure(c, heavy_id), EAS_STATUS_CLOSED);
+  CHECK_STATUS(eas_client_stats(c, &st), EAS_STATUS_CLOSED);
+  CHECK_STATUS(eas_client_wait_ready(c, 0, NULL), EAS_STATUS_CLOSED);
+  CHECK_STATUS(eas_client_instances(c, all, 8, &len), EAS_STATUS_CLOSED);
+  eas_client_free(c);
+  eas_client_close(NULL);
+  eas_client_free(NULL);
+}
+
+static void test_unreachable_upstream(void) {
+  eas_options *o = eas_options_new();
+  CHECK_STATUS(eas_options_set(o, "request_timeout_ms", "200", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "20", NULL), EAS_STATUS_OK);
+  eas_client *c = NULL;
+  /* Port 1 on loopback: connection refused. */
+  CHECK_STATUS(eas_client_new("eas://127.0.0.1:1/svc", o, &c, NULL), EAS_STATUS_OK);
+  eas_options_free(o); /* copied by eas_client_new */
+  eas_instance out;
+  CHECK_STATUS(eas_select_instance(c, &out), EAS_STATUS_NO_INSTANCE);
+  eas_error *err = NULL;
+  CHECK_STATUS(eas_client_wait_ready(c, 300, &err), EAS_STATUS_TIMEOUT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "127.0.0.1:1") != NULL);
+  eas_error_free(err);
+  err = NULL;
+  CHECK_STATUS(eas_client_last_error(c, &err), EAS_STATUS_DISCOVERY_FAILED);
+  CHECK(err != NULL && eas_error_code(err) == EAS_STATUS_DISCOVERY_FAILED);
+  CHECK(err != NULL && strstr(eas_error_message(err), "/upstreams/svc") != NULL);
+  eas_error_free(err);
+  size_t len = 99;
+  CHECK_STATUS(eas_client_instances(c, NULL, 0, &len), EAS_STATUS_OK);
+  CHECK(len == 0);
+  eas_stats st;
+  CHECK_STATUS(eas_client_stats(c, &st), EAS_STATUS_OK);
+  CHECK(st.generation == 0 && st.refresh_failed >= 1 && st.last_ok_unix_ms == 0);
+  eas_client_free(c); /* without close: free closes */
+}
+
+struct sub_state {
+  int calls;
+  int freed;
+  size_t last_n;
+  const eas_client *client;
+  uint64_t id;
+  int unsubscribe_inside;
+};
+
+static void on_change(void *user_data, const eas_instance *instances, size_t n) {
+  struct sub_state *s = (struct sub_state *)user_data;
+  (void)instances;
+  STORE(s->last_n, n);
+  ADD(s->calls, 1);
+  if (s->unsubscribe_inside) {
+    while (LOAD(s->id) == 0) usleep(100);
+    eas_status st = eas_client_unsubscribe(s->client, LOAD(s->id));
+    if (st != EAS_STATUS_OK) ADD(s->freed, 100); /* flags a failure */
+  }
+}
+
+static void on_free(void *user_data) {
+  struct sub_state *s = (struct sub_state *)user_data;
+  ADD(s->freed, 1);
+}
+
+static void wait_calls(struct sub_state *s, int n) {
+  for (int i = 0; i < 500 && LOAD(s->calls) < n; i++) usleep(2000);
+}
+
+static void test_subscribe(void) {
+  eas_client *c = NULL;
+  CHECK_STATUS(eas_client_new("static://10.0.0.1:1,10.0.0.2:2", NULL, &c, NULL), EAS_STATUS_OK);
+  static struct sub_state a, b, d;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&d, 0, sizeof d);
+  uint64_t id = 0;
+  CHECK_STATUS(eas_client_subscribe(c, on_change, &a, on_free, &id), EAS_STATUS_OK);
+  wait_calls(&a, 1);
+  CHECK(LOAD(a.calls) == 1 && LOAD(a.last_n) == 2);
+  CHECK_STATUS(eas_client_unsubscribe(c, id), EAS_STATUS_OK);
+  CHECK(LOAD(a.freed) == 1);
+  CHECK_STATUS(eas_client_unsubscribe(c, id), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_client_unsubscribe(c, 987654), EAS_STATUS_INVALID_ARGUMENT);
+
+  /* A callback that unsubscribes itself: freed once, after it returns. */
+  b.client = c;
+  b.unsubscribe_inside = 1;
+  uint64_t b_id = 0;
+  CHECK_STATUS(eas_client_subscribe(c, on_change, &b, on_free, &b_id), EAS_STATUS_OK);
+  STORE(b.id, b_id); /* the callback may already be waiting for it */
+  for (int i = 0; i < 500 && LOAD(b.freed) == 0; i++) usleep(2000);
+  CHECK(LOAD(b.calls) == 1 && LOAD(b.freed) == 1);
+
+  CHECK_STATUS(eas_client_subscribe(c, NULL, &d, on_free, &id), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_subscribe(c, on_change, &d, on_free, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_subscribe(NULL, on_change, &d, on_free, &id), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_unsubscribe(NULL, 1), EAS_STATUS_NULL_PARAMETER);
+
+  /* Close ends the remaining subscription; a later subscribe is refused and owns nothing. */
+  CHECK_STATUS(eas_client_subscribe(c, on_change, &d, on_free, &id), EAS_STATUS_OK);
+  eas_client_close(c);
+  CHECK(LOAD(d.freed) == 1);
+  struct sub_state refused;
+  memset(&refused, 0, sizeof refused);
+  CHECK_STATUS(eas_client_subscribe(c, on_change, &refused, on_free, &id), EAS_STATUS_CLOSED);
+  CHECK(LOAD(refused.freed) == 0);
+  eas_client_free(c);
+  CHECK(LOAD(d.freed) == 1);
+  /* A subscription without a free function. */
+  CHECK_STATUS(eas_client_new("static://10.0.0.1:1", NULL, &c, NULL), EAS_STATUS_OK);
+  struct sub_state e;
+  memset(&e, 0, sizeof e);
+  CHECK_STATUS(eas_client_subscribe(c, on_change, &e, NULL, &id), EAS_STATUS_OK);
+  wait_calls(&e, 1);
+  CHECK(LOAD(e.calls) == 1);
+  eas_client_free(c);
+}
+
+struct race {
+  const eas_client *c;
+  int closed_seen;
+};
+
+static void *picker(void *arg) {
+  struct race *r = (struct race *)arg;
+  eas_instance out;
+  for (;;) {
+    eas_status st = eas_select_instance(r->c, &out);
+    if (st == EAS_STATUS_CLOSED) {
+      ADD(r->closed_seen, 1);
+      return NULL;
+    }
+    if (st != EAS_STATUS_OK) return (void *)1;
+    eas_report_failure(r->c, out.id);
+    eas_report_success(r->c, out.id);
+  }
+}
+
+static void test_close_races_with_picks(void) {
+  for (int round = 0; round < 10; round++) {
+    eas_client *c = NULL;
+    CHECK_STATUS(eas_client_new("static://10.0.0.1:1,10.0.0.2:2,10.0.0.3:3", NULL, &c, NULL),
+                 EAS_STATUS_OK);
+    struct race r;
+    r.c = c;
+    STORE(r.closed_seen, 0);
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, picker, &r);
+    usleep(1000);
+    eas_client_close(c);
+    for (int i = 0; i < 3; i++) {
+      void *ret = NULL;
+      pthread_join(t[i], &ret);
+      CHECK(ret == NULL);
+    }
+    CHECK(LOAD(r.closed_seen) == 3);
+    eas_client_free(c);
+  }
+}
+
+int main(void) {
+  test_version_and_status_strings();
+  test_options();
+  test_client_new_errors();
+  test_static_select_and_instances();
+  test_unreachable_upstream();
+  test_subscribe();
+  test_close_races_with_picks();
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures == 0 ? 0 : 1;
+}

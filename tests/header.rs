@@ -1,0 +1,38 @@
+//! The checked-in header is exactly what the pinned cbindgen generates from src/.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn cbindgen() -> PathBuf {
+    if let Some(path) = std::env::var_os("EASDIRECT_CBINDGEN") {
+        return path.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    Path::new(&home).join(".cache/easdirect/tools/cbindgen-0.29.4/bin/cbindgen")
+}
+
+#[test]
+fn checked_in_header_matches_cbindgen_output() {
+    let tool = cbindgen();
+    assert!(
+        tool.exists(),
+        "cbindgen 0.29.4 not found at {}: run `make test` (it installs it) or set EASDIRECT_CBINDGEN",
+        tool.display()
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::env::temp_dir().join(format!("easdirect-header-{}.h", std::process::id()));
+    let status = Command::new(&tool)
+        .current_dir(root)
+        .args(["--config", "cbindgen.toml", "--quiet", "--output"])
+        .arg(&out)
+        .status()
+        .expect("cbindgen runs");
+    assert!(status.success(), "cbindgen failed");
+    let generated = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let checked_in = std::fs::read_to_string(root.join("include/easdirect.h")).unwrap();
+    assert!(
+        generated == checked_in,
+        "include/easdirect.h differs from cbindgen's output: run `make header` and commit"
+    );
+}
