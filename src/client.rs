@@ -14,6 +14,9 @@ use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
 use crate::snapshot_file;
 use crate::source::eas::EasSource;
+use crate::source::nacos::{
+    with_default_port, NacosConfig, NacosSource, Servers, DEFAULT_ADDRESS_SERVER_PORT,
+};
 use crate::source::static_list::StaticSource;
 use crate::source::{normalize, Source};
 use crate::target::{redact_target, Target, TargetSpec};
@@ -116,6 +119,56 @@ impl Client {
             TargetSpec::Static(items) => {
                 let items = items.clone();
                 Box::new(move || Box::new(StaticSource::new(&items)))
+            }
+            TargetSpec::Nacos {
+                https,
+                servers,
+                service,
+            } => {
+                let tls = if *https {
+                    Some(tls::client_config(settings.tls_ca_file.as_deref())?)
+                } else {
+                    None
+                };
+                // The environment's address server wins over the target's servers, as in the
+                // Nacos clients.
+                let servers = match std::env::var("ALIBABA_ALIWARE_ENDPOINT_URL") {
+                    Ok(endpoint) if !endpoint.trim().is_empty() => Servers::AddressServer(
+                        with_default_port(&endpoint, DEFAULT_ADDRESS_SERVER_PORT),
+                    ),
+                    _ => servers.clone(),
+                };
+                let text = |key: &str, default: &str| merged.get(key).unwrap_or(default).to_owned();
+                let mut context_path = text("context_path", "/nacos");
+                if !context_path.starts_with('/') {
+                    context_path.insert(0, '/');
+                }
+                let context_path = context_path.trim_end_matches('/').to_owned();
+                let config = NacosConfig {
+                    https: *https,
+                    servers,
+                    context_path,
+                    namespace: text("namespace", "public"),
+                    group: text("group", "pai-eas"),
+                    clusters: text("cluster", "DEFAULT"),
+                    service: service.clone(),
+                    username: merged.get("username").map(str::to_owned),
+                    password: merged.get("password").map(str::to_owned),
+                    access_key: merged.get("access_key").map(str::to_owned),
+                    secret_key: merged.get("secret_key").map(str::to_owned),
+                };
+                if config.username.is_some() != config.password.is_some() {
+                    return Err(Error::invalid(
+                        "options \"username\" and \"password\" go together: give both or neither",
+                    ));
+                }
+                if config.access_key.is_some() != config.secret_key.is_some() {
+                    return Err(Error::invalid(
+                        "options \"access_key\" and \"secret_key\" go together: give both or neither",
+                    ));
+                }
+                let timeout = settings.request_timeout;
+                Box::new(move || Box::new(NacosSource::new(config.clone(), timeout, tls.clone())))
             }
             TargetSpec::Eas {
                 https,

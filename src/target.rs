@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use crate::config::{Options, SourceKind};
 use crate::error::Error;
 use crate::instance::{parse_ip, DEFAULT_WEIGHT};
+use crate::source::nacos::{with_default_port, Servers, DEFAULT_ADDRESS_SERVER_PORT, DEFAULT_PORT};
 
 /// A parsed target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +26,12 @@ pub enum TargetSpec {
     },
     /// A fixed list of (ip, port, weight).
     Static(Vec<(IpAddr, u16, u32)>),
+    /// Nacos naming: a server list or an address server; `https` for `nacos+https://`.
+    Nacos {
+        https: bool,
+        servers: Servers,
+        service: String,
+    },
 }
 
 impl Target {
@@ -44,14 +51,17 @@ impl Target {
             "eas" | "eas+http" => (SourceKind::Eas, parse_eas(body, false)?),
             "eas+https" => (SourceKind::Eas, parse_eas(body, true)?),
             "static" => (SourceKind::Static, TargetSpec::Static(parse_static(body)?)),
-            "nacos" | "nacos+endpoint" | "dns" => {
+            "nacos" => (SourceKind::Nacos, parse_nacos(body, false, false)?),
+            "nacos+https" => (SourceKind::Nacos, parse_nacos(body, true, false)?),
+            "nacos+endpoint" => (SourceKind::Nacos, parse_nacos(body, false, true)?),
+            "dns" => {
                 return Err(Error::invalid(format!(
                     "target scheme \"{scheme}://\" is not supported by this build yet"
                 )))
             }
             other => {
                 return Err(Error::invalid(format!(
-                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https:// or static://"
+                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https://, nacos://, nacos+endpoint:// or static://"
                 )))
             }
         };
@@ -87,6 +97,49 @@ fn parse_eas(body: &str, https: bool) -> Result<TargetSpec, Error> {
     Ok(TargetSpec::Eas {
         https,
         authority: authority.to_owned(),
+        service: service.to_owned(),
+    })
+}
+
+fn parse_nacos(body: &str, https: bool, address_server: bool) -> Result<TargetSpec, Error> {
+    let Some((hosts, service)) = body.split_once('/') else {
+        return Err(Error::invalid(format!(
+            "target \"nacos://{body}\" has no service: expected nacos://host[:port][,host[:port]...]/service"
+        )));
+    };
+    if hosts.contains('@') {
+        return Err(Error::invalid(
+            "target must not carry userinfo (user@host): use the username and password options",
+        ));
+    }
+    let entries: Vec<&str> = hosts
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return Err(Error::invalid("nacos target lists no server"));
+    }
+    for entry in &entries {
+        check_authority(entry)?;
+    }
+    check_service_chars(service, true)?;
+    let servers = if address_server {
+        if entries.len() != 1 {
+            return Err(Error::invalid("nacos+endpoint:// takes one address server"));
+        }
+        Servers::AddressServer(with_default_port(entries[0], DEFAULT_ADDRESS_SERVER_PORT))
+    } else {
+        Servers::Fixed(
+            entries
+                .iter()
+                .map(|e| with_default_port(e, DEFAULT_PORT))
+                .collect(),
+        )
+    };
+    Ok(TargetSpec::Nacos {
+        https,
+        servers,
         service: service.to_owned(),
     })
 }
@@ -139,21 +192,33 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// A service name goes into a URL path: only characters that need no encoding are accepted.
 fn check_service(service: &str) -> Result<(), Error> {
+    check_service_chars(service, false)
+}
+
+/// A service name goes into a URL path (EAS) or a query (Nacos, which also allows ':' and '@',
+/// as Dubbo names use): only characters that need no encoding in a path are accepted.
+fn check_service_chars(service: &str, nacos: bool) -> Result<(), Error> {
     if service.is_empty() {
         return Err(Error::invalid("target has an empty service name"));
     }
     let ok = service.len() <= 256
-        && service
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && service.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '_' | '-' | '.')
+                || (nacos && matches!(c, ':' | '@'))
+        })
         && service != "."
         && service != "..";
     if !ok {
         return Err(Error::invalid(format!(
-            "target service name \"{}\" may only contain letters, digits, '_', '-' and '.'",
-            service.escape_default()
+            "target service name \"{}\" may only contain letters, digits, '_', '-', '.'{}",
+            service.escape_default(),
+            if nacos {
+                ", ':' and '@'"
+            } else {
+                " and nothing else"
+            }
         )));
     }
     Ok(())
@@ -295,6 +360,39 @@ mod tests {
         assert_eq!(list[0].2, 5);
         assert_eq!(list[1], ("::1".parse().unwrap(), 81, 100));
         assert_eq!(list[2].2, 0);
+    }
+
+    #[test]
+    fn nacos_targets_split_servers_and_default_ports() {
+        let t = Target::parse("nacos://10.0.0.1,10.0.0.2:9000;nacos.local/providers:com.Foo:1.0")
+            .unwrap();
+        assert_eq!(t.kind, SourceKind::Nacos);
+        let TargetSpec::Nacos {
+            servers,
+            service,
+            https,
+        } = t.spec
+        else {
+            panic!()
+        };
+        assert!(!https);
+        assert_eq!(service, "providers:com.Foo:1.0");
+        assert_eq!(
+            servers,
+            Servers::Fixed(vec![
+                "10.0.0.1:8848".into(),
+                "10.0.0.2:9000".into(),
+                "nacos.local:8848".into()
+            ])
+        );
+        let t = Target::parse("nacos+endpoint://addr.local/svc?namespace=dev").unwrap();
+        let TargetSpec::Nacos { servers, .. } = t.spec else {
+            panic!()
+        };
+        assert_eq!(servers, Servers::AddressServer("addr.local:8080".into()));
+        assert!(Target::parse("nacos://u:p@h/svc").is_err());
+        assert!(Target::parse("nacos:///svc").is_err());
+        assert!(Target::parse("nacos://h/a b").is_err());
     }
 
     #[test]

@@ -1,0 +1,608 @@
+//! Nacos naming over HTTP: `GET {context}/v3/client/ns/instance/list` (Nacos 3.x, answering
+//! `{"code":0,"data":[...]}`), falling back on 404 or 410 to `GET {context}/v1/ns/instance/list`
+//! (Nacos 1.x to 3.1, answering a ServiceInfo with `hosts`). Servers come from a fixed list
+//! (random start, round-robin failover) or an address server; auth is a username/password
+//! login (`accessToken`, renewed before `tokenTtl` runs out and on 403) or MSE AK/SK signing.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha1::Sha1;
+
+use super::{Source, MAX_BODY_BYTES};
+use crate::instance::{parse_ip, weight_from_f64, Instance};
+
+/// Default Nacos server port.
+pub const DEFAULT_PORT: u16 = 8848;
+/// Default address-server port.
+pub const DEFAULT_ADDRESS_SERVER_PORT: u16 = 8080;
+/// How often an address server is asked for the server list.
+const SERVER_LIST_REFRESH: Duration = Duration::from_secs(30);
+
+/// Where the Nacos servers come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Servers {
+    /// `host[:port]` entries (scheme-less, port defaulted).
+    Fixed(Vec<String>),
+    /// An address server `host[:port]` answering `{context}/serverlist`.
+    AddressServer(String),
+}
+
+/// Everything a Nacos source needs, resolved from the target and options. No `Debug`: it holds
+/// secrets.
+#[derive(Clone)]
+pub struct NacosConfig {
+    pub https: bool,
+    pub servers: Servers,
+    pub context_path: String,
+    pub namespace: String,
+    pub group: String,
+    pub clusters: String,
+    pub service: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    V3,
+    V1,
+}
+
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+pub struct NacosSource {
+    config: NacosConfig,
+    agent: ureq::Agent,
+    servers: Vec<String>,
+    servers_fetched_at: Option<Instant>,
+    next: usize,
+    api: Api,
+    token: Option<Token>,
+}
+
+enum Failure {
+    Status(u16, String),
+    Other(String),
+}
+
+impl Failure {
+    fn message(self) -> String {
+        match self {
+            Failure::Status(_, m) | Failure::Other(m) => m,
+        }
+    }
+}
+
+impl NacosSource {
+    pub fn new(
+        config: NacosConfig,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> NacosSource {
+        let mut builder = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .redirects(0)
+            .max_idle_connections(4)
+            .max_idle_connections_per_host(1)
+            .user_agent(concat!("libeasdirect/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls);
+        }
+        let servers = match &config.servers {
+            Servers::Fixed(list) => list.clone(),
+            Servers::AddressServer(_) => Vec::new(),
+        };
+        // A random start, so that clients spread over the servers.
+        let next = if servers.is_empty() {
+            0
+        } else {
+            (crate::pick::random_unit() * servers.len() as f64) as usize % servers.len()
+        };
+        NacosSource {
+            config,
+            agent: builder.build(),
+            servers,
+            servers_fetched_at: None,
+            next,
+            api: Api::V3,
+            token: None,
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.config.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn refresh_server_list(&mut self) -> Result<(), String> {
+        let Servers::AddressServer(address) = &self.config.servers else {
+            return Ok(());
+        };
+        let due = self
+            .servers_fetched_at
+            .is_none_or(|at| at.elapsed() >= SERVER_LIST_REFRESH);
+        if !due && !self.servers.is_empty() {
+            return Ok(());
+        }
+        let url = format!("http://{address}{}/serverlist", self.config.context_path);
+        let fetched = get_text(&self.agent, &url, &[]).and_then(|body| {
+            let list = parse_server_list(&body);
+            if list.is_empty() {
+                Err(Failure::Other(format!(
+                    "GET {url}: the address server lists no server"
+                )))
+            } else {
+                Ok(list)
+            }
+        });
+        match fetched {
+            Ok(list) => {
+                if list != self.servers {
+                    self.next =
+                        (crate::pick::random_unit() * list.len() as f64) as usize % list.len();
+                    self.servers = list;
+                }
+                self.servers_fetched_at = Some(Instant::now());
+                Ok(())
+            }
+            // An address server that fails leaves the last list in use.
+            Err(_) if !self.servers.is_empty() => Ok(()),
+            Err(f) => Err(f.message()),
+        }
+    }
+
+    /// Logs in (or renews the token) when a username is configured.
+    fn ensure_token(&mut self, server: &str, force: bool) -> Result<(), Failure> {
+        let (Some(username), Some(password)) = (&self.config.username, &self.config.password)
+        else {
+            return Ok(());
+        };
+        if !force
+            && self
+                .token
+                .as_ref()
+                .is_some_and(|t| Instant::now() < t.renew_at)
+        {
+            return Ok(());
+        }
+        let base = format!("{}://{server}{}", self.scheme(), self.config.context_path);
+        let login = |path: &str| -> Result<ureq::Response, Failure> {
+            let url = format!("{base}{path}");
+            match self
+                .agent
+                .post(&url)
+                .query("username", username)
+                .send_form(&[("password", password.as_str())])
+            {
+                Ok(r) => Ok(r),
+                Err(ureq::Error::Status(code, _)) => Err(Failure::Status(
+                    code,
+                    format!("POST {url} (login as {username:?}) answered HTTP {code}"),
+                )),
+                Err(ureq::Error::Transport(t)) => Err(Failure::Other(format!(
+                    "POST {url}: {}",
+                    describe_transport(&t)
+                ))),
+            }
+        };
+        let response = match login("/v3/auth/user/login") {
+            Err(Failure::Status(404 | 501, _)) => login("/v1/auth/users/login")?,
+            other => other?,
+        };
+        let body = read_body(response, "login").map_err(Failure::Other)?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|_| Failure::Other(format!("login at {base}: the answer is not JSON")))?;
+        // Nacos 1.x/2.x answer the token at the top level; 3.x may wrap it in `data`.
+        let data = value
+            .get("data")
+            .filter(|d| d.is_object())
+            .unwrap_or(&value);
+        let token = data
+            .get("accessToken")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                Failure::Other(format!("login at {base}: no accessToken in the answer"))
+            })?;
+        let ttl = data
+            .get("tokenTtl")
+            .and_then(Value::as_u64)
+            .unwrap_or(18_000);
+        // Renew ahead of expiry, as the Nacos clients do (a window of ttl/15 to ttl/10).
+        let window = ttl / 15 + (crate::pick::random_unit() * (ttl / 10 - ttl / 15) as f64) as u64;
+        self.token = Some(Token {
+            value: token.to_owned(),
+            renew_at: Instant::now() + Duration::from_secs(ttl.saturating_sub(window).max(1)),
+        });
+        Ok(())
+    }
+
+    /// Query parameters that identify the caller: the token, or the AK/SK signature.
+    fn identity(&self) -> Vec<(&'static str, String)> {
+        let mut params = Vec::new();
+        if let Some(token) = &self.token {
+            params.push(("accessToken", token.value.clone()));
+        }
+        if let (Some(ak), Some(sk)) = (&self.config.access_key, &self.config.secret_key) {
+            let data = format!(
+                "{}@@{}@@{}",
+                unix_ms(),
+                self.config.group,
+                self.config.service
+            );
+            params.push(("signature", sign(&data, sk)));
+            params.push(("data", data));
+            params.push(("ak", ak.clone()));
+        }
+        params
+    }
+
+    fn list_from(&mut self, server: &str) -> Result<Vec<Instance>, Failure> {
+        self.ensure_token(server, false)?;
+        match self.list_once(server) {
+            Err(Failure::Status(403, _)) if self.config.username.is_some() => {
+                self.ensure_token(server, true)?;
+                self.list_once(server)
+            }
+            other => other,
+        }
+    }
+
+    fn list_once(&mut self, server: &str) -> Result<Vec<Instance>, Failure> {
+        if self.api == Api::V3 {
+            match self.request(server, Api::V3) {
+                Err(Failure::Status(404 | 410, _)) => self.api = Api::V1,
+                other => return other,
+            }
+        }
+        match self.request(server, Api::V1) {
+            // A server that has dropped v1 (3.2+) may answer v3 after all.
+            Err(Failure::Status(404 | 410, m)) => match self.request(server, Api::V3) {
+                Ok(list) => {
+                    self.api = Api::V3;
+                    Ok(list)
+                }
+                Err(_) => Err(Failure::Other(m)),
+            },
+            other => other,
+        }
+    }
+
+    fn request(&self, server: &str, api: Api) -> Result<Vec<Instance>, Failure> {
+        let c = &self.config;
+        let (path, mut params) = match api {
+            Api::V3 => (
+                "/v3/client/ns/instance/list",
+                vec![
+                    ("namespaceId", c.namespace.clone()),
+                    ("groupName", c.group.clone()),
+                    ("serviceName", c.service.clone()),
+                    ("clusterName", c.clusters.clone()),
+                ],
+            ),
+            Api::V1 => (
+                "/v1/ns/instance/list",
+                vec![
+                    ("namespaceId", c.namespace.clone()),
+                    ("groupName", c.group.clone()),
+                    ("serviceName", format!("{}@@{}", c.group, c.service)),
+                    ("clusters", c.clusters.clone()),
+                    ("healthyOnly", "false".into()),
+                ],
+            ),
+        };
+        params.extend(self.identity());
+        let url = format!("{}://{server}{}{path}", self.scheme(), c.context_path);
+        let body = get_text(&self.agent, &url, &params)?;
+        let parsed = match api {
+            Api::V3 => parse_v3(body.as_bytes()),
+            Api::V1 => parse_v1(body.as_bytes()),
+        };
+        parsed.map_err(|why| Failure::Other(format!("GET {}: {why}", shown_url(&url, &params))))
+    }
+}
+
+impl Source for NacosSource {
+    fn fetch(&mut self) -> Result<Vec<Instance>, String> {
+        self.refresh_server_list()?;
+        if self.servers.is_empty() {
+            return Err("no Nacos server to ask".into());
+        }
+        let mut errors = Vec::new();
+        for _ in 0..self.servers.len() {
+            let server = self.servers[self.next % self.servers.len()].clone();
+            match self.list_from(&server) {
+                Ok(list) => return Ok(list),
+                Err(f) => {
+                    errors.push(f.message());
+                    // Round-robin failover: the next server, from here on.
+                    self.next = (self.next + 1) % self.servers.len();
+                }
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    fn describe(&self) -> String {
+        let server = self
+            .servers
+            .get(self.next % self.servers.len().max(1))
+            .map_or("(no server)", String::as_str);
+        let path = match self.api {
+            Api::V3 => "/v3/client/ns/instance/list",
+            Api::V1 => "/v1/ns/instance/list",
+        };
+        format!(
+            "GET {}://{server}{}{path} ({}/{}/{})",
+            self.scheme(),
+            self.config.context_path,
+            self.config.namespace,
+            self.config.group,
+            self.config.service
+        )
+    }
+}
+
+fn sign(data: &str, secret_key: &str) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret_key.as_bytes()).expect("HMAC takes any key");
+    mac.update(data.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Query parameters whose values are never printed.
+const SECRET_PARAMS: &[&str] = &["accessToken", "signature", "password"];
+
+/// The URL as it may be printed: public parameters only.
+fn shown_url(url: &str, params: &[(&str, String)]) -> String {
+    let shown: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| !SECRET_PARAMS.contains(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if shown.is_empty() {
+        url.to_owned()
+    } else {
+        format!("{url}?{}", shown.join("&"))
+    }
+}
+
+fn get_text(agent: &ureq::Agent, url: &str, params: &[(&str, String)]) -> Result<String, Failure> {
+    let mut request = agent.get(url);
+    for (k, v) in params {
+        request = request.query(k, v);
+    }
+    let response = match request.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, _)) => {
+            return Err(Failure::Status(
+                code,
+                format!("GET {} answered HTTP {code}", shown_url(url, params)),
+            ))
+        }
+        Err(ureq::Error::Transport(t)) => {
+            return Err(Failure::Other(format!(
+                "GET {}: {}",
+                shown_url(url, params),
+                describe_transport(&t)
+            )))
+        }
+    };
+    if !(200..300).contains(&response.status()) {
+        let code = response.status();
+        return Err(Failure::Status(
+            code,
+            format!("GET {} answered HTTP {code}", shown_url(url, params)),
+        ));
+    }
+    let body = read_body(response, &shown_url(url, params)).map_err(Failure::Other)?;
+    String::from_utf8(body).map_err(|_| {
+        Failure::Other(format!(
+            "GET {}: the body is not UTF-8",
+            shown_url(url, params)
+        ))
+    })
+}
+
+fn read_body(response: ureq::Response, what: &str) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_BODY_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("{what}: reading the body failed: {e}"))?;
+    if body.len() as u64 > MAX_BODY_BYTES {
+        return Err(format!("{what}: body is over the 16 MiB limit"));
+    }
+    Ok(body)
+}
+
+fn describe_transport(t: &ureq::Transport) -> String {
+    match std::error::Error::source(t) {
+        Some(source) => format!("{}: {source}", t.kind()),
+        None => t.kind().to_string(),
+    }
+}
+
+/// One `ip[:port]` a line; blank lines and `#` comments ignored; port defaults to 8848.
+pub fn parse_server_list(body: &str) -> Vec<String> {
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| with_default_port(l, DEFAULT_PORT))
+        .collect()
+}
+
+/// `host` or `host:port` or `[v6]:port`, with `port` added when missing; a leading scheme is
+/// dropped.
+pub fn with_default_port(entry: &str, port: u16) -> String {
+    let entry = entry
+        .trim()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    let has_port = if entry.starts_with('[') {
+        entry.contains("]:")
+    } else {
+        entry.matches(':').count() == 1
+    };
+    if has_port {
+        entry.to_owned()
+    } else if entry.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{entry}]:{port}")
+    } else {
+        format!("{entry}:{port}")
+    }
+}
+
+/// Parses a 3.x answer: `{"code":0,"data":[instance...]}`.
+pub fn parse_v3(body: &[u8]) -> Result<Vec<Instance>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON ({e})"))?;
+    match value.get("code").and_then(Value::as_i64) {
+        Some(0) => {}
+        Some(code) => {
+            let message = value.get("message").and_then(Value::as_str).unwrap_or("");
+            return Err(format!("Nacos answered code {code}: {message}"));
+        }
+        None => return Err("body has no code".into()),
+    }
+    match value.get("data") {
+        Some(Value::Array(items)) => Ok(items.iter().filter_map(parse_instance).collect()),
+        Some(Value::Null) | None => Ok(Vec::new()),
+        Some(_) => Err("data is not an array".into()),
+    }
+}
+
+/// Parses a 1.x-3.1 ServiceInfo: `{"hosts":[instance...], "checksum":..., ...}`.
+pub fn parse_v1(body: &[u8]) -> Result<Vec<Instance>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON ({e})"))?;
+    match value.get("hosts") {
+        Some(Value::Array(items)) => Ok(items.iter().filter_map(parse_instance).collect()),
+        Some(Value::Null) => Ok(Vec::new()),
+        _ => Err("body has no hosts array".into()),
+    }
+}
+
+/// A present instance: healthy and enabled (either missing counts as true). When the server
+/// reached its protection threshold it already reports every instance as healthy; like the
+/// Nacos Java client, we take them as they come (and ejection handles the dead ones).
+fn parse_instance(item: &Value) -> Option<Instance> {
+    let flag = |key: &str| item.get(key).and_then(Value::as_bool).unwrap_or(true);
+    if !flag("healthy") || !flag("enabled") {
+        return None;
+    }
+    let ip = parse_ip(item.get("ip")?.as_str()?)?;
+    let port = item.get("port")?.as_u64()?;
+    let port = u16::try_from(port).ok().filter(|&p| p > 0)?;
+    let weight = match item.get("weight") {
+        None | Some(Value::Null) => 1000,
+        Some(w) => weight_from_f64(w.as_f64()? * 1000.0)?,
+    };
+    Some(Instance::new(ip, port, weight))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(list: &[Instance]) -> Vec<(String, u32)> {
+        list.iter()
+            .map(|i| (i.host_str().to_owned(), i.weight))
+            .collect()
+    }
+
+    #[test]
+    fn v1_service_info_keeps_healthy_enabled_instances_with_weights_times_1000() {
+        let body = br#"{"name":"pai-eas@@svc","clusters":"DEFAULT","cacheMillis":10000,
+            "checksum":"abc","reachProtectionThreshold":false,"hosts":[
+            {"ip":"10.0.0.1","port":8080,"weight":1.0,"healthy":true,"enabled":true},
+            {"ip":"10.0.0.2","port":8080,"weight":0.5,"healthy":false,"enabled":true},
+            {"ip":"10.0.0.3","port":8080,"weight":2.5,"healthy":true,"enabled":false},
+            {"ip":"10.0.0.4","port":8080,"weight":0.0001},
+            {"ip":"10.0.0.5","port":8080,"weight":0},
+            {"ip":"10.0.0.6","port":8080,"weight":-1},
+            {"ip":"bad","port":8080}]}"#;
+        assert_eq!(
+            hosts(&parse_v1(body).unwrap()),
+            vec![
+                ("10.0.0.1:8080".into(), 1000),
+                ("10.0.0.4:8080".into(), 1),
+                ("10.0.0.5:8080".into(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn v3_result_is_unwrapped_and_a_nonzero_code_is_an_error() {
+        let body = br#"{"code":0,"message":"success","data":[
+            {"ip":"10.0.0.1","port":8080,"weight":1.5,"healthy":true,"enabled":true}]}"#;
+        assert_eq!(
+            hosts(&parse_v3(body).unwrap()),
+            vec![("10.0.0.1:8080".into(), 1500)]
+        );
+        let err = parse_v3(br#"{"code":20004,"message":"service not found","data":null}"#);
+        assert!(err.unwrap_err().contains("20004"));
+        assert!(parse_v3(b"{\"code\":0,\"data\":{}}").is_err());
+        assert!(parse_v1(b"<html>").is_err());
+    }
+
+    #[test]
+    fn server_lists_default_the_port() {
+        assert_eq!(
+            parse_server_list("10.0.0.1\n10.0.0.2:9000\n\n# comment\nhttp://nacos.local\n::1\n"),
+            vec![
+                "10.0.0.1:8848",
+                "10.0.0.2:9000",
+                "nacos.local:8848",
+                "[::1]:8848"
+            ]
+        );
+    }
+
+    #[test]
+    fn signature_is_base64_hmac_sha1() {
+        // RFC 2202 test case 2: HMAC-SHA1("Jefe", "what do ya want for nothing?").
+        assert_eq!(
+            sign("what do ya want for nothing?", "Jefe"),
+            base64::engine::general_purpose::STANDARD.encode([
+                0xef, 0xfc, 0xdf, 0x6a, 0xe5, 0xeb, 0x2f, 0xa2, 0xd2, 0x74, 0x16, 0xd5, 0xf1, 0x84,
+                0xdf, 0x9c, 0x25, 0x9a, 0x7c, 0x79
+            ])
+        );
+    }
+
+    #[test]
+    fn printed_urls_carry_no_secret() {
+        let shown = shown_url(
+            "http://h/nacos/v1/ns/instance/list",
+            &[
+                ("serviceName", "s".into()),
+                ("accessToken", "TOKEN".into()),
+                ("signature", "SIG".into()),
+            ],
+        );
+        assert!(
+            !shown.contains("TOKEN") && !shown.contains("SIG"),
+            "{shown}"
+        );
+        assert!(shown.contains("serviceName=s"));
+    }
+}
