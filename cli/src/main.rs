@@ -1,1 +1,85 @@
-fn main() {}
+//! `easdirect`: list, watch and pick instances of a service through libeasdirect, run an EAS
+//! discovery emulator, or watch the library at work in a scripted demo.
+//!
+//! Exit status: 0 on success, 1 when the work failed (no instance list in time, the emulator
+//! could not start, ...), 2 for a usage error (bad argument, target or `-o` option), 130 when a
+//! demo is interrupted.
+
+mod common;
+mod demo;
+mod emulate;
+mod list;
+mod pick;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Client-side discovery and load balancing for PAI-EAS services, from the command line.
+///
+/// TARGET is a libeasdirect target: `eas://HOST[:PORT]/SERVICE` (the EAS discovery API over
+/// HTTP), `eas+https://...`, or `static://IP:PORT[*WEIGHT],...`. Options go as
+/// `-o key=value` (repeatable) or as query parameters of the target: refresh_interval_ms,
+/// request_timeout_ms, failures_before_ejection, ejection_base_ms, ejection_max_ms,
+/// max_ejection_percent, tls_ca_file, snapshot_file, discovery_path.
+///
+/// Start with `easdirect demo`: it needs no arguments.
+#[derive(Parser, Debug)]
+#[command(name = "easdirect", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Wait for the instance list of TARGET and print it (host, weight, id).
+    ///
+    /// Exits 1, with the last discovery error (it names the URL and the HTTP status), when no
+    /// list arrives within --timeout-ms.
+    List(list::ListArgs),
+    /// Print each change of the instance list of TARGET as it happens, until Ctrl-C.
+    ///
+    /// Each change prints one line per added (+), removed (-) or reweighted (~) instance and
+    /// the new count; failed discovery fetches are printed too (the list is kept meanwhile).
+    Watch(watch::WatchArgs),
+    /// Pick N instances of TARGET and print how the picks spread over the instances.
+    ///
+    /// Over whole round-robin cycles, each instance's share of picks equals its share of the
+    /// total weight: with one thread, `-n` a multiple of the sum of the weights gives exact
+    /// counts.
+    Pick(pick::PickArgs),
+    /// Serve an emulated EAS discovery API on loopback, until killed, Ctrl-C or --duration.
+    ///
+    /// The first line printed is `listening 127.0.0.1:PORT`; the following ones give the
+    /// target, the control API (`/_emulator/...`, see the emulator crate's documentation) and
+    /// the backends. Without --instances, --file or --backends, the service has 3 instances.
+    Emulate(emulate::EmulateArgs),
+    /// A scripted demo of the library against the built-in emulator: weighted picks, a scale
+    /// up, a failing instance being ejected, a misbehaving discovery service, a scale down.
+    ///
+    /// It needs no arguments and ends by itself after --duration seconds. On a terminal the
+    /// display updates live; with --plain, or when the output is not a terminal, it prints
+    /// plain lines (one status line per second).
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    common::restore_sigpipe();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List(args) => list::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Pick(args) => pick::run(args),
+        Command::Emulate(args) => emulate::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("easdirect: {}", failure.message());
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
