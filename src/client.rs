@@ -287,7 +287,7 @@ impl Client {
 
     /// Picks an instance.
     pub fn select(&self) -> Result<Instance, ErrorKind> {
-        let mut out = Instance::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 1, 0);
+        let mut out = Instance::ZEROED;
         self.select_into(&[], &mut out)?;
         Ok(out)
     }

@@ -30,6 +30,16 @@ const _: () = assert!(std::mem::size_of::<Instance>() == 128);
 const _: () = assert!(std::mem::align_of::<Instance>() == 8);
 
 impl Instance {
+    /// An all-zero record, to be overwritten by a pick.
+    pub const ZEROED: Instance = Instance {
+        id: 0,
+        ip: [0; 46],
+        port: 0,
+        weight: 0,
+        host: [0; 64],
+        reserved: [0; 4],
+    };
+
     /// Builds an instance from a parsed address; the id is derived from the host string.
     pub fn new(ip: IpAddr, port: u16, weight: u32) -> Instance {
         let ip = match ip {
