@@ -12,6 +12,9 @@ CBINDGEN := $(CACHE)/tools/cbindgen-$(CBINDGEN_VERSION)/bin/cbindgen
 # 2 cores, once: it is kept in $(CACHE) and never rebuilt when there).
 RNACOS_VERSION := 0.8.8
 RNACOS := $(CACHE)/tools/rnacos-$(RNACOS_VERSION)/bin/rnacos
+# The official Nacos Python client registers instances over gRPC in the Nacos tests.
+NACOS_PY := $(CACHE)/nacos-py/bin/python
+NACOS_SDK_PYTHON_VERSION := 3.2.0
 CARGO ?= cargo
 RELEASE := target/release
 CBUILD := tests/c/build
@@ -53,10 +56,14 @@ lint:
 $(RNACOS):
 	$(CARGO) install rnacos --version $(RNACOS_VERSION) --locked --root $(CACHE)/tools/rnacos-$(RNACOS_VERSION)
 
-tools: $(CBINDGEN) $(RNACOS)
+$(NACOS_PY):
+	python3 -m venv $(CACHE)/nacos-py
+	$(CACHE)/nacos-py/bin/pip install --quiet nacos-sdk-python==$(NACOS_SDK_PYTHON_VERSION)
+
+tools: $(CBINDGEN) $(RNACOS) $(NACOS_PY)
 
 test-rust: tools
-	EASDIRECT_CBINDGEN=$(CBINDGEN) EASDIRECT_RNACOS=$(RNACOS) $(CARGO) test --release --workspace --locked
+	EASDIRECT_CBINDGEN=$(CBINDGEN) EASDIRECT_RNACOS=$(RNACOS) EASDIRECT_NACOS_PYTHON=$(NACOS_PY) $(CARGO) test --release --workspace --locked
 
 $(CBUILD):
 	mkdir -p $(CBUILD)

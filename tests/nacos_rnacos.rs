@@ -4,6 +4,7 @@
 //! by heartbeats, as ephemeral instances are in production.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,7 +53,8 @@ struct Rnacos {
 impl Rnacos {
     fn start() -> Rnacos {
         let port = free_port_triple();
-        let dir = std::env::temp_dir().join(format!("easdirect-rnacos-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("easdirect-rnacos-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Rnacos {
             child: None,
@@ -80,7 +82,10 @@ impl Rnacos {
             .env("RNACOS_CONSOLE_HOST", "127.0.0.1")
             .env("RNACOS_RAFT_NODE_ADDR", format!("127.0.0.1:{}", p + 1000))
             .env("RNACOS_DATA_DIR", self.dir.join("data"))
-            .env("RNACOS_NAMING_HEALTH_TIMEOUT_SECOND", HEALTH_TIMEOUT_S.to_string())
+            .env(
+                "RNACOS_NAMING_HEALTH_TIMEOUT_SECOND",
+                HEALTH_TIMEOUT_S.to_string(),
+            )
             .env("RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND", "60")
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -94,7 +99,10 @@ impl Rnacos {
             match ureq::get(&url).timeout(Duration::from_secs(1)).call() {
                 Ok(_) | Err(ureq::Error::Status(..)) => return,
                 Err(_) => {
-                    assert!(Instant::now() < deadline, "rnacos did not come up on port {p}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "rnacos did not come up on port {p}"
+                    );
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -169,7 +177,8 @@ impl Registry {
     }
 
     fn send(&self, method: &str, base: &str, path: &str, params: &[(&str, String)]) -> bool {
-        let mut req = ureq::request(method, &format!("{base}{path}")).timeout(Duration::from_secs(2));
+        let mut req =
+            ureq::request(method, &format!("{base}{path}")).timeout(Duration::from_secs(2));
         for (k, v) in params {
             req = req.query(k, v);
         }
@@ -200,7 +209,10 @@ impl Registry {
             .iter()
             .filter(|base| self.send(method, base, "/v1/ns/instance", params))
             .count();
-        assert!(accepted > 0, "{method} /v1/ns/instance accepted by no server");
+        assert!(
+            accepted > 0,
+            "{method} /v1/ns/instance accepted by no server"
+        );
     }
 
     fn stop_heartbeats(&self, port: u16) {
@@ -283,9 +295,13 @@ fn follows_registrations_weights_and_health() {
     reg.register(9004, 0.5);
     eventually("scale-up", five, || listed(&c).contains(&(9004, 500)));
     reg.set_weight(9001, 3.0);
-    eventually("a weight change", five, || listed(&c).contains(&(9001, 3000)));
+    eventually("a weight change", five, || {
+        listed(&c).contains(&(9001, 3000))
+    });
     reg.deregister(9002);
-    eventually("scale-down", five, || !listed(&c).iter().any(|&(p, _)| p == 9002));
+    eventually("scale-down", five, || {
+        !listed(&c).iter().any(|&(p, _)| p == 9002)
+    });
 
     // No more heartbeats: rnacos marks it unhealthy, and unhealthy is not present.
     reg.stop_heartbeats(9003);
@@ -300,7 +316,11 @@ fn follows_registrations_weights_and_health() {
     let all = c.instances().unwrap();
     let heavy = all.iter().find(|i| i.port == 9001).unwrap().id;
     let picks: Vec<u16> = (0..7).map(|_| c.select().unwrap().port).collect();
-    assert_eq!(picks.iter().filter(|&&p| p == 9001).count(), 6, "3000:500 is 6:1");
+    assert_eq!(
+        picks.iter().filter(|&&p| p == 9001).count(),
+        6,
+        "3000:500 is 6:1"
+    );
     c.report_failure(heavy).unwrap();
     for _ in 0..20 {
         assert_eq!(c.select().unwrap().port, 9004);
@@ -318,7 +338,9 @@ fn keeps_its_list_while_the_server_is_stopped_and_restarted() {
     reg.register(9102, 1.0);
     let c = client(&[&server], "svc-restart");
     c.wait_ready(Duration::from_secs(10)).unwrap();
-    eventually("two instances", Duration::from_secs(5), || listed(&c).len() == 2);
+    eventually("two instances", Duration::from_secs(5), || {
+        listed(&c).len() == 2
+    });
     let before = listed(&c);
 
     server.stop();
@@ -335,7 +357,9 @@ fn keeps_its_list_while_the_server_is_stopped_and_restarted() {
     eventually("fetches succeed again", Duration::from_secs(15), || {
         c.stats().unwrap().refresh_ok > ok && c.last_error().unwrap().is_none()
     });
-    eventually("the list is back", Duration::from_secs(10), || listed(&c) == before);
+    eventually("the list is back", Duration::from_secs(10), || {
+        listed(&c) == before
+    });
 }
 
 #[test]
@@ -347,7 +371,9 @@ fn discovery_goes_on_through_the_other_server_when_one_stops() {
     reg.register(9202, 2.0);
     let c = client(&[&first, &second], "svc-two");
     c.wait_ready(Duration::from_secs(10)).unwrap();
-    eventually("both instances", Duration::from_secs(5), || listed(&c).len() == 2);
+    eventually("both instances", Duration::from_secs(5), || {
+        listed(&c).len() == 2
+    });
     first.stop();
     let (ok, failed) = {
         let s = c.stats().unwrap();
@@ -356,9 +382,73 @@ fn discovery_goes_on_through_the_other_server_when_one_stops() {
     eventually("ten more good fetches", Duration::from_secs(10), || {
         c.stats().unwrap().refresh_ok >= ok + 10
     });
-    assert_eq!(c.stats().unwrap().refresh_failed, failed, "failover within each fetch");
+    assert_eq!(
+        c.stats().unwrap().refresh_failed,
+        failed,
+        "failover within each fetch"
+    );
     reg.register(9203, 1.0);
-    eventually("a change seen through the second server", Duration::from_secs(5), || {
-        listed(&c).len() == 3
+    eventually(
+        "a change seen through the second server",
+        Duration::from_secs(5),
+        || listed(&c).len() == 3,
+    );
+}
+
+/// The Python interpreter of a venv with nacos-sdk-python (`make test` prepares it).
+fn nacos_python() -> PathBuf {
+    if let Some(path) = std::env::var_os("EASDIRECT_NACOS_PYTHON") {
+        return path.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    Path::new(&home).join(".cache/easdirect/nacos-py/bin/python")
+}
+
+#[test]
+fn sees_instances_registered_by_the_official_python_client_over_grpc() {
+    let python = nacos_python();
+    assert!(
+        python.exists(),
+        "no Python with nacos-sdk-python at {}: `make test` prepares it (or set EASDIRECT_NACOS_PYTHON)",
+        python.display()
+    );
+    let server = Rnacos::start();
+    // One instance over HTTP with heartbeats, two over gRPC by the Python client.
+    let reg = Registry::new("svc-grpc", &[&server]);
+    reg.register(9300, 1.0);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nacos/register_grpc.py");
+    let mut registrar = Command::new(&python)
+        .arg(script)
+        .arg(format!("127.0.0.1:{}", server.port))
+        .args(["svc-grpc", GROUP])
+        .arg(&server.dir)
+        .args(["9301", "9302*2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the registrar starts");
+    let mut line = String::new();
+    BufReader::new(registrar.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        "registered",
+        "the Python client could not register"
+    );
+
+    let c = client(&[&server], "svc-grpc");
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    eventually("all three", Duration::from_secs(10), || {
+        listed(&c) == vec![(9300, 1000), (9301, 1000), (9302, 2000)]
     });
+    // The Python client goes away: its gRPC connection closes and its instances leave.
+    drop(registrar.stdin.take());
+    let _ = registrar.wait();
+    eventually(
+        "the gRPC instances leave",
+        Duration::from_secs(HEALTH_TIMEOUT_S + 20),
+        || listed(&c) == vec![(9300, 1000)],
+    );
 }
