@@ -21,7 +21,7 @@ CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c clean
+.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -79,10 +79,13 @@ test-c: build | $(CBUILD)
 	  --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp $(CBUILD)/test_api_shared
 
 ## Benchmarks (figures go to BENCHMARKS.md).
-bench: bench-rust bench-c
+bench: bench-rust bench-c bench-nacos
 
 bench-rust:
 	$(CARGO) bench --bench pick
+
+bench-nacos: $(RNACOS)
+	EASDIRECT_RNACOS=$(RNACOS) $(CARGO) bench --bench nacos
 
 bench-c: build | $(CBUILD)
 	gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_select.c -o $(CBUILD)/bench_select $(RELEASE)/libeasdirect.a $(CLIBS)
