@@ -583,3 +583,20 @@ fn different_threads_start_at_different_places() {
         "every thread started at the same instance"
     );
 }
+
+#[test]
+fn a_name_that_does_not_resolve_fails_the_fetch_within_its_timeout() {
+    let mut o = Options::new();
+    o.set("request_timeout_ms", "300").unwrap();
+    o.set("refresh_interval_ms", "50").unwrap();
+    let c = Client::new("eas://no-such-host.invalid:8080/svc", &o).unwrap();
+    // Whether the system resolver answers NXDOMAIN at once or hangs, the fetch fails within
+    // its own timeout, so an error is there long before a resolver's own retries would end.
+    eventually("the fetch fails", || c.last_error().unwrap().is_some());
+    let err = c.last_error().unwrap().unwrap();
+    assert!(err.message.contains("no-such-host.invalid"), "{err}");
+    assert_eq!(c.select().unwrap_err(), ErrorKind::NoInstance);
+    let started = Instant::now();
+    drop(c);
+    assert!(started.elapsed() < Duration::from_secs(1), "free waited for a lookup");
+}

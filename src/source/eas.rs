@@ -1,13 +1,13 @@
 //! The EAS discovery API: `GET {endpoint}/exported/apis/eas.alibaba-inc.k8s.io/v1/upstreams/{service}`
 //! answering `{"endpoints":{"items":[{"ip":..,"port":..,"weight":..}]}}`.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Source, MAX_BODY_BYTES};
+use super::http::{describe_transport, read_body};
+use super::Source;
 use crate::instance::{parse_ip, weight_from_f64, Instance, DEFAULT_WEIGHT};
 
 /// The documented discovery path.
@@ -36,17 +36,8 @@ impl EasSource {
         timeout: Duration,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> EasSource {
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout(timeout)
-            .redirects(0)
-            .max_idle_connections(2)
-            .max_idle_connections_per_host(1)
-            .user_agent(concat!("libeasdirect/", env!("CARGO_PKG_VERSION")));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls);
-        }
         EasSource {
-            agent: builder.build(),
+            agent: super::http::agent(timeout, tls),
             base: format!("{}://{authority}", if https { "https" } else { "http" }),
             service: service.to_owned(),
             path: DOCUMENTED_PATH,
@@ -80,42 +71,13 @@ impl EasSource {
         if !(200..300).contains(&status) {
             return Err(Fetch::Status(status));
         }
-        if let Some(len) = response
-            .header("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            if len > MAX_BODY_BYTES {
-                return Err(Fetch::Other(format!(
-                    "GET {url}: body of {len} bytes is over the 16 MiB limit"
-                )));
-            }
-        }
-        let mut body = Vec::new();
-        response
-            .into_reader()
-            .take(MAX_BODY_BYTES + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| Fetch::Other(format!("GET {url}: reading the body failed: {e}")))?;
-        if body.len() as u64 > MAX_BODY_BYTES {
-            return Err(Fetch::Other(format!(
-                "GET {url}: body is over the 16 MiB limit"
-            )));
-        }
-        Ok(body)
+        read_body(response, &format!("GET {url}")).map_err(Fetch::Other)
     }
 }
 
 enum Fetch {
     Status(u16),
     Other(String),
-}
-
-fn describe_transport(t: &ureq::Transport) -> String {
-    // ureq's message repeats the URL; the kind and the source are what the caller needs.
-    match std::error::Error::source(t) {
-        Some(source) => format!("{}: {source}", t.kind()),
-        None => t.kind().to_string(),
-    }
 }
 
 impl Source for EasSource {

@@ -4,6 +4,7 @@
 use crate::instance::Instance;
 
 pub mod eas;
+pub mod http;
 pub mod nacos;
 pub mod static_list;
 

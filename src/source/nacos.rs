@@ -4,7 +4,6 @@
 //! (random start, round-robin failover) or an address server; auth is a username/password
 //! login (`accessToken`, renewed before `tokenTtl` runs out and on 403) or MSE AK/SK signing.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -12,7 +11,8 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha1::Sha1;
 
-use super::{Source, MAX_BODY_BYTES};
+use super::http::{describe_transport, read_body};
+use super::Source;
 use crate::instance::{parse_ip, weight_from_f64, Instance};
 
 /// Default Nacos server port.
@@ -88,15 +88,6 @@ impl NacosSource {
         timeout: Duration,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> NacosSource {
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout(timeout)
-            .redirects(0)
-            .max_idle_connections(4)
-            .max_idle_connections_per_host(1)
-            .user_agent(concat!("libeasdirect/", env!("CARGO_PKG_VERSION")));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls);
-        }
         let servers = match &config.servers {
             Servers::Fixed(list) => list.clone(),
             Servers::AddressServer(_) => Vec::new(),
@@ -109,7 +100,7 @@ impl NacosSource {
         };
         NacosSource {
             config,
-            agent: builder.build(),
+            agent: super::http::agent(timeout, tls),
             servers,
             servers_fetched_at: None,
             next,
@@ -418,26 +409,6 @@ fn get_text(agent: &ureq::Agent, url: &str, params: &[(&str, String)]) -> Result
             shown_url(url, params)
         ))
     })
-}
-
-fn read_body(response: ureq::Response, what: &str) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_BODY_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("{what}: reading the body failed: {e}"))?;
-    if body.len() as u64 > MAX_BODY_BYTES {
-        return Err(format!("{what}: body is over the 16 MiB limit"));
-    }
-    Ok(body)
-}
-
-fn describe_transport(t: &ureq::Transport) -> String {
-    match std::error::Error::source(t) {
-        Some(source) => format!("{}: {source}", t.kind()),
-        None => t.kind().to_string(),
-    }
 }
 
 /// One `ip[:port]` a line; blank lines and `#` comments ignored; port defaults to 8848.

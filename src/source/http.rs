@@ -1,0 +1,115 @@
+//! The HTTP agent every HTTP source uses: a whole-request timeout, no redirects, a small
+//! connection pool, and name resolution that cannot outlast the timeout.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::MAX_BODY_BYTES;
+
+/// An agent for discovery requests: every request ends within `timeout`, redirects are never
+/// followed, and `tls` (when given) decides whom https trusts.
+pub fn agent(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> ureq::Agent {
+    let mut builder = ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .max_idle_connections(4)
+        .max_idle_connections_per_host(1)
+        .resolver(BoundedResolver::new(timeout))
+        .user_agent(concat!("libeasdirect/", env!("CARGO_PKG_VERSION")));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls);
+    }
+    builder.build()
+}
+
+/// A transport error as a caller needs it: the kind and the cause (ureq's own text repeats the
+/// URL, which the caller prints once, without secrets).
+pub fn describe_transport(t: &ureq::Transport) -> String {
+    match std::error::Error::source(t) {
+        Some(source) => format!("{}: {source}", t.kind()),
+        None => t.kind().to_string(),
+    }
+}
+
+/// Reads a response body of at most 16 MiB (`MAX_BODY_BYTES`); `what` (e.g. "GET url")
+/// starts the error message.
+pub fn read_body(response: ureq::Response, what: &str) -> Result<Vec<u8>, String> {
+    let announced = response
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = announced.filter(|&len| len > MAX_BODY_BYTES) {
+        return Err(format!(
+            "{what}: body of {len} bytes is over the 16 MiB limit"
+        ));
+    }
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(MAX_BODY_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("{what}: reading the body failed: {e}"))?;
+    if body.len() as u64 > MAX_BODY_BYTES {
+        return Err(format!("{what}: body is over the 16 MiB limit"));
+    }
+    Ok(body)
+}
+
+/// The system resolver (getaddrinfo) has no timeout of its own that we control, so names are
+/// resolved on a helper thread that the fetch waits for at most `timeout`. At most one lookup
+/// per agent is outstanding: while a hung one is still running, the next fetch fails at once
+/// instead of starting another thread.
+struct BoundedResolver {
+    timeout: Duration,
+    busy: Arc<AtomicBool>,
+}
+
+impl BoundedResolver {
+    fn new(timeout: Duration) -> BoundedResolver {
+        BoundedResolver {
+            timeout,
+            busy: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl ureq::Resolver for BoundedResolver {
+    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
+        // Addresses need no lookup.
+        if let Ok(addr) = netloc.parse::<SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("resolving {netloc}: an earlier lookup has not finished"),
+            ));
+        }
+        let (tx, rx) = mpsc::channel();
+        let (name, busy) = (netloc.to_owned(), self.busy.clone());
+        let spawned = std::thread::Builder::new()
+            .name("easdirect-resolve".into())
+            .spawn(move || {
+                let result = name.to_socket_addrs().map(Iterator::collect);
+                busy.store(false, Ordering::Release);
+                let _ = tx.send(result);
+            });
+        if let Err(e) = spawned {
+            self.busy.store(false, Ordering::Release);
+            return Err(e);
+        }
+        match rx.recv_timeout(self.timeout) {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "resolving {netloc} took longer than {} ms",
+                    self.timeout.as_millis()
+                ),
+            )),
+        }
+    }
+}
