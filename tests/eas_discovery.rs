@@ -598,5 +598,33 @@ fn a_name_that_does_not_resolve_fails_the_fetch_within_its_timeout() {
     assert_eq!(c.select().unwrap_err(), ErrorKind::NoInstance);
     let started = Instant::now();
     drop(c);
-    assert!(started.elapsed() < Duration::from_secs(1), "free waited for a lookup");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "free waited for a lookup"
+    );
+}
+
+#[test]
+fn ipv6_upstream_and_instances() {
+    let Ok(emu) = Emulator::bind("[::1]:0".parse().unwrap()) else {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    };
+    emu.set_endpoints(
+        SVC,
+        vec![
+            Endpoint::new("fd00::1", 50001, 100),
+            Endpoint::new("::ffff:10.0.0.9", 50002, 100),
+        ],
+    );
+    let target = format!("eas://[::1]:{}/{SVC}", emu.addr().port());
+    let c = Client::new(&target, &Options::new()).unwrap();
+    c.wait_ready(Duration::from_secs(5)).unwrap();
+    let hosts: Vec<String> = c
+        .instances()
+        .unwrap()
+        .iter()
+        .map(|i| i.host_str().to_owned())
+        .collect();
+    assert_eq!(hosts, vec!["10.0.0.9:50002", "[fd00::1]:50001"]);
 }
