@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 ///
 /// Start with `easdirect demo`: it needs no arguments.
 #[derive(Parser, Debug)]
-#[command(name = "easdirect", version, max_term_width = 100)]
+#[command(name = "easdirect", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,13 +53,20 @@ enum Command {
     /// Serve an emulated EAS discovery API on loopback, until killed, Ctrl-C or --duration.
     ///
     /// The first line printed is `listening 127.0.0.1:PORT`; the following ones give the
-    /// target, the control API (`/_emulator/...`, see the emulator crate's documentation) and
-    /// the backends. Without --instances, --file or --backends, the service has 3 instances.
-    Emulate(emulate::EmulateArgs),
-    /// A scripted demo of the library against the built-in emulator: weighted picks, a scale
-    /// up, a failing instance being ejected, a misbehaving discovery service, a scale down.
+    /// target, the control API and the backends. Without --instances, --file or --backends,
+    /// the service has 3 instances.
     ///
-    /// It needs no arguments and ends by itself after --duration seconds. On a terminal the
+    /// Control API on the same port (JSON bodies; see the emulator crate's documentation):
+    /// GET /_emulator/state; PUT|DELETE /_emulator/services/{service} (an array of items);
+    /// PUT /_emulator/fault {"fault":NAME,"status":503}; PUT /_emulator/paths
+    /// {"paths":"both"|"documented_only"|"new_only"}; POST /_emulator/backends
+    /// {"service":S,"count":N}; PUT /_emulator/backends/{port} {"mode":"ok"|"status"|"hang"|"dead"};
+    /// GET /_emulator/backends; POST|DELETE /_emulator/script.
+    Emulate(emulate::EmulateArgs),
+    /// Watch the library at work in a scripted story against a built-in emulator
+    ///
+    /// The story: weighted picks over 3 instances, a scale up to 5, a failing instance being
+    /// ejected, a misbehaving discovery service, a scale down to 2. It needs no arguments and ends by itself after --duration seconds. On a terminal the
     /// display updates live; with --plain, or when the output is not a terminal, it prints
     /// plain lines (one status line per second).
     Demo(demo::DemoArgs),
