@@ -21,7 +21,7 @@ CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos clean
+.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -29,7 +29,7 @@ demo: build
 
 ## Every test: lint, header drift, Rust unit/integration tests (rnacos included), C tests
 ## under valgrind.
-test: build check-header lint test-rust test-c
+test: build check-header lint test-rust test-c test-go
 	@echo "make test: all suites passed"
 
 build:
@@ -71,21 +71,29 @@ $(CBUILD):
 test-c: build | $(CBUILD)
 	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 	gcc -std=c99 $(CFLAGS_STRICT) tests/c/test_api.c -o $(CBUILD)/test_api_c99 $(RELEASE)/libeasdirect.a $(CLIBS)
-	g++ -std=c++17 -x c++ $(CFLAGS_STRICT) tests/c/test_api.c -o $(CBUILD)/test_api_cxx17 $(RELEASE)/libeasdirect.a $(CLIBS)
+	g++ -std=c++17 $(CFLAGS_STRICT) -x c++ tests/c/test_api.c -x none -o $(CBUILD)/test_api_cxx17 $(RELEASE)/libeasdirect.a $(CLIBS)
 	gcc -std=c99 -g $(CFLAGS_STRICT) tests/c/test_api.c -o $(CBUILD)/test_api_shared -L$(RELEASE) -leasdirect -Wl,-rpath,$(CURDIR)/$(RELEASE) $(CLIBS)
 	$(CBUILD)/test_api_c99
 	$(CBUILD)/test_api_cxx17
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp $(CBUILD)/test_api_shared
 
+## The Go binding: gofmt, vet, go test -race against the emulator, static link, examples.
+test-go: build
+	@command -v pkg-config >/dev/null || { apt-get update -qq && apt-get install -y -qq pkg-config; }
+	bash bindings/go/run-tests.sh
+
 ## Benchmarks (figures go to BENCHMARKS.md).
-bench: bench-rust bench-c bench-nacos
+bench: bench-rust bench-c bench-nacos bench-go
 
 bench-rust:
 	$(CARGO) bench --bench pick
 
 bench-nacos: $(RNACOS)
 	EASDIRECT_RNACOS=$(RNACOS) $(CARGO) bench --bench nacos
+
+bench-go: build $(RNACOS)
+	EASDIRECT_RNACOS=$(RNACOS) bash bindings/go/run-bench.sh
 
 bench-c: build | $(CBUILD)
 	gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_select.c -o $(CBUILD)/bench_select $(RELEASE)/libeasdirect.a $(CLIBS)

@@ -1,0 +1,40 @@
+package easdirect
+
+// A file with //export may only declare things in its preamble (cgo copies it into two C files).
+
+// #include <easdirect.h>
+import "C"
+
+import (
+	"fmt"
+	"runtime/cgo"
+	"runtime/debug"
+	"unsafe"
+)
+
+//export easdirectOnChange
+func easdirectOnChange(userData unsafe.Pointer, instances *C.eas_instance, n C.size_t) {
+	s := cgo.Handle(uintptr(userData)).Value().(*subscription)
+	raw := unsafe.Slice(instances, int(n)) // valid only during this call: copied below
+	s.names.rebuild(raw)
+	list := make([]Instance, len(raw))
+	for i := range raw {
+		list[i] = s.names.lookup(&raw[i])
+	}
+	defer func() {
+		// A panic must not unwind into the library's frames. Treat it as Go treats a panic in
+		// any goroutine: the program dies, with the callback's stack in the message.
+		if r := recover(); r != nil {
+			stack := debug.Stack()
+			go panic(fmt.Sprintf("easdirect: a Subscribe callback panicked: %v\n\n%s", r, stack))
+			select {} // the panic above ends the program; never return into C meanwhile
+		}
+	}()
+	s.fn(list)
+}
+
+//export easdirectOnEnd
+func easdirectOnEnd(userData unsafe.Pointer) {
+	cgo.Handle(uintptr(userData)).Delete()
+	liveSubscriptions.Add(-1)
+}

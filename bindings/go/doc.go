@@ -1,0 +1,62 @@
+// Package easdirect is the Go binding of libeasdirect: client-side discovery and load balancing
+// for Alibaba PAI-EAS inference services (and fixed lists of instances), so that a Go service
+// calls the instances of an EAS service directly over the VPC instead of through the gateway.
+//
+// A Client discovers the instances of one target in the background (a library thread polls the
+// EAS discovery API and keeps the last good list on any failure), picks one per request by
+// smooth weighted round-robin without taking a lock or allocating, and ejects instances that
+// the caller reports as failing:
+//
+//	client, err := easdirect.New("eas://1.2.3.4:8080/my_service")
+//	if err != nil { ... }
+//	defer client.Close()
+//	if err := client.WaitReady(ctx); err != nil { ... }
+//
+//	// Either pick by hand...
+//	inst, err := client.Select()          // "POST http://" + inst.Host + "/api/predict/my_service"
+//	client.ReportFailure(inst.ID)         // or ReportSuccess
+//
+//	// ...or let an http.RoundTripper rewrite http://my_service/... and fail over.
+//	hc := &http.Client{Transport: client.Transport(nil)}
+//	resp, err := hc.Post("http://my_service/api/predict/my_service", "application/json", body)
+//
+// # Lifetime and threads
+//
+// A Client is safe for concurrent use; share one per service per process. Close stops discovery
+// and subscriptions at once and is safe to call more than once and concurrently with any call;
+// the native client is freed by a cleanup once the Client is unreachable, so no call can be
+// running on it. Subscribe callbacks run on a library background thread shared by every client
+// of the process: keep them short.
+//
+// # Errors
+//
+// Errors from the library are *Error values carrying the status Code and a message naming the
+// offending key, value, URL or HTTP status; errors.Is matches them against the sentinels
+// (ErrNoInstance, ErrInvalidArgument, ErrClosed, ...) by code.
+//
+// # Building
+//
+// The package links libeasdirect through pkg-config (#cgo pkg-config: easdirect), so cgo must
+// be enabled (CGO_ENABLED=1, a C compiler) and PKG_CONFIG_PATH must lead to easdirect.pc.
+// When the package loads it checks the ABI version of the library it got (a shared library
+// found at run time may be another one than the header it was compiled against): on a mismatch
+// New returns an error wrapping ErrABIMismatch that says which versions met and what to do.
+//
+// Against the repository's own build, without installing anything:
+//
+//	cargo build --release -p easdirect            # target/release/libeasdirect.{so,a}
+//	bindings/go/pkgconfig.sh                      # writes bindings/go/build/easdirect{,-static}.pc
+//	export PKG_CONFIG_PATH=$PWD/bindings/go/build
+//	go build ./...                                # the binary finds the .so through an rpath
+//
+// Against an installed copy (libeasdirect.so and .a in $PREFIX/lib, easdirect.h in
+// $PREFIX/include):
+//
+//	bindings/go/pkgconfig.sh --prefix /usr/local --out /usr/local/lib/pkgconfig
+//	go build ./...                                # run ldconfig once for the .so
+//
+// Statically, with no shared library needed at run time: build with the easdirect_static tag,
+// which uses easdirect-static.pc (libeasdirect.a -lpthread -ldl -lm):
+//
+//	go build -tags easdirect_static ./...
+package easdirect

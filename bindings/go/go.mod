@@ -1,0 +1,3 @@
+module github.com/easdirect/libeasdirect/bindings/go
+
+go 1.24

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The Go binding's tests: gofmt, go vet (shared and static builds, examples), go test -race
+# (with the repository's EAS emulator), a static-link smoke test and the examples.
+# Assumes the repository's `make build` has run (target/release/libeasdirect.{so,a} and the
+# `easdirect` CLI with its emulator). Exits non-zero on the first failure.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+release=$repo/target/release
+export PATH=/usr/local/go/bin:$PATH
+export CGO_ENABLED=1
+
+for f in "$release/libeasdirect.so" "$release/libeasdirect.a" "$release/easdirect"; do
+  [ -e "$f" ] || { echo "run-tests.sh: $f is missing: run 'make build' first" >&2; exit 1; }
+done
+command -v go >/dev/null || { echo "run-tests.sh: no go toolchain on PATH" >&2; exit 1; }
+command -v pkg-config >/dev/null || { echo "run-tests.sh: pkg-config is needed (apt-get install pkg-config)" >&2; exit 1; }
+
+"$here/pkgconfig.sh" >/dev/null
+export PKG_CONFIG_PATH=$here/build${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+export EASDIRECT_EMULATOR=$release/easdirect EASDIRECT_REQUIRE_EMULATOR=1
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "gofmt -l"
+unformatted=$(gofmt -l "$here" "$repo/examples/go")
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-formatted (run gofmt -w):"; echo "$unformatted"; exit 1
+fi
+
+cd "$here"
+step "go vet (shared, static)"
+go vet ./...
+go vet -tags easdirect_static ./...
+
+step "go test -race"
+go test -race -count=1 -timeout 120s ./...
+
+step "static link (-tags easdirect_static)"
+go test -tags easdirect_static -count=1 -timeout 60s -run 'Example|TestTheABICheck|TestTheTransportSends' ./...
+
+step "examples/go"
+cd "$repo/examples/go"
+go vet ./...
+go run ./pick -n 4
+log=$(mktemp)
+"$release/easdirect" emulate --listen 127.0.0.1:0 --service my_service --backends 3 --duration 60 >"$log" &
+emu=$!
+trap 'kill $emu 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 100); do grep -q '^listening ' "$log" && break; sleep 0.1; done
+addr=$(sed -n 's/^listening //p' "$log" | head -n1)
+[ -n "$addr" ] || { echo "the emulator did not start"; cat "$log"; exit 1; }
+go run ./predict -target "eas://$addr/my_service" -n 5
+
+printf '\nGo binding: all tests passed\n'
