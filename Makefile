@@ -21,7 +21,7 @@ CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go clean
+.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -29,7 +29,7 @@ demo: build
 
 ## Every test: lint, header drift, Rust unit/integration tests (rnacos included), C tests
 ## under valgrind.
-test: build check-header lint test-rust test-c test-go
+test: build check-header lint test-rust test-c test-go test-python
 	@echo "make test: all suites passed"
 
 build:
@@ -83,8 +83,13 @@ test-go: build
 	@command -v pkg-config >/dev/null || { apt-get update -qq && apt-get install -y -qq pkg-config; }
 	bash bindings/go/run-tests.sh
 
+## The Python binding: a venv in $(CACHE), the package installed from bindings/python, pytest
+## against the emulator (the official eas-prediction SDK runs the same scenarios as reference).
+test-python: build
+	bash bindings/python/run-tests.sh
+
 ## Benchmarks (figures go to BENCHMARKS.md).
-bench: bench-rust bench-c bench-nacos bench-go
+bench: bench-rust bench-c bench-nacos bench-go bench-python
 
 bench-rust:
 	$(CARGO) bench --bench pick
@@ -94,6 +99,9 @@ bench-nacos: $(RNACOS)
 
 bench-go: build $(RNACOS)
 	EASDIRECT_RNACOS=$(RNACOS) bash bindings/go/run-bench.sh
+
+bench-python: build
+	bash bindings/python/run-bench.sh
 
 bench-c: build | $(CBUILD)
 	gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_select.c -o $(CBUILD)/bench_select $(RELEASE)/libeasdirect.a $(CLIBS)

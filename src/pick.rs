@@ -179,7 +179,14 @@ impl Picker {
                 *out = snapshot.instances[index];
                 return Some(());
             }
-            let index = snapshot.walk(&mut cursor.position, exclude, now)?;
+            let index = if exclude.is_empty() {
+                snapshot.walk(&mut cursor.position, exclude, now)?
+            } else {
+                // A pick with exclusions (a retry) takes no turn from this thread's cycle, so
+                // that plain picks keep their exact proportions around it.
+                let mut position = cursor.position;
+                snapshot.walk(&mut position, exclude, now)?
+            };
             *out = snapshot.instances[index];
             Some(())
         });

@@ -162,6 +162,9 @@ impl SnapshotCell {
                     drop(Arc::from_raw(retired.0));
                 });
             }
+            // Hand the retired snapshot to the global queue now rather than when this thread's
+            // bag fills up (64 items), so that memory is reclaimed within a few publications.
+            guard.flush();
         }
     }
 }

@@ -256,6 +256,12 @@ fn parse_static(body: &str) -> Result<Vec<(IpAddr, u16, u32)>, Error> {
     if out.is_empty() {
         return Err(Error::invalid("static target lists no instance"));
     }
+    if out.iter().all(|&(_, _, w)| w == 0) {
+        // A fixed list is never fetched again: it could never become ready.
+        return Err(Error::invalid(
+            "static target lists no instance of positive weight",
+        ));
+    }
     Ok(out)
 }
 
@@ -408,6 +414,7 @@ mod tests {
             ("static://host:80", "address"),
             ("static://10.0.0.1:80*-1", "weight"),
             ("static://", "no instance"),
+            ("static://10.0.0.1:80*0", "positive weight"),
         ] {
             let err = Target::parse(bad).unwrap_err();
             assert!(err.message.contains(needle), "{bad}: {err}");

@@ -390,6 +390,26 @@ fn excluding_never_returns_an_excluded_id() {
 }
 
 #[test]
+fn picks_with_exclusions_take_no_turn_from_plain_picks() {
+    let list: Vec<String> = (1..=49).map(|p| format!("127.0.0.1:{p}")).collect();
+    let c = Client::new(&format!("static://{}", list.join(",")), &Options::new()).unwrap();
+    let all = c.instances().unwrap();
+    let excluded: Vec<u64> = all.iter().take(40).map(|i| i.id).collect();
+    let mut plain = HashSet::new();
+    let mut out = all[0];
+    for _ in 0..49 {
+        plain.insert(c.select().unwrap().port);
+        c.select_into(&excluded, &mut out).unwrap();
+        assert!(!excluded.contains(&out.id));
+    }
+    assert_eq!(
+        plain.len(),
+        49,
+        "every instance has its turn among the plain picks"
+    );
+}
+
+#[test]
 fn a_thread_alternating_between_two_clients_keeps_exact_proportions() {
     let a = Client::new(
         "static://127.0.0.1:1*5,127.0.0.1:2*1,127.0.0.1:3*1",
