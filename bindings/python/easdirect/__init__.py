@@ -1,0 +1,66 @@
+"""easdirect: call a PAI-EAS service directly over the VPC, without the gateway.
+
+A Python binding of libeasdirect (a Rust library with a C ABI): a background thread keeps the
+service's instance list fresh, :meth:`Client.select` picks one per request by weighted
+round-robin without taking a lock, and instances reported as failing are ejected.
+
+    import easdirect
+    with easdirect.Client("eas://1.2.3.4:8080/my_service") as client:
+        client.wait_ready(2.0)
+        inst = client.select()
+        ...  # POST http://{inst.host}/api/predict/my_service
+        client.report_success(inst.id)   # or report_failure(inst.id)
+
+HTTP helpers that follow the library's retry policy: :mod:`easdirect.requests` (a ``requests``
+transport adapter) and :mod:`easdirect.httpx` (sync and async ``httpx`` transports).
+"""
+
+from ._errors import (
+    BufferTooSmallError,
+    ClosedError,
+    DiscoveryFailedError,
+    Error,
+    InvalidArgumentError,
+    NoInstanceError,
+    NullParameterError,
+    PanicError,
+    Status,
+    TimeoutError,
+    UnknownInstanceError,
+)
+from ._client import (
+    ABI_MAJOR,
+    ABI_MINOR,
+    Client,
+    Instance,
+    Stats,
+    Subscription,
+    abi_version,
+    library_version,
+    status_str,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABI_MAJOR",
+    "ABI_MINOR",
+    "BufferTooSmallError",
+    "Client",
+    "ClosedError",
+    "DiscoveryFailedError",
+    "Error",
+    "Instance",
+    "InvalidArgumentError",
+    "NoInstanceError",
+    "NullParameterError",
+    "PanicError",
+    "Stats",
+    "Status",
+    "Subscription",
+    "TimeoutError",
+    "UnknownInstanceError",
+    "abi_version",
+    "library_version",
+    "status_str",
+]
