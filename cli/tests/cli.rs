@@ -363,3 +363,43 @@ fn help_documents_every_command() {
         assert!(run(&[cmd, "--help"]).status.success(), "{cmd} --help");
     }
 }
+
+/// A Nacos 3.x server as far as `list` needs one: every request gets the same v3 answer.
+fn nacos_stub() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let body = r#"{"code":0,"message":"success","data":[{"ip":"10.1.0.1","port":8080,"weight":2.5,"healthy":true,"enabled":true}]}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn list_and_pick_work_with_nacos_targets() {
+    let addr = nacos_stub();
+    let out = run(&[
+        "list",
+        &format!("nacos://{addr}/svc"),
+        "-o",
+        "namespace=dev",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("10.1.0.1:8080"), "{stdout}");
+    assert!(stdout.contains("2500"), "weight 2.5 x 1000: {stdout}");
+    let out = run(&["pick", &format!("nacos://{addr}/svc"), "-n", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("10.1.0.1:8080"));
+}
