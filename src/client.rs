@@ -1,10 +1,11 @@
 //! A client: one target's discovery, its published snapshots, ejection state and subscribers.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use crate::callback::EndFn;
+use crate::callback::CallbackGate;
 use crate::config::{Options, Settings, SourceKind};
 use crate::eject::{monotonic_ms, EjectionPolicy, Ejector};
 use crate::error::{Error, ErrorKind};
@@ -35,8 +36,6 @@ pub struct Stats {
 
 /// A change subscriber's callback, called with each new list.
 pub type ChangeFn = Box<dyn Fn(&[Instance]) + Send + Sync>;
-/// Runs once when a subscription ends.
-pub type EndFn = Box<dyn FnOnce() + Send>;
 
 /// Discovery, selection and ejection for one target. Cheap to share between threads.
 pub struct Client {
@@ -77,32 +76,11 @@ struct State {
     next_subscription: u64,
 }
 
-const IDLE: u8 = 0;
-const RUNNING: u8 = 1;
-const ENDED: u8 = 2;
-/// Ended from inside its own running callback: the dispatcher ends it once the callback returns.
-const END_AFTER_RUN: u8 = 3;
-
 struct Subscription {
     id: u64,
     callback: ChangeFn,
-    on_end: Mutex<Option<EndFn>>,
-    state: AtomicU8,
+    gate: CallbackGate,
     delivered: AtomicU64,
-}
-
-impl Subscription {
-    fn finish(&self) {
-        let on_end = self.on_end.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(on_end) = on_end {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(on_end));
-        }
-    }
-}
-
-thread_local! {
-    /// The subscription whose callback this thread is running, if any.
-    static RUNNING_SUBSCRIPTION: Cell<usize> = const { Cell::new(0) };
 }
 
 impl Client {
@@ -391,8 +369,7 @@ impl Client {
             state.subscriptions.push(Arc::new(Subscription {
                 id,
                 callback,
-                on_end: Mutex::new(on_end),
-                state: AtomicU8::new(IDLE),
+                gate: CallbackGate::new(on_end),
                 delivered: AtomicU64::new(0),
             }));
             id
@@ -413,7 +390,7 @@ impl Client {
             at.map(|i| state.subscriptions.remove(i))
         };
         let subscription = found.ok_or(ErrorKind::InvalidArgument)?;
-        end_subscription(&subscription);
+        subscription.gate.end();
         Ok(())
     }
 
@@ -425,7 +402,7 @@ impl Client {
             std::mem::take(&mut state.subscriptions)
         };
         for subscription in &ended {
-            end_subscription(subscription);
+            subscription.gate.end();
         }
     }
 }
@@ -433,33 +410,6 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-fn end_subscription(subscription: &Subscription) {
-    let me = subscription as *const Subscription as usize;
-    loop {
-        match subscription
-            .state
-            .compare_exchange(IDLE, ENDED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                subscription.finish();
-                return;
-            }
-            Err(RUNNING) if RUNNING_SUBSCRIPTION.with(Cell::get) == me => {
-                // Inside its own callback: the dispatcher ends it when the callback returns.
-                let _ = subscription.state.compare_exchange(
-                    RUNNING,
-                    END_AFTER_RUN,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-                return;
-            }
-            Err(RUNNING) => std::thread::sleep(Duration::from_micros(100)),
-            Err(_) => return,
-        }
     }
 }
 
@@ -648,29 +598,13 @@ fn deliver(weak: Weak<Inner>) {
                 {
                     continue;
                 }
-                if subscription
-                    .state
-                    .compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    continue;
-                }
-                let me = Arc::as_ptr(&subscription) as usize;
-                let outer = RUNNING_SUBSCRIPTION.with(|r| r.replace(me));
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (subscription.callback)(&snapshot.instances)
-                }));
-                RUNNING_SUBSCRIPTION.with(|r| r.set(outer));
-                subscription
-                    .delivered
-                    .store(snapshot.generation, Ordering::Release);
-                if subscription
-                    .state
-                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    subscription.state.store(ENDED, Ordering::Release);
-                    subscription.finish();
+                let ran = subscription
+                    .gate
+                    .run(|| (subscription.callback)(&snapshot.instances));
+                if ran.is_some() {
+                    subscription
+                        .delivered
+                        .store(snapshot.generation, Ordering::Release);
                 }
             }
         }

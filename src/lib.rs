@@ -13,6 +13,7 @@
 //! - `ffi`: the `eas_*` C functions; it converts, checks pointers and contains panics.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod callback;
 pub mod client;
 pub mod config;
 pub mod eject;
