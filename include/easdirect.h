@@ -39,7 +39,7 @@
 /**
  * ABI minor version: a binding requires at least the minor it was built for.
  */
-#define EAS_ABI_MINOR 0
+#define EAS_ABI_MINOR 1
 
 /**
  * The result of every fallible call. Numbers are stable and never reused.
@@ -77,6 +77,11 @@ typedef enum eas_status {
    */
   EAS_STATUS_PANIC = 99,
 } eas_status;
+
+/**
+ * Collects the instances a fetch function lists.
+ */
+typedef struct ListBuilder ListBuilder;
 
 /**
  * A client of one target. Thread-safe: share one per service per process. Every function that
@@ -167,6 +172,19 @@ typedef void (*eas_change_fn)(void *user_data, const struct eas_instance *instan
  * Frees a subscription's user data.
  */
 typedef void (*eas_free_fn)(void *user_data);
+
+/**
+ * The list a source callback is filling. Valid only during the callback that received it;
+ * used by that callback's thread only.
+ */
+typedef struct ListBuilder eas_source_builder;
+
+/**
+ * A source callback: lists the instances present now by calling eas_source_builder_add for
+ * each, then returns EAS_STATUS_OK (an empty list keeps the last one, like any source), or any
+ * other status to report a failed fetch (the last list is kept).
+ */
+typedef int32_t (*eas_source_fetch_fn)(void *user_data, eas_source_builder *builder);
 
 #ifdef __cplusplus
 extern "C" {
@@ -334,6 +352,35 @@ enum eas_status eas_options_set(struct eas_options *o,
  * Frees options; NULL is a no-op.
  */
 void eas_options_free(struct eas_options *o);
+
+/**
+ * Adds one instance to the list being built. `weight` is as in eas_instance (0: listed, never
+ * picked). A malformed instance (an ip that is not a textual IPv4/IPv6 address, port 0) is
+ * refused with EAS_STATUS_INVALID_ARGUMENT and the list goes on without it.
+ */
+enum eas_status eas_source_builder_add(eas_source_builder *builder,
+                                       const char *ip,
+                                       uint16_t port,
+                                       uint32_t weight);
+
+/**
+ * Creates a client whose instance list comes from `fetch`, called on a background thread at
+ * each refresh (every refresh_interval_ms, jittered), never two calls at once, and never after
+ * eas_client_close has returned. The client behaves as for any target: a failed or empty
+ * fetch keeps the last list; selection, ejection, subscriptions and wait_ready are the same.
+ * `fetch` may call any eas_* function on the client except eas_client_free (and except
+ * eas_client_wait_ready before the first list, which would wait for itself).
+ * `free_user_data` (nullable) runs exactly once, when the client is closed (eas_client_close
+ * or eas_client_free), after a `fetch` in progress returns; when this call fails it does not
+ * run and the caller keeps ownership of `user_data`.
+ * @param opts  options (copied), or NULL; the keys every source shares.
+ */
+enum eas_status eas_client_new_with_source(eas_source_fetch_fn fetch,
+                                           void *user_data,
+                                           eas_free_fn free_user_data,
+                                           const struct eas_options *opts,
+                                           struct eas_client **out,
+                                           struct eas_error **err);
 
 /**
  * A static, NUL-terminated description of `status`; "unknown status" for any other value.

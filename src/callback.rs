@@ -91,11 +91,7 @@ impl CallbackGate {
     }
 
     fn finish(&self) {
-        let on_end = self
-            .on_end
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let on_end = self.on_end.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(on_end) = on_end {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(on_end));
         }

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use crate::callback::EndFn;
 use crate::callback::CallbackGate;
+pub use crate::callback::EndFn;
 use crate::config::{Options, Settings, SourceKind};
 use crate::eject::{monotonic_ms, EjectionPolicy, Ejector};
 use crate::error::{Error, ErrorKind};
@@ -14,6 +14,7 @@ use crate::pick::Picker;
 use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
 use crate::snapshot_file;
+use crate::source::callback::{CallbackShared, CallbackSource, FetchFn};
 use crate::source::eas::EasSource;
 use crate::source::nacos::{
     with_default_port, NacosConfig, NacosSource, Servers, DEFAULT_ADDRESS_SERVER_PORT,
@@ -63,6 +64,8 @@ struct Inner {
     dispatching: AtomicBool,
     dirty: AtomicBool,
     state: Mutex<State>,
+    /// The caller's fetch function, for a callback source: ended on close.
+    callback_source: Option<Arc<CallbackShared>>,
 }
 
 struct State {
@@ -176,6 +179,44 @@ impl Client {
                 })
             }
         };
+        Ok(Client::start(
+            settings,
+            make_source,
+            redact_target(target),
+            parsed.kind != SourceKind::Static,
+            None,
+        ))
+    }
+
+    /// A client whose list comes from `fetch`, called on the refresher thread at each refresh
+    /// (see `eas_client_new_with_source`). `on_end` runs once when the client is closed, after
+    /// a fetch in progress returns; on error it is dropped without being called.
+    pub fn with_source(
+        fetch: FetchFn,
+        on_end: Option<EndFn>,
+        options: &Options,
+    ) -> Result<Client, Error> {
+        let settings = Settings::resolve(SourceKind::Callback, options)?;
+        let shared = CallbackShared::new(fetch, CallbackGate::new(on_end));
+        let for_factory = shared.clone();
+        let make_source: SourceFactory =
+            Box::new(move || Box::new(CallbackSource(for_factory.clone())));
+        Ok(Client::start(
+            settings,
+            make_source,
+            "source callback".into(),
+            true,
+            Some(shared),
+        ))
+    }
+
+    fn start(
+        settings: Settings,
+        make_source: SourceFactory,
+        display: String,
+        refreshes: bool,
+        callback_source: Option<Arc<CallbackShared>>,
+    ) -> Client {
         let policy = EjectionPolicy {
             failures_before_ejection: settings.failures_before_ejection,
             base_ms: settings.ejection_base_ms,
@@ -185,8 +226,8 @@ impl Client {
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             picker: Arc::new(Picker::default()),
-            refreshes: parsed.kind != SourceKind::Static,
-            display: redact_target(target),
+            refreshes,
+            display,
             settings,
             fork_generation: AtomicU64::new(fork_generation()),
             ready: AtomicBool::new(false),
@@ -206,6 +247,7 @@ impl Client {
                 next_subscription: 1,
             }),
             make_source,
+            callback_source,
         });
         if inner.refreshes {
             let weak = Arc::downgrade(&inner);
@@ -214,7 +256,7 @@ impl Client {
             // A fixed list: fetched once, here, so that the client is ready on return.
             inner.refresh_once(true);
         }
-        Ok(Client { inner })
+        Client { inner }
     }
 
     /// The target, without userinfo or query.
@@ -403,6 +445,9 @@ impl Client {
         };
         for subscription in &ended {
             subscription.gate.end();
+        }
+        if let Some(source) = &self.inner.callback_source {
+            source.gate.end();
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum SourceKind {
     Nacos,
     Static,
     Dns,
+    /// The caller's own fetch function.
+    Callback,
 }
 
 impl SourceKind {
@@ -21,6 +23,7 @@ impl SourceKind {
             SourceKind::Nacos => "nacos",
             SourceKind::Static => "static",
             SourceKind::Dns => "dns",
+            SourceKind::Callback => "callback",
         }
     }
 }
@@ -30,6 +33,7 @@ const ALL: &[SourceKind] = &[
     SourceKind::Nacos,
     SourceKind::Static,
     SourceKind::Dns,
+    SourceKind::Callback,
 ];
 const HTTPS_SOURCES: &[SourceKind] = &[SourceKind::Eas, SourceKind::Nacos];
 
@@ -166,7 +170,7 @@ impl Settings {
             let spec = spec(key).expect("keys are checked when set");
             if !spec.sources.contains(&kind) {
                 return Err(Error::invalid(format!(
-                    "option \"{key}\" does not apply to {}:// targets",
+                    "option \"{key}\" does not apply to {} sources",
                     kind.name()
                 )));
             }

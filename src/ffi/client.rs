@@ -20,6 +20,13 @@ pub struct eas_client {
     client: Client,
 }
 
+impl eas_client {
+    /// Hands a client to C.
+    pub(crate) fn boxed(client: Client) -> *mut eas_client {
+        Box::into_raw(Box::new(eas_client { client }))
+    }
+}
+
 /// Counters of a client.
 #[repr(C)]
 #[allow(non_camel_case_types)]
@@ -94,7 +101,7 @@ pub extern "C" fn eas_client_new(
         let options = unsafe { opts.as_ref() }.map_or(&empty, |o| &o.options);
         match Client::new(target, options) {
             Ok(client) => {
-                let boxed = Box::into_raw(Box::new(eas_client { client }));
+                let boxed = eas_client::boxed(client);
                 // SAFETY: `out` is not NULL and writable, by contract.
                 unsafe { *out = boxed };
                 eas_status::EAS_STATUS_OK

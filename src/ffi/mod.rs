@@ -11,12 +11,13 @@ mod boundary;
 pub mod client;
 pub mod error;
 pub mod options;
+pub mod source;
 pub mod status;
 
 /// ABI major version: a binding requires the same major.
 pub const EAS_ABI_MAJOR: u32 = 1;
 /// ABI minor version: a binding requires at least the minor it was built for.
-pub const EAS_ABI_MINOR: u32 = 0;
+pub const EAS_ABI_MINOR: u32 = 1;
 
 /// The library version, e.g. "0.1.0". Static; never to be freed.
 #[no_mangle]

@@ -3,6 +3,7 @@
 
 use crate::instance::Instance;
 
+pub mod callback;
 pub mod eas;
 pub mod http;
 pub mod nacos;

@@ -41,6 +41,7 @@ static void test_version_and_status_strings(void) {
   CHECK(strcmp(eas_version(), "0.1.0") == 0);
   CHECK((eas_abi_version() >> 16) == EAS_ABI_MAJOR);
   CHECK((eas_abi_version() & 0xffff) == EAS_ABI_MINOR);
+  CHECK(EAS_ABI_MINOR >= 1); /* eas_client_new_with_source */
   CHECK(strcmp(eas_status_str(EAS_STATUS_OK), "ok") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_NO_INSTANCE), "no instance") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_PANIC), "panic") == 0);
@@ -359,6 +360,100 @@ static void test_close_races_with_picks(void) {
   }
 }
 
+struct source_state {
+  int n;          /* instances to list: 10.9.0.1:80 .. 10.9.0.n:80 */
+  int fail;       /* return this status instead (0: succeed) */
+  int calls;
+  int freed;
+  int bad_add_refused;
+};
+
+static int32_t fetch_list(void *user_data, eas_source_builder *b) {
+  struct source_state *s = (struct source_state *)user_data;
+  ADD(s->calls, 1);
+  if (LOAD(s->fail) != 0) return LOAD(s->fail);
+  int n = LOAD(s->n);
+  for (int i = 1; i <= n; i++) {
+    char ip[32];
+    snprintf(ip, sizeof ip, "10.9.0.%d", i);
+    if (eas_source_builder_add(b, ip, 80, 100) != EAS_STATUS_OK) return 2;
+  }
+  if (eas_source_builder_add(b, "not-an-ip", 80, 100) == EAS_STATUS_INVALID_ARGUMENT &&
+      eas_source_builder_add(b, "10.9.9.9", 0, 100) == EAS_STATUS_INVALID_ARGUMENT)
+    STORE(s->bad_add_refused, 1);
+  return EAS_STATUS_OK;
+}
+
+static void free_source(void *user_data) {
+  struct source_state *s = (struct source_state *)user_data;
+  ADD(s->freed, 1);
+}
+
+static size_t count_instances(const eas_client *c) {
+  size_t len = 0;
+  eas_client_instances(c, NULL, 0, &len);
+  return len;
+}
+
+static void wait_until_count(const eas_client *c, size_t n) {
+  for (int i = 0; i < 1000 && count_instances(c) != n; i++) usleep(2000);
+}
+
+static void test_callback_source(void) {
+  static struct source_state s;
+  memset(&s, 0, sizeof s);
+  s.n = 2;
+  eas_options *o = eas_options_new();
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "10", NULL), EAS_STATUS_OK);
+  eas_client *c = NULL;
+  CHECK_STATUS(eas_client_new_with_source(fetch_list, &s, free_source, o, &c, NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_client_wait_ready(c, 5000, NULL), EAS_STATUS_OK);
+  CHECK(count_instances(c) == 2);
+  CHECK(LOAD(s.bad_add_refused) == 1);
+  STORE(s.n, 5);
+  wait_until_count(c, 5);
+  CHECK(count_instances(c) == 5);
+  /* A failing fetch and an empty list keep the cache. */
+  STORE(s.fail, 5);
+  int calls = LOAD(s.calls);
+  for (int i = 0; i < 500 && LOAD(s.calls) < calls + 3; i++) usleep(2000);
+  CHECK(count_instances(c) == 5);
+  eas_error *err = NULL;
+  CHECK_STATUS(eas_client_last_error(c, &err), EAS_STATUS_DISCOVERY_FAILED);
+  CHECK(err != NULL && strstr(eas_error_message(err), "status 5") != NULL);
+  eas_error_free(err);
+  STORE(s.fail, 0);
+  STORE(s.n, 0);
+  calls = LOAD(s.calls);
+  for (int i = 0; i < 500 && LOAD(s.calls) < calls + 3; i++) usleep(2000);
+  CHECK(count_instances(c) == 5);
+  eas_instance out;
+  CHECK_STATUS(eas_select_instance(c, &out), EAS_STATUS_OK);
+  CHECK(LOAD(s.freed) == 0);
+  eas_client_free(c);
+  CHECK(LOAD(s.freed) == 1);
+  calls = LOAD(s.calls);
+  usleep(50000);
+  CHECK(LOAD(s.calls) == calls); /* never called after free */
+
+  /* Refusals take no ownership. */
+  static struct source_state r;
+  memset(&r, 0, sizeof r);
+  CHECK_STATUS(eas_client_new_with_source(NULL, &r, free_source, NULL, &c, NULL),
+               EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_new_with_source(fetch_list, &r, free_source, NULL, NULL, NULL),
+               EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_options_set(o, "tls_ca_file", "/etc/ca.pem", NULL), EAS_STATUS_OK);
+  err = NULL;
+  CHECK_STATUS(eas_client_new_with_source(fetch_list, &r, free_source, o, &c, &err),
+               EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "tls_ca_file") != NULL);
+  eas_error_free(err);
+  CHECK(LOAD(r.freed) == 0 && LOAD(r.calls) == 0);
+  CHECK_STATUS(eas_source_builder_add(NULL, "10.0.0.1", 80, 1), EAS_STATUS_NULL_PARAMETER);
+  eas_options_free(o);
+}
+
 int main(void) {
   test_version_and_status_strings();
   test_options();
@@ -367,6 +462,7 @@ int main(void) {
   test_unreachable_upstream();
   test_subscribe();
   test_close_races_with_picks();
+  test_callback_source();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,121 @@
+//! Sources from the caller's own function: followed like any source, failures and panics keep
+//! the cache, the end function runs once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use easdirect::source::callback::ListBuilder;
+use easdirect::{Client, Options};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    List(u16),
+    Fail,
+    Panic,
+}
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_changing_list_is_followed_and_failures_keep_the_cache() {
+    let mode = Arc::new(Mutex::new(Mode::List(2)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let (m, n, e) = (mode.clone(), calls.clone(), ended.clone());
+    let mut options = Options::new();
+    options.set("refresh_interval_ms", "10").unwrap();
+    let client = Client::with_source(
+        Box::new(move |b: &mut ListBuilder| {
+            n.fetch_add(1, Ordering::SeqCst);
+            let current = *m.lock().unwrap();
+            match current {
+                Mode::List(count) => {
+                    for port in 1..=count {
+                        b.add("10.0.0.1", port, 100).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                }
+                Mode::Fail => Err("registry unreachable".into()),
+                Mode::Panic => panic!("a bug in the caller's code"),
+            }
+        }),
+        Some(Box::new(move || {
+            e.fetch_add(1, Ordering::SeqCst);
+        })),
+        &options,
+    )
+    .unwrap();
+    client.wait_ready(Duration::from_secs(5)).unwrap();
+    let count = || client.instances().unwrap().len();
+    assert_eq!(count(), 2);
+    *mode.lock().unwrap() = Mode::List(4);
+    eventually("the new list", || count() == 4);
+    for failing in [Mode::Fail, Mode::Panic, Mode::List(0)] {
+        *mode.lock().unwrap() = failing;
+        let seen = calls.load(Ordering::SeqCst);
+        eventually("three more fetches", || {
+            calls.load(Ordering::SeqCst) >= seen + 3
+        });
+        assert_eq!(
+            count(),
+            4,
+            "a failed, panicking or empty fetch keeps the cache"
+        );
+        assert!(client.select().is_ok());
+    }
+    let err = client.last_error().unwrap().unwrap();
+    assert!(err.message.contains("no pickable instance"), "{err}");
+    assert_eq!(ended.load(Ordering::SeqCst), 0);
+    drop(client);
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        1,
+        "ended once, when the client closed"
+    );
+    let after = calls.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        after,
+        "never called after close"
+    );
+}
+
+#[test]
+fn a_source_may_close_its_own_client() {
+    let ended = Arc::new(AtomicUsize::new(0));
+    let e = ended.clone();
+    let slot: Arc<Mutex<Option<Arc<Client>>>> = Arc::default();
+    let s = slot.clone();
+    let mut options = Options::new();
+    options.set("refresh_interval_ms", "10").unwrap();
+    let client = Arc::new(
+        Client::with_source(
+            Box::new(move |b: &mut ListBuilder| {
+                b.add("10.0.0.1", 80, 100).unwrap();
+                if let Some(c) = s.lock().unwrap().as_ref() {
+                    c.close(); // from inside the fetch: ends once the fetch returns
+                }
+                Ok(())
+            }),
+            Some(Box::new(move || {
+                e.fetch_add(1, Ordering::SeqCst);
+            })),
+            &options,
+        )
+        .unwrap(),
+    );
+    *slot.lock().unwrap() = Some(client.clone());
+    eventually("the source ended itself", || {
+        ended.load(Ordering::SeqCst) == 1
+    });
+    assert!(client.select().is_err());
+    slot.lock().unwrap().take();
+}
