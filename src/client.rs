@@ -15,6 +15,7 @@ use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
 use crate::snapshot_file;
 use crate::source::callback::{CallbackShared, CallbackSource, FetchFn};
+use crate::source::dns::DnsSource;
 use crate::source::eas::EasSource;
 use crate::source::nacos::{
     with_default_port, NacosConfig, NacosSource, Servers, DEFAULT_ADDRESS_SERVER_PORT,
@@ -100,6 +101,14 @@ impl Client {
             TargetSpec::Static(items) => {
                 let items = items.clone();
                 Box::new(move || Box::new(StaticSource::new(&items)))
+            }
+            TargetSpec::Dns { name, port } => {
+                let server = match merged.get("dns_server") {
+                    None => None,
+                    Some(text) => Some(parse_dns_server(text)?),
+                };
+                let (name, port, timeout) = (name.clone(), *port, settings.request_timeout);
+                Box::new(move || Box::new(DnsSource::new(&name, port, server, timeout)))
             }
             TargetSpec::Nacos {
                 https,
@@ -456,6 +465,22 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// `ip[:port]` or `[v6][:port]` of a DNS server, port 53 by default.
+fn parse_dns_server(text: &str) -> Result<std::net::SocketAddr, Error> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = text.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| {
+            Error::invalid(format!(
+                "option \"dns_server\" must be an ip[:port], got \"{text}\""
+            ))
+        })
 }
 
 /// One refresh of the client behind `weak`, then the next one scheduled.

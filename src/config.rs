@@ -65,6 +65,7 @@ const KEYS: &[KeySpec] = &[
     KeySpec { key: "tls_ca_file", sources: HTTPS_SOURCES, check: Check::Text, secret: false },
     KeySpec { key: "snapshot_file", sources: ALL, check: Check::Text, secret: false },
     KeySpec { key: "discovery_path", sources: &[SourceKind::Eas], check: Check::PathTemplate, secret: false },
+    KeySpec { key: "dns_server", sources: &[SourceKind::Dns], check: Check::Text, secret: false },
     KeySpec { key: "namespace", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
     KeySpec { key: "group", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
     KeySpec { key: "cluster", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },

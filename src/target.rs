@@ -26,6 +26,8 @@ pub enum TargetSpec {
     },
     /// A fixed list of (ip, port, weight).
     Static(Vec<(IpAddr, u16, u32)>),
+    /// The A and AAAA records of `name`, each an instance on `port`.
+    Dns { name: String, port: u16 },
     /// Nacos naming: a server list or an address server; `https` for `nacos+https://`.
     Nacos {
         https: bool,
@@ -54,14 +56,10 @@ impl Target {
             "nacos" => (SourceKind::Nacos, parse_nacos(body, false, false)?),
             "nacos+https" => (SourceKind::Nacos, parse_nacos(body, true, false)?),
             "nacos+endpoint" => (SourceKind::Nacos, parse_nacos(body, false, true)?),
-            "dns" => {
-                return Err(Error::invalid(format!(
-                    "target scheme \"{scheme}://\" is not supported by this build yet"
-                )))
-            }
+            "dns" => (SourceKind::Dns, parse_dns(body)?),
             other => {
                 return Err(Error::invalid(format!(
-                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https://, nacos://, nacos+endpoint:// or static://"
+                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https://, nacos://, nacos+endpoint://, dns:// or static://"
                 )))
             }
         };
@@ -98,6 +96,39 @@ fn parse_eas(body: &str, https: bool) -> Result<TargetSpec, Error> {
         https,
         authority: authority.to_owned(),
         service: service.to_owned(),
+    })
+}
+
+fn parse_dns(body: &str) -> Result<TargetSpec, Error> {
+    let bad = |why: &str| {
+        Err(Error::invalid(format!(
+            "target \"dns://{body}\" {why}: expected dns://name:port"
+        )))
+    };
+    let Some((name, port)) = body.rsplit_once(':') else {
+        return bad("has no port");
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return bad("has a port that is not 1-65535");
+    };
+    if port == 0 {
+        return bad("has a port that is not 1-65535");
+    }
+    let valid_name = !name.is_empty()
+        && name.len() <= 253
+        && name.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid_name {
+        return bad("has no valid DNS name");
+    }
+    Ok(TargetSpec::Dns {
+        name: name.to_owned(),
+        port,
     })
 }
 
@@ -402,6 +433,28 @@ mod tests {
     }
 
     #[test]
+    fn dns_targets_take_a_name_and_a_port() {
+        let t = Target::parse("dns://my-svc.ns.svc.cluster.local:8080").unwrap();
+        assert_eq!(t.kind, SourceKind::Dns);
+        assert_eq!(
+            t.spec,
+            TargetSpec::Dns {
+                name: "my-svc.ns.svc.cluster.local".into(),
+                port: 8080
+            }
+        );
+        for bad in [
+            "dns://name",
+            "dns://name:0",
+            "dns://:80",
+            "dns://a..b:80",
+            "dns://a b:80",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_targets_say_why() {
         for (bad, needle) in [
             ("nothing", "scheme"),
@@ -414,6 +467,7 @@ mod tests {
             ("static://host:80", "address"),
             ("static://10.0.0.1:80*-1", "weight"),
             ("static://", "no instance"),
+            ("dns://x", "port"),
             ("static://10.0.0.1:80*0", "positive weight"),
         ] {
             let err = Target::parse(bad).unwrap_err();

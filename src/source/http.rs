@@ -78,38 +78,48 @@ impl BoundedResolver {
 
 impl ureq::Resolver for BoundedResolver {
     fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
-        // Addresses need no lookup.
-        if let Ok(addr) = netloc.parse::<SocketAddr>() {
-            return Ok(vec![addr]);
-        }
-        if self.busy.swap(true, Ordering::AcqRel) {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("resolving {netloc}: an earlier lookup has not finished"),
-            ));
-        }
-        let (tx, rx) = mpsc::channel();
-        let (name, busy) = (netloc.to_owned(), self.busy.clone());
-        let spawned = std::thread::Builder::new()
-            .name("easdirect-resolve".into())
-            .spawn(move || {
-                let result = name.to_socket_addrs().map(Iterator::collect);
-                busy.store(false, Ordering::Release);
-                let _ = tx.send(result);
-            });
-        if let Err(e) = spawned {
-            self.busy.store(false, Ordering::Release);
-            return Err(e);
-        }
-        match rx.recv_timeout(self.timeout) {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "resolving {netloc} took longer than {} ms",
-                    self.timeout.as_millis()
-                ),
-            )),
-        }
+        resolve_bounded(netloc, self.timeout, &self.busy)
+    }
+}
+
+/// Resolves `host:port` with the system resolver, waiting at most `timeout`; `busy` marks a
+/// lookup still outstanding for its owner (then this fails at once).
+pub fn resolve_bounded(
+    netloc: &str,
+    timeout: Duration,
+    busy: &Arc<AtomicBool>,
+) -> io::Result<Vec<SocketAddr>> {
+    // Addresses need no lookup.
+    if let Ok(addr) = netloc.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    if busy.swap(true, Ordering::AcqRel) {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("resolving {netloc}: an earlier lookup has not finished"),
+        ));
+    }
+    let (tx, rx) = mpsc::channel();
+    let (name, flag) = (netloc.to_owned(), busy.clone());
+    let spawned = std::thread::Builder::new()
+        .name("easdirect-resolve".into())
+        .spawn(move || {
+            let result = name.to_socket_addrs().map(Iterator::collect);
+            flag.store(false, Ordering::Release);
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        busy.store(false, Ordering::Release);
+        return Err(e);
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "resolving {netloc} took longer than {} ms",
+                timeout.as_millis()
+            ),
+        )),
     }
 }

@@ -4,6 +4,7 @@
 use crate::instance::Instance;
 
 pub mod callback;
+pub mod dns;
 pub mod eas;
 pub mod http;
 pub mod nacos;
