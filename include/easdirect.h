@@ -83,6 +83,8 @@ typedef enum eas_status {
  */
 typedef struct ListBuilder ListBuilder;
 
+typedef struct Vec_String Vec_String;
+
 /**
  * A client of one target. Thread-safe: share one per service per process. Every function that
  * takes a `const eas_client *` may be called from any thread at any time until
@@ -185,6 +187,18 @@ typedef struct ListBuilder eas_source_builder;
  * other status to report a failed fetch (the last list is kept).
  */
 typedef int32_t (*eas_source_fetch_fn)(void *user_data, eas_source_builder *builder);
+
+/**
+ * The Nacos server list a server-list callback is filling. Valid only during the callback
+ * that received it.
+ */
+typedef struct Vec_String eas_server_list;
+
+/**
+ * A Nacos server-list callback: adds the servers to use now with eas_server_list_add and
+ * returns EAS_STATUS_OK; any other status (or no server) keeps the servers last listed.
+ */
+typedef int32_t (*eas_server_list_fn)(void *user_data, eas_server_list *list);
 
 #ifdef __cplusplus
 extern "C" {
@@ -381,6 +395,27 @@ enum eas_status eas_client_new_with_source(eas_source_fetch_fn fetch,
                                            const struct eas_options *opts,
                                            struct eas_client **out,
                                            struct eas_error **err);
+
+/**
+ * Adds one Nacos server, "host[:port]" (port 8848 by default; several may be given separated
+ * by ',' or ';').
+ */
+enum eas_status eas_server_list_add(eas_server_list *list, const char *server);
+
+/**
+ * Gives Nacos clients made with these options a function that supplies the Nacos servers
+ * (the Nacos clients' ServerListProvider idea). It wins over env ALIBABA_ALIWARE_ENDPOINT_URL,
+ * an address server and the target's server list. It is called on a background thread before
+ * each discovery fetch, never two calls at once; when the servers it lists change, the client
+ * moves to them. `free_user_data` (nullable) runs once, on whichever thread lets go last: when
+ * these options have been freed or given another callback and every client made from them has
+ * been freed (and a fetch it had in flight has returned). A client whose
+ * target is not nacos:// refuses options that carry it. Setting it again replaces it.
+ */
+enum eas_status eas_options_set_nacos_server_list(struct eas_options *o,
+                                                  eas_server_list_fn callback,
+                                                  void *user_data,
+                                                  eas_free_fn free_user_data);
 
 /**
  * A static, NUL-terminated description of `status`; "unknown status" for any other value.

@@ -96,6 +96,7 @@ impl Client {
         for (key, value) in options.iter() {
             merged.set(key, value)?;
         }
+        merged.nacos_server_list = options.nacos_server_list.clone();
         let settings = Settings::resolve(parsed.kind, &merged)?;
         let make_source: SourceFactory = match &parsed.spec {
             TargetSpec::Static(items) => {
@@ -120,10 +121,14 @@ impl Client {
                 } else {
                     None
                 };
-                // The environment's address server wins over the target's servers, as in the
-                // Nacos clients.
-                let servers = match std::env::var("ALIBABA_ALIWARE_ENDPOINT_URL") {
-                    Ok(endpoint) if !endpoint.trim().is_empty() => Servers::AddressServer(
+                // Precedence, as in the Nacos clients: the caller's server-list callback, then
+                // the environment's address server, then the target's address server or list.
+                let servers = match (
+                    &merged.nacos_server_list,
+                    std::env::var("ALIBABA_ALIWARE_ENDPOINT_URL"),
+                ) {
+                    (Some(provider), _) => Servers::Provider(provider.clone()),
+                    (None, Ok(endpoint)) if !endpoint.trim().is_empty() => Servers::AddressServer(
                         with_default_port(&endpoint, DEFAULT_ADDRESS_SERVER_PORT),
                     ),
                     _ => servers.clone(),

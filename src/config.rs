@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::source::nacos::ServerListProvider;
 
 /// Which discovery source a target names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,10 +113,13 @@ pub fn check_option(key: &str, value: &str) -> Result<(), Error> {
     }
 }
 
-/// Key/value settings as a caller gives them, each checked when set.
+/// Key/value settings as a caller gives them, each checked when set, plus the callbacks some
+/// sources take.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Options {
     values: BTreeMap<String, String>,
+    /// Nacos: the caller's server-list function (wins over every other way to find servers).
+    pub nacos_server_list: Option<ServerListProvider>,
 }
 
 impl Options {
@@ -167,6 +171,12 @@ pub struct Settings {
 impl Settings {
     /// Resolves settings for a target of `kind`; `merged` holds every key the caller gave.
     pub fn resolve(kind: SourceKind, merged: &Options) -> Result<Settings, Error> {
+        if merged.nacos_server_list.is_some() && kind != SourceKind::Nacos {
+            return Err(Error::invalid(format!(
+                "the Nacos server-list callback does not apply to {} sources",
+                kind.name()
+            )));
+        }
         for (key, _) in merged.iter() {
             let spec = spec(key).expect("keys are checked when set");
             if !spec.sources.contains(&kind) {

@@ -214,3 +214,48 @@ fn sees_instances_registered_by_the_official_python_client_over_grpc() {
         || listed(&c) == vec![(9300, 1000)],
     );
 }
+
+#[test]
+fn a_server_list_callback_moves_the_client_to_the_servers_it_lists() {
+    use easdirect::source::nacos::ServerListProvider;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let a = Rnacos::start();
+    let b = Rnacos::start();
+    let on_a = Registry::new("svc-provider", &[&a]);
+    on_a.register(9401, 1.0);
+    let on_b = Registry::new("svc-provider", &[&b]);
+    on_b.register(9402, 1.0);
+
+    let current = Arc::new(Mutex::new(a.addr()));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let (c2, e2) = (current.clone(), ended.clone());
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "50").unwrap();
+    o.nacos_server_list = Some(ServerListProvider::new(
+        Box::new(move |list: &mut Vec<String>| {
+            list.push(c2.lock().unwrap().clone());
+            Ok(())
+        }),
+        Some(Box::new(move || {
+            e2.fetch_add(1, Ordering::SeqCst);
+        })),
+    ));
+    // The target's own server is never asked: the callback wins.
+    let c = Client::new("nacos://127.0.0.1:1/svc-provider", &o).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    assert_eq!(listed(&c), vec![(9401, 1000)]);
+    *current.lock().unwrap() = b.addr();
+    eventually(
+        "the client follows the new server",
+        Duration::from_secs(5),
+        || listed(&c) == vec![(9402, 1000)],
+    );
+    drop(o);
+    assert_eq!(ended.load(Ordering::SeqCst), 0, "the client still holds it");
+    drop(c);
+    eventually("released once", Duration::from_secs(5), || {
+        ended.load(Ordering::SeqCst) == 1
+    });
+}

@@ -10,6 +10,7 @@ use super::status::{eas_status, eas_status_str};
 use crate::client::Client;
 use crate::config::Options;
 use crate::source::callback::ListBuilder;
+use crate::source::nacos::ServerListProvider;
 
 /// The list a source callback is filling. Valid only during the callback that received it;
 /// used by that callback's thread only.
@@ -116,5 +117,78 @@ pub extern "C" fn eas_client_new_with_source(
             // SAFETY: `err` is NULL or writable, by contract.
             Err(error) => unsafe { fail_with(err, &error) },
         }
+    })
+}
+
+/// The Nacos server list a server-list callback is filling. Valid only during the callback
+/// that received it.
+#[allow(non_camel_case_types)]
+#[repr(transparent)]
+pub struct eas_server_list(Vec<String>);
+
+/// A Nacos server-list callback: adds the servers to use now with eas_server_list_add and
+/// returns EAS_STATUS_OK; any other status (or no server) keeps the servers last listed.
+#[allow(non_camel_case_types)]
+pub type eas_server_list_fn =
+    Option<extern "C" fn(user_data: *mut c_void, list: *mut eas_server_list) -> i32>;
+
+/// Adds one Nacos server, "host[:port]" (port 8848 by default; several may be given separated
+/// by ',' or ';').
+#[no_mangle]
+pub extern "C" fn eas_server_list_add(
+    list: *mut eas_server_list,
+    server: *const c_char,
+) -> eas_status {
+    boundary!({
+        // SAFETY: `list` is NULL or the list passed to the running callback, by contract.
+        let Some(list) = (unsafe { list.as_mut() }) else {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        };
+        // SAFETY: a NUL-terminated string, by contract.
+        match unsafe { str_arg(server, "server") } {
+            Ok(server) if !server.trim().is_empty() => {
+                list.0.push(server.to_owned());
+                eas_status::EAS_STATUS_OK
+            }
+            Ok(_) => eas_status::EAS_STATUS_INVALID_ARGUMENT,
+            Err((status, _)) => status,
+        }
+    })
+}
+
+/// Gives Nacos clients made with these options a function that supplies the Nacos servers
+/// (the Nacos clients' ServerListProvider idea). It wins over env ALIBABA_ALIWARE_ENDPOINT_URL,
+/// an address server and the target's server list. It is called on a background thread before
+/// each discovery fetch, never two calls at once; when the servers it lists change, the client
+/// moves to them. `free_user_data` (nullable) runs once, on whichever thread lets go last: when
+/// these options have been freed or given another callback and every client made from them has
+/// been freed (and a fetch it had in flight has returned). A client whose
+/// target is not nacos:// refuses options that carry it. Setting it again replaces it.
+#[no_mangle]
+pub extern "C" fn eas_options_set_nacos_server_list(
+    o: *mut eas_options,
+    callback: eas_server_list_fn,
+    user_data: *mut c_void,
+    free_user_data: eas_free_fn,
+) -> eas_status {
+    boundary!({
+        // SAFETY: `o` is NULL or options from eas_options_new, used by one thread at a time.
+        let (Some(o), Some(callback)) = (unsafe { o.as_mut() }, callback) else {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        };
+        let data = std::sync::Arc::new(UserData(user_data));
+        let for_call = data.clone();
+        let fetch = Box::new(move |list: &mut Vec<String>| {
+            // eas_server_list is a transparent wrapper of Vec<String>.
+            let handle = list as *mut Vec<String> as *mut eas_server_list;
+            match callback(for_call.0, handle) {
+                0 => Ok(()),
+                status => Err(format!("it returned status {status}")),
+            }
+        });
+        let on_end =
+            free_user_data.map(|free| Box::new(move || free(data.0)) as Box<dyn FnOnce() + Send>);
+        o.options.nacos_server_list = Some(ServerListProvider::new(fetch, on_end));
+        eas_status::EAS_STATUS_OK
     })
 }

@@ -4,6 +4,7 @@
 //! (random start, round-robin failover) or an address server; auth is a username/password
 //! login (`accessToken`, renewed before `tokenTtl` runs out and on 403) or MSE AK/SK signing.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use sha1::Sha1;
 
 use super::http::{describe_transport, read_body};
 use super::Source;
+use crate::callback::{CallbackGate, EndFn};
 use crate::instance::{parse_ip, weight_from_f64, Instance};
 
 /// Default Nacos server port.
@@ -29,6 +31,72 @@ pub enum Servers {
     Fixed(Vec<String>),
     /// An address server `host[:port]` answering `{context}/serverlist`.
     AddressServer(String),
+    /// The caller's function (the Nacos clients' `ServerListProvider` idea), asked at each fetch.
+    Provider(ServerListProvider),
+}
+
+/// Fills the list of Nacos servers (`host[:port]` entries) or says why it could not.
+pub type ServerListFn = Box<dyn Fn(&mut Vec<String>) -> Result<(), String> + Send + Sync>;
+
+struct ProviderInner {
+    gate: CallbackGate,
+    fetch: ServerListFn,
+}
+
+impl Drop for ProviderInner {
+    fn drop(&mut self) {
+        // The last holder is gone (the options and every client made from them).
+        self.gate.end();
+    }
+}
+
+/// A server-list function shared by the options that carry it and the clients made from them;
+/// its end function runs once the last of them has let go.
+#[derive(Clone)]
+pub struct ServerListProvider(Arc<ProviderInner>);
+
+impl ServerListProvider {
+    pub fn new(fetch: ServerListFn, on_end: Option<EndFn>) -> ServerListProvider {
+        ServerListProvider(Arc::new(ProviderInner {
+            gate: CallbackGate::new(on_end),
+            fetch,
+        }))
+    }
+
+    /// The servers the function lists now, ports defaulted.
+    fn servers(&self) -> Result<Vec<String>, String> {
+        let mut list = Vec::new();
+        match self.0.gate.run(|| (self.0.fetch)(&mut list)) {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(why))) => return Err(format!("the server-list callback failed: {why}")),
+            Some(Err(())) => return Err("the server-list callback panicked".into()),
+            None => return Err("the server-list callback has ended".into()),
+        }
+        let list: Vec<String> = list
+            .iter()
+            .flat_map(|entry| entry.split([',', ';']))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| with_default_port(e, DEFAULT_PORT))
+            .collect();
+        if list.is_empty() {
+            return Err("the server-list callback listed no server".into());
+        }
+        Ok(list)
+    }
+}
+
+impl PartialEq for ServerListProvider {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for ServerListProvider {}
+
+impl std::fmt::Debug for ServerListProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerListProvider")
+    }
 }
 
 /// Everything a Nacos source needs, resolved from the target and options. No `Debug`: it holds
@@ -90,7 +158,7 @@ impl NacosSource {
     ) -> NacosSource {
         let servers = match &config.servers {
             Servers::Fixed(list) => list.clone(),
-            Servers::AddressServer(_) => Vec::new(),
+            Servers::AddressServer(_) | Servers::Provider(_) => Vec::new(),
         };
         // A random start, so that clients spread over the servers.
         let next = if servers.is_empty() {
@@ -117,7 +185,26 @@ impl NacosSource {
         }
     }
 
+    /// Takes a changed list, with a new random start.
+    fn use_servers(&mut self, list: Vec<String>) {
+        if list != self.servers {
+            self.next = (crate::pick::random_unit() * list.len() as f64) as usize % list.len();
+            self.servers = list;
+        }
+    }
+
     fn refresh_server_list(&mut self) -> Result<(), String> {
+        if let Servers::Provider(provider) = &self.config.servers {
+            return match provider.servers() {
+                Ok(list) => {
+                    self.use_servers(list);
+                    Ok(())
+                }
+                // A failing provider leaves the last list in use.
+                Err(_) if !self.servers.is_empty() => Ok(()),
+                Err(why) => Err(why),
+            };
+        }
         let Servers::AddressServer(address) = &self.config.servers else {
             return Ok(());
         };
@@ -140,11 +227,7 @@ impl NacosSource {
         });
         match fetched {
             Ok(list) => {
-                if list != self.servers {
-                    self.next =
-                        (crate::pick::random_unit() * list.len() as f64) as usize % list.len();
-                    self.servers = list;
-                }
+                self.use_servers(list);
                 self.servers_fetched_at = Some(Instant::now());
                 Ok(())
             }

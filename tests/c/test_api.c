@@ -454,6 +454,55 @@ static void test_callback_source(void) {
   eas_options_free(o);
 }
 
+struct server_list_state {
+  int calls;
+  int freed;
+};
+
+static int32_t list_servers(void *user_data, eas_server_list *list) {
+  struct server_list_state *s = (struct server_list_state *)user_data;
+  ADD(s->calls, 1);
+  if (eas_server_list_add(list, "") != EAS_STATUS_INVALID_ARGUMENT) return 2;
+  return eas_server_list_add(list, "127.0.0.1:1");
+}
+
+static void free_server_list(void *user_data) {
+  struct server_list_state *s = (struct server_list_state *)user_data;
+  ADD(s->freed, 1);
+}
+
+static void test_nacos_server_list_callback(void) {
+  static struct server_list_state s;
+  memset(&s, 0, sizeof s);
+  eas_options *o = eas_options_new();
+  CHECK_STATUS(eas_options_set_nacos_server_list(NULL, list_servers, &s, free_server_list),
+               EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_options_set_nacos_server_list(o, NULL, &s, free_server_list),
+               EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_options_set_nacos_server_list(o, list_servers, &s, free_server_list),
+               EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "10", NULL), EAS_STATUS_OK);
+  eas_client *c = NULL;
+  eas_error *err = NULL;
+  CHECK_STATUS(eas_client_new("static://10.0.0.1:80", o, &c, &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "server-list") != NULL);
+  eas_error_free(err);
+  /* The target's server (a name that never resolves) is never asked: the callback wins. */
+  CHECK_STATUS(eas_client_new("nacos://never-asked.invalid/svc", o, &c, NULL), EAS_STATUS_OK);
+  eas_options_free(o);
+  CHECK(LOAD(s.freed) == 0); /* the client still holds it */
+  for (int i = 0; i < 500 && LOAD(s.calls) < 2; i++) usleep(2000);
+  CHECK(LOAD(s.calls) >= 2);
+  err = NULL;
+  CHECK_STATUS(eas_client_last_error(c, &err), EAS_STATUS_DISCOVERY_FAILED);
+  CHECK(err != NULL && strstr(eas_error_message(err), "127.0.0.1:1") != NULL);
+  eas_error_free(err);
+  eas_client_free(c);
+  for (int i = 0; i < 500 && LOAD(s.freed) == 0; i++) usleep(2000);
+  CHECK(LOAD(s.freed) == 1);
+  CHECK_STATUS(eas_server_list_add(NULL, "h"), EAS_STATUS_NULL_PARAMETER);
+}
+
 int main(void) {
   test_version_and_status_strings();
   test_options();
@@ -463,6 +512,7 @@ int main(void) {
   test_subscribe();
   test_close_races_with_picks();
   test_callback_source();
+  test_nacos_server_list_callback();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
