@@ -15,13 +15,17 @@ RNACOS := $(CACHE)/tools/rnacos-$(RNACOS_VERSION)/bin/rnacos
 # The official Nacos Python client registers instances over gRPC in the Nacos tests.
 NACOS_PY := $(CACHE)/nacos-py/bin/python
 NACOS_SDK_PYTHON_VERSION := 3.2.0
+# Fuzzing: cargo-fuzz on a nightly toolchain, when the machine has one.
+CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ := $(CACHE)/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
+FUZZ_SECONDS ?= 20
 CARGO ?= cargo
 RELEASE := target/release
 CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python clean
+.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python test-fuzz clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -29,7 +33,7 @@ demo: build
 
 ## Every test: lint, header drift, Rust unit/integration tests (rnacos included), C tests
 ## under valgrind.
-test: build check-header lint test-rust test-c test-go test-python
+test: build check-header lint test-rust test-c test-go test-python test-fuzz
 	@echo "make test: all suites passed"
 
 build:
@@ -73,10 +77,26 @@ test-c: build | $(CBUILD)
 	gcc -std=c99 $(CFLAGS_STRICT) tests/c/test_api.c -o $(CBUILD)/test_api_c99 $(RELEASE)/libeasdirect.a $(CLIBS)
 	g++ -std=c++17 $(CFLAGS_STRICT) -x c++ tests/c/test_api.c -x none -o $(CBUILD)/test_api_cxx17 $(RELEASE)/libeasdirect.a $(CLIBS)
 	gcc -std=c99 -g $(CFLAGS_STRICT) tests/c/test_api.c -o $(CBUILD)/test_api_shared -L$(RELEASE) -leasdirect -Wl,-rpath,$(CURDIR)/$(RELEASE) $(CLIBS)
+	gcc -std=c99 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(CFLAGS_STRICT) tests/c/test_api.c -o $(CBUILD)/test_api_asan $(RELEASE)/libeasdirect.a $(CLIBS)
 	$(CBUILD)/test_api_c99
 	$(CBUILD)/test_api_cxx17
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1 $(CBUILD)/test_api_asan
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp $(CBUILD)/test_api_shared
+
+## Fuzz targets (fuzz/): each runs FUZZ_SECONDS where a nightly toolchain is installed;
+## skipped, saying so, where none is.
+test-fuzz:
+	@if ! rustup run nightly rustc --version >/dev/null 2>&1; then \
+	  echo "fuzz: skipped (no nightly toolchain here; the property tests in tests/hostile_input.rs ran)"; \
+	else \
+	  test -x $(CARGO_FUZZ) || $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root $(CACHE)/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION); \
+	  for t in target_and_options discovery_answers; do \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	    PATH=$(dir $(CARGO_FUZZ)):$$PATH cargo +nightly fuzz run --fuzz-dir fuzz $$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|Done|==|ERROR|SUMMARY)" ; \
+	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	  done; \
+	fi
 
 ## The Go binding: gofmt, vet, go test -race against the emulator, static link, examples.
 test-go: build

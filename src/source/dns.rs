@@ -128,6 +128,17 @@ impl Source for DnsSource {
     }
 }
 
+/// Parses `msg` as a reply to an A query with the id it carries (for the fuzz targets: any
+/// bytes give an answer or an error, never a panic).
+#[doc(hidden)]
+pub fn check_reply(msg: &[u8]) {
+    if msg.len() >= 2 {
+        let id = u16::from_be_bytes([msg[0], msg[1]]);
+        let _ = parse_answer(msg, id, TYPE_A);
+        let _ = parse_answer(msg, id, TYPE_AAAA);
+    }
+}
+
 fn encode_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
     let mut q = Vec::with_capacity(32 + name.len());
     q.extend_from_slice(&id.to_be_bytes());

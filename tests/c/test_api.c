@@ -360,6 +360,53 @@ static void test_close_races_with_picks(void) {
   }
 }
 
+struct storm {
+  const eas_client *c;
+  uint64_t ids[8];
+  int bad;
+};
+
+static void *report_storm(void *arg) {
+  struct storm *st = (struct storm *)arg;
+  eas_instance out;
+  for (int i = 0; i < 20000; i++) {
+    uint64_t id = st->ids[i % 8];
+    eas_status s1 = (i % 3) ? eas_report_failure(st->c, id) : eas_report_success(st->c, id);
+    eas_status s2 = eas_select_instance(st->c, &out);
+    if (s1 != EAS_STATUS_OK || s2 != EAS_STATUS_OK) ADD(st->bad, 1);
+  }
+  return NULL;
+}
+
+/* Many threads reporting failures at once: every call succeeds, and never more than the allowed
+ * share of instances is ejected. */
+static void test_report_failure_storm(void) {
+  eas_client *c = NULL;
+  CHECK_STATUS(eas_client_new("static://10.7.0.1:1,10.7.0.2:1,10.7.0.3:1,10.7.0.4:1,10.7.0.5:1,"
+                              "10.7.0.6:1,10.7.0.7:1,10.7.0.8:1?ejection_base_ms=1",
+                              NULL, &c, NULL),
+               EAS_STATUS_OK);
+  eas_instance all[8];
+  size_t len = 0;
+  CHECK_STATUS(eas_client_instances(c, all, 8, &len), EAS_STATUS_OK);
+  static struct storm st;
+  memset(&st, 0, sizeof st);
+  st.c = c;
+  for (size_t i = 0; i < 8; i++) st.ids[i] = all[i].id;
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, report_storm, &st);
+  int over = 0;
+  for (int i = 0; i < 200; i++) {
+    eas_stats stats;
+    if (eas_client_stats(c, &stats) == EAS_STATUS_OK && stats.ejected > 4) over++;
+    usleep(100);
+  }
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  CHECK(LOAD(st.bad) == 0);
+  CHECK(over == 0);
+  eas_client_free(c);
+}
+
 struct source_state {
   int n;          /* instances to list: 10.9.0.1:80 .. 10.9.0.n:80 */
   int fail;       /* return this status instead (0: succeed) */
@@ -512,6 +559,7 @@ int main(void) {
   test_subscribe();
   test_close_races_with_picks();
   test_callback_source();
+  test_report_failure_storm();
   test_nacos_server_list_callback();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
