@@ -25,7 +25,7 @@ CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python test-fuzz clean
+.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -33,7 +33,7 @@ demo: build
 
 ## Every test: lint, header drift, Rust unit/integration tests (rnacos included), C tests
 ## under valgrind.
-test: build check-header lint test-rust test-c test-go test-python test-fuzz
+test: build check-header lint test-rust test-c test-go test-python test-java test-fuzz
 	@echo "make test: all suites passed"
 
 build:
@@ -84,6 +84,11 @@ test-c: build | $(CBUILD)
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp $(CBUILD)/test_api_shared
 
+## The Java binding: one JUnit 5 suite on JDK 25 (Panama), JDK 17 (JNI) and JDK 25 with JNI
+## forced; Maven downloads go to $(CACHE)/m2.
+test-java: build
+	EASDIRECT_CACHE=$(CACHE) bash bindings/java/run-tests.sh
+
 ## Fuzz targets (fuzz/): each runs FUZZ_SECONDS where a nightly toolchain is installed;
 ## skipped, saying so, where none is.
 test-fuzz:
@@ -109,7 +114,7 @@ test-python: build
 	bash bindings/python/run-tests.sh
 
 ## Benchmarks (figures go to BENCHMARKS.md).
-bench: bench-rust bench-c bench-nacos bench-go bench-python
+bench: bench-rust bench-c bench-nacos bench-go bench-python bench-java
 
 bench-rust:
 	$(CARGO) bench --bench pick
@@ -119,6 +124,9 @@ bench-nacos: $(RNACOS)
 
 bench-go: build $(RNACOS)
 	EASDIRECT_RNACOS=$(RNACOS) bash bindings/go/run-bench.sh
+
+bench-java: build $(RNACOS)
+	EASDIRECT_CACHE=$(CACHE) EASDIRECT_RNACOS=$(RNACOS) bash bindings/java/run-bench.sh
 
 bench-python: build
 	bash bindings/python/run-bench.sh

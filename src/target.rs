@@ -40,7 +40,7 @@ impl Target {
     pub fn parse(text: &str) -> Result<Target, Error> {
         let Some((scheme, rest)) = text.split_once("://") else {
             return Err(Error::invalid(format!(
-                "target \"{}\" has no scheme: expected eas://, eas+https:// or static://",
+                "target \"{}\" has no scheme: expected eas://, eas+https://, nacos://, nacos+https://, nacos+endpoint://, dns:// or static://",
                 redact_target(text)
             )));
         };
@@ -59,7 +59,7 @@ impl Target {
             "dns" => (SourceKind::Dns, parse_dns(body)?),
             other => {
                 return Err(Error::invalid(format!(
-                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https://, nacos://, nacos+endpoint://, dns:// or static://"
+                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https://, nacos://, nacos+https://, nacos+endpoint://, dns:// or static://"
                 )))
             }
         };

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# JMH benchmarks of the Java binding, with short settings (a few minutes on 2 cores):
+#   - EasClient.select() on the Panama and JNI backends at 3, 100 and 1000 instances, 1 and 2
+#     threads, on the newest JDK under /usr/lib/jvm;
+#   - in the same run, nacos-client 2.x's selectOneHealthyInstance on the same 100 instances,
+#     registered in rnacos (libeasdirect reads them from rnacos too, through nacos:// targets);
+#   - then JNI and nacos-client again on JDK 17.
+# Prints the JMH tables and, per JDK, the medians and the nacos-client/easdirect ratios.
+#
+# Assumes the repository's `make build` has run; rnacos is taken from
+# ${EASDIRECT_CACHE:-$HOME/.cache/easdirect}/tools/rnacos-0.8.8/bin/rnacos (or $EASDIRECT_RNACOS;
+# `make test` installs it). Without it, only the easdirect benchmarks run, on static:// lists.
+# JMH_ARGS replaces the default settings; JDK_NEWEST and JDK17 override the JDKs.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${EASDIRECT_CACHE:-$HOME/.cache/easdirect}
+rnacos=${EASDIRECT_RNACOS:-$cache/tools/rnacos-0.8.8/bin/rnacos}
+jmh_args=${JMH_ARGS:--f 1 -wi 2 -w 1s -i 5 -r 1s}
+
+[ -e "$repo/target/release/libeasdirect.so" ] || {
+  echo "run-bench.sh: target/release/libeasdirect.so is missing: run 'make build' first" >&2; exit 1; }
+
+jdk_feature() {
+  [ -x "$1/bin/javac" ] || { echo 0; return; }
+  sed -n 's/^JAVA_VERSION="\(1\.\)\{0,1\}\([0-9]*\).*/\2/p' "$1/release" 2>/dev/null | head -n1
+}
+if [ -z "${JDK_NEWEST:-}" ]; then
+  best=0
+  for d in /usr/lib/jvm/*/; do
+    d=${d%/}; v=$(jdk_feature "$d"); v=${v:-0}
+    if [ "$v" -gt "$best" ]; then best=$v; JDK_NEWEST=$d; fi
+  done
+fi
+if [ -z "${JDK17:-}" ]; then
+  for d in /usr/lib/jvm/*/; do
+    d=${d%/}; if [ "$(jdk_feature "$d")" = 17 ]; then JDK17=$d; break; fi
+  done
+fi
+[ -n "${JDK_NEWEST:-}" ] && [ "$(jdk_feature "$JDK_NEWEST")" -ge 22 ] || {
+  echo "run-bench.sh: no JDK 22 or newer under /usr/lib/jvm (set JDK_NEWEST)" >&2; exit 1; }
+newest=$(jdk_feature "$JDK_NEWEST")
+
+export JAVA_HOME=$JDK_NEWEST
+if [ "$newest" -ge 24 ]; then
+  export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
+fi
+mvn=(mvn -B -q --no-transfer-progress -Dmaven.repo.local="$cache/m2")
+
+echo "== building the binding and the benchmarks (JDK $newest)"
+"${mvn[@]}" -f "$here/pom.xml" -DskipTests install
+"${mvn[@]}" -f "$here/bench/pom.xml" package
+cp="$here/bench/target/classes:$(cat "$here/bench/target/classpath.txt")"
+
+work=$(mktemp -d)
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+jvm_args="--enable-native-access=ALL-UNNAMED -DJM.LOG.PATH=$work/nacos-logs -DJM.SNAPSHOT.PATH=$work/nacos-cache"
+benches='io.easdirect.bench.(SelectBench|NacosBench)'
+if [ -x "$rnacos" ]; then
+  port=
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 20000))
+    if free "$p" && free $((p + 1000)) && free $((p + 2000)); then port=$p; break; fi
+  done
+  [ -n "$port" ] || { echo "run-bench.sh: no free port triple for rnacos" >&2; exit 1; }
+  mkdir -p "$work/rnacos"
+  # The instances live as long as the run: no heartbeats needed.
+  (cd "$work/rnacos" && exec env RNACOS_HTTP_PORT=$port RNACOS_GRPC_PORT=$((port + 1000)) \
+    RNACOS_HTTP_CONSOLE_PORT=$((port + 2000)) RNACOS_SDK_HOST=127.0.0.1 \
+    RNACOS_CONSOLE_HOST=127.0.0.1 RNACOS_RAFT_NODE_ADDR=127.0.0.1:$((port + 1000)) \
+    RNACOS_DATA_DIR="$work/rnacos/data" RNACOS_NAMING_HEALTH_TIMEOUT_SECOND=3600 \
+    RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND=7200 RUST_LOG=error \
+    "$rnacos" >/dev/null 2>&1) &
+  pid=$!
+  "$JAVA_HOME/bin/java" -cp "$cp" io.easdirect.bench.Register "$port" 3 100 1000
+  jvm_args="$jvm_args -Deasdirect.bench.nacos=127.0.0.1:$port"
+else
+  echo "run-bench.sh: no rnacos at $rnacos: nacos-client is not measured, easdirect uses static:// lists" >&2
+  benches='io.easdirect.bench.SelectBench'
+fi
+
+# JMH itself uses sun.misc.Unsafe, which JDK 24+ warns about (forks inherit the host's flags).
+newest_args=()
+if [ "$newest" -ge 24 ]; then
+  newest_args=(--sun-misc-unsafe-memory-access=allow)
+fi
+
+echo
+echo "== JDK $newest: panama, jni, nacos-client ($jmh_args)"
+# shellcheck disable=SC2086
+"$JDK_NEWEST/bin/java" "${newest_args[@]}" -cp "$cp" io.easdirect.bench.Summary -foe true \
+  $jmh_args -jvmArgsAppend "$jvm_args" "$benches"
+
+if [ -n "${JDK17:-}" ]; then
+  echo
+  echo "== JDK 17: jni, nacos-client ($jmh_args)"
+  # shellcheck disable=SC2086
+  "$JDK17/bin/java" -cp "$cp" io.easdirect.bench.Summary -foe true $jmh_args -p backend=jni \
+    -jvmArgsAppend "$jvm_args" "$benches"
+fi

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The Java binding's tests: builds the JNI glue and the jar with the newest JDK (22 or later)
+# under /usr/lib/jvm, runs the JUnit 5 suite on it (Panama backend), runs the same suite on
+# JDK 17 (JNI backend) and on the newest JDK with the JNI backend forced, then runs the examples
+# in examples/java from the jar (JDK 17 and the newest).
+#
+# Assumes the repository's `make build` has run (target/release/libeasdirect.so and the
+# `easdirect` CLI, whose emulator the suite drives). Maven downloads go to
+# ${EASDIRECT_CACHE:-$HOME/.cache/easdirect}/m2. Override the JDKs with JDK_NEWEST and JDK17.
+# Exits non-zero on the first failure.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+release=$repo/target/release
+cache=${EASDIRECT_CACHE:-$HOME/.cache/easdirect}
+
+for f in "$release/libeasdirect.so" "$release/easdirect"; do
+  [ -e "$f" ] || { echo "run-tests.sh: $f is missing: run 'make build' first" >&2; exit 1; }
+done
+command -v mvn >/dev/null || { echo "run-tests.sh: mvn is needed (apt-get install maven)" >&2; exit 1; }
+command -v gcc >/dev/null || { echo "run-tests.sh: gcc is needed for the JNI glue" >&2; exit 1; }
+
+# The feature version of the JDK at $1 (0 if it is not a JDK).
+jdk_feature() {
+  [ -x "$1/bin/javac" ] || { echo 0; return; }
+  sed -n 's/^JAVA_VERSION="\(1\.\)\{0,1\}\([0-9]*\).*/\2/p' "$1/release" 2>/dev/null | head -n1
+}
+
+if [ -z "${JDK_NEWEST:-}" ]; then
+  best=0
+  for d in /usr/lib/jvm/*/; do
+    d=${d%/}
+    v=$(jdk_feature "$d"); v=${v:-0}
+    if [ "$v" -gt "$best" ]; then best=$v; JDK_NEWEST=$d; fi
+  done
+fi
+if [ -z "${JDK17:-}" ]; then
+  for d in /usr/lib/jvm/*/; do
+    d=${d%/}
+    if [ "$(jdk_feature "$d")" = 17 ]; then JDK17=$d; break; fi
+  done
+fi
+[ -n "${JDK_NEWEST:-}" ] && [ "$(jdk_feature "$JDK_NEWEST")" -ge 22 ] || {
+  echo "run-tests.sh: no JDK 22 or newer under /usr/lib/jvm (set JDK_NEWEST)" >&2; exit 1; }
+[ -n "${JDK17:-}" ] || { echo "run-tests.sh: no JDK 17 under /usr/lib/jvm (set JDK17)" >&2; exit 1; }
+newest=$(jdk_feature "$JDK_NEWEST")
+
+export JAVA_HOME=$JDK_NEWEST
+# Maven 3.8 itself uses sun.misc.Unsafe, which JDK 24+ warns about on every run.
+if [ "$newest" -ge 24 ]; then
+  export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
+fi
+mvn=(mvn -B --no-transfer-progress -Dmaven.repo.local="$cache/m2" -f "$here/pom.xml")
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "build (JDK $newest: API and JNI release 8, helper release 11, Panama release 22) and test on JDK $newest (panama)"
+"${mvn[@]}" -Deasdirect.expectBackend=panama -Deasdirect.testRun="jdk$newest-panama" package
+
+step "the same suite on JDK 17 (jni)"
+"${mvn[@]}" -Djvm="$JDK17/bin/java" -Deasdirect.expectBackend=jni -Deasdirect.testRun=jdk17-jni \
+  surefire:test
+
+step "the same suite on JDK $newest with -Deasdirect.backend=jni"
+"${mvn[@]}" -Deasdirect.backend=jni -Deasdirect.expectBackend=jni \
+  -Deasdirect.testRun="jdk$newest-jni" surefire:test
+
+step "examples/java from the jar (JDK 17: jni, JDK $newest: panama)"
+jar=$here/target/easdirect-0.1.0.jar
+"$JDK17/bin/java" -cp "$jar" "$repo/examples/java/Pick.java" "static://127.0.0.1:8001*3,127.0.0.1:8002*1" 4
+"$JDK_NEWEST/bin/java" --enable-native-access=ALL-UNNAMED -cp "$jar" \
+  "$repo/examples/java/Pick.java" "static://127.0.0.1:8001*3,127.0.0.1:8002*1" 4
+log=$(mktemp)
+"$release/easdirect" emulate --listen 127.0.0.1:0 --service my_service --backends 3 --duration 60 >"$log" &
+emu=$!
+trap 'kill $emu 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 100); do grep -q '^backends ' "$log" && break; sleep 0.1; done
+addr=$(sed -n 's/^listening //p' "$log" | head -n1)
+[ -n "$addr" ] || { echo "the emulator did not start"; cat "$log"; exit 1; }
+"$JDK17/bin/java" -cp "$jar" "$repo/examples/java/Predict.java" "eas://$addr/my_service" 5
+
+printf '\nJava binding: all tests passed on JDK %s (panama, jni) and JDK 17 (jni)\n' "$newest"

@@ -1,0 +1,451 @@
+/*
+ * The JNI glue of the Java binding (io.easdirect.JniBackend): one native method per eas_*
+ * function, over include/easdirect.h, the same ABI surface as the Panama backend.
+ *
+ * libeasdirect is not linked: nInit dlopens the file the Java side found (a system property,
+ * java.library.path or the copy in the jar) and binds every function once. Pointers travel as
+ * jlong. Strings travel as NUL-terminated UTF-8 byte arrays both ways (JNI's own string
+ * functions speak modified UTF-8). Every method that takes a client also takes the Java object
+ * that owns it: the local reference keeps it reachable, so its Cleaner cannot free the client
+ * while the call runs.
+ *
+ * Callbacks run on the library's background threads: they attach the thread to the JVM as a
+ * daemon for the call and detach it after (a thread that was attached already stays so).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jni.h>
+
+#include "easdirect.h"
+#include "io_easdirect_JniBackend.h"
+
+/* The layout the Java side reads; javac's header checks the method signatures. */
+_Static_assert(sizeof(eas_instance) == 128, "eas_instance is 128 bytes");
+_Static_assert(offsetof(eas_instance, ip) == 8, "ip @8");
+_Static_assert(offsetof(eas_instance, port) == 54, "port @54");
+_Static_assert(offsetof(eas_instance, weight) == 56, "weight @56");
+_Static_assert(offsetof(eas_instance, host) == 60, "host @60");
+_Static_assert(offsetof(eas_instance, reserved) == 124, "reserved @124");
+_Static_assert(sizeof(eas_stats) == 40, "eas_stats is 40 bytes");
+
+/* Bumped whenever a native method of this file changes; JniBackend checks it at load. */
+#define GLUE_VERSION 1
+
+#define EXPORT __attribute__((visibility("default")))
+
+#define FN(name) __typeof__(name) *name
+static struct {
+    FN(eas_version);
+    FN(eas_abi_version);
+    FN(eas_status_str);
+    FN(eas_options_new);
+    FN(eas_options_set);
+    FN(eas_options_free);
+    FN(eas_client_new);
+    FN(eas_client_wait_ready);
+    FN(eas_select_instance);
+    FN(eas_select_instance_excluding);
+    FN(eas_report_failure);
+    FN(eas_report_success);
+    FN(eas_client_instances);
+    FN(eas_client_last_error);
+    FN(eas_client_stats);
+    FN(eas_client_subscribe);
+    FN(eas_client_unsubscribe);
+    FN(eas_client_close);
+    FN(eas_client_free);
+    FN(eas_error_code);
+    FN(eas_error_message);
+    FN(eas_error_free);
+} lib;
+#undef FN
+
+static JavaVM *jvm;
+static jclass backend_class;     /* global reference to io.easdirect.JniBackend */
+static jmethodID on_change_mid;  /* static void onChange(long token, byte[] list, int n) */
+static jmethodID on_free_mid;    /* static void onFree(long token) */
+
+#define CLIENT(p) ((const eas_client *)(intptr_t)(p))
+
+EXPORT jint JNI_OnLoad(JavaVM *vm, void *reserved) {
+    (void)reserved;
+    jvm = vm;
+    return JNI_VERSION_1_6;
+}
+
+/* A NUL-terminated UTF-8 string as a Java byte[] (without the NUL), or NULL. */
+static jbyteArray utf8_bytes(JNIEnv *env, const char *s) {
+    if (s == NULL) {
+        return NULL;
+    }
+    size_t n = strlen(s);
+    jbyteArray a = (*env)->NewByteArray(env, (jsize)n);
+    if (a != NULL) {
+        (*env)->SetByteArrayRegion(env, a, 0, (jsize)n, (const jbyte *)s);
+    }
+    return a;
+}
+
+/* Stores the message of *e (if any) in msg_out[0] and frees e. */
+static void take_error(JNIEnv *env, eas_error *e, jobjectArray msg_out) {
+    if (e == NULL) {
+        return;
+    }
+    if (msg_out != NULL) {
+        jbyteArray m = utf8_bytes(env, lib.eas_error_message(e));
+        if (m != NULL) {
+            (*env)->SetObjectArrayElement(env, msg_out, 0, m);
+            (*env)->DeleteLocalRef(env, m);
+        }
+    }
+    lib.eas_error_free(e);
+}
+
+/* A copy of a Java byte[] holding NUL-terminated UTF-8 (the Java side appends the NUL). */
+static char *c_string(JNIEnv *env, jbyteArray a) {
+    jsize n = (*env)->GetArrayLength(env, a);
+    char *s = malloc((size_t)n + 1);
+    if (s == NULL) {
+        return NULL;
+    }
+    (*env)->GetByteArrayRegion(env, a, 0, n, (jbyte *)s);
+    s[n] = '\0';
+    return s;
+}
+
+JNIEXPORT jstring JNICALL Java_io_easdirect_JniBackend_nInit(JNIEnv *env, jclass cls,
+                                                             jbyteArray path) {
+    static char msg[1024];
+    char *p = c_string(env, path);
+    if (p == NULL) {
+        return (*env)->NewStringUTF(env, "out of memory");
+    }
+    void *h = dlopen(p, RTLD_NOW | RTLD_LOCAL);
+    free(p);
+    if (h == NULL) {
+        snprintf(msg, sizeof msg, "dlopen: %s", dlerror());
+        return (*env)->NewStringUTF(env, msg);
+    }
+#define BIND(name)                                                                 \
+    do {                                                                           \
+        *(void **)&lib.name = dlsym(h, #name);                                     \
+        if (lib.name == NULL) {                                                    \
+            snprintf(msg, sizeof msg, "the library has no function %s", #name);    \
+            return (*env)->NewStringUTF(env, msg);                                 \
+        }                                                                          \
+    } while (0)
+    BIND(eas_version);
+    BIND(eas_abi_version);
+    BIND(eas_status_str);
+    BIND(eas_options_new);
+    BIND(eas_options_set);
+    BIND(eas_options_free);
+    BIND(eas_client_new);
+    BIND(eas_client_wait_ready);
+    BIND(eas_select_instance);
+    BIND(eas_select_instance_excluding);
+    BIND(eas_report_failure);
+    BIND(eas_report_success);
+    BIND(eas_client_instances);
+    BIND(eas_client_last_error);
+    BIND(eas_client_stats);
+    BIND(eas_client_subscribe);
+    BIND(eas_client_unsubscribe);
+    BIND(eas_client_close);
+    BIND(eas_client_free);
+    BIND(eas_error_code);
+    BIND(eas_error_message);
+    BIND(eas_error_free);
+#undef BIND
+    backend_class = (*env)->NewGlobalRef(env, cls);
+    on_change_mid = (*env)->GetStaticMethodID(env, cls, "onChange", "(J[BI)V");
+    on_free_mid = (*env)->GetStaticMethodID(env, cls, "onFree", "(J)V");
+    if (backend_class == NULL || on_change_mid == NULL || on_free_mid == NULL) {
+        (*env)->ExceptionClear(env);
+        return (*env)->NewStringUTF(env, "JniBackend.onChange/onFree not found");
+    }
+    return NULL;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nGlueVersion(JNIEnv *env, jclass cls) {
+    (void)env, (void)cls;
+    return GLUE_VERSION;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nInstanceSize(JNIEnv *env, jclass cls) {
+    (void)env, (void)cls;
+    return (jint)sizeof(eas_instance);
+}
+
+JNIEXPORT jbyteArray JNICALL Java_io_easdirect_JniBackend_nVersion(JNIEnv *env, jclass cls) {
+    (void)cls;
+    return utf8_bytes(env, lib.eas_version());
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nAbiVersion(JNIEnv *env, jclass cls) {
+    (void)env, (void)cls;
+    return (jint)lib.eas_abi_version();
+}
+
+JNIEXPORT jbyteArray JNICALL Java_io_easdirect_JniBackend_nStatusString(JNIEnv *env, jclass cls,
+                                                                        jint status) {
+    (void)cls;
+    return utf8_bytes(env, lib.eas_status_str(status));
+}
+
+JNIEXPORT jlong JNICALL Java_io_easdirect_JniBackend_nOptionsNew(JNIEnv *env, jclass cls) {
+    (void)env, (void)cls;
+    return (jlong)(intptr_t)lib.eas_options_new();
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nOptionsSet(JNIEnv *env, jclass cls,
+                                                                jlong opts, jbyteArray key,
+                                                                jbyteArray value,
+                                                                jobjectArray msg_out) {
+    (void)cls;
+    jbyte *k = (*env)->GetByteArrayElements(env, key, NULL);
+    jbyte *v = (*env)->GetByteArrayElements(env, value, NULL);
+    jint st = EAS_STATUS_NULL_PARAMETER;
+    if (k != NULL && v != NULL) {
+        eas_error *e = NULL;
+        st = lib.eas_options_set((eas_options *)(intptr_t)opts, (const char *)k, (const char *)v,
+                                 &e);
+        take_error(env, e, msg_out);
+    }
+    if (k != NULL) (*env)->ReleaseByteArrayElements(env, key, k, JNI_ABORT);
+    if (v != NULL) (*env)->ReleaseByteArrayElements(env, value, v, JNI_ABORT);
+    return st;
+}
+
+JNIEXPORT void JNICALL Java_io_easdirect_JniBackend_nOptionsFree(JNIEnv *env, jclass cls,
+                                                                 jlong opts) {
+    (void)env, (void)cls;
+    lib.eas_options_free((eas_options *)(intptr_t)opts);
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nClientNew(JNIEnv *env, jclass cls,
+                                                               jbyteArray target, jlong opts,
+                                                               jlongArray out,
+                                                               jobjectArray msg_out) {
+    (void)cls;
+    jbyte *t = (*env)->GetByteArrayElements(env, target, NULL);
+    if (t == NULL) {
+        return EAS_STATUS_NULL_PARAMETER;
+    }
+    eas_client *c = NULL;
+    eas_error *e = NULL;
+    jint st = lib.eas_client_new((const char *)t, (const eas_options *)(intptr_t)opts, &c, &e);
+    (*env)->ReleaseByteArrayElements(env, target, t, JNI_ABORT);
+    if (st == EAS_STATUS_OK) {
+        jlong p = (jlong)(intptr_t)c;
+        (*env)->SetLongArrayRegion(env, out, 0, 1, &p);
+    } else {
+        take_error(env, e, msg_out);
+    }
+    return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nWaitReady(JNIEnv *env, jclass cls,
+                                                               jlong c, jint timeout_ms,
+                                                               jobjectArray msg_out,
+                                                               jobject owner) {
+    (void)cls, (void)owner;
+    eas_error *e = NULL;
+    jint st = lib.eas_client_wait_ready(CLIENT(c), (uint32_t)timeout_ms, &e);
+    if (st != EAS_STATUS_OK) {
+        take_error(env, e, msg_out);
+    }
+    return st;
+}
+
+JNIEXPORT jlong JNICALL Java_io_easdirect_JniBackend_nAddress(JNIEnv *env, jclass cls,
+                                                              jobject buffer) {
+    (void)cls;
+    return (jlong)(intptr_t)(*env)->GetDirectBufferAddress(env, buffer);
+}
+
+/* The hot path: the instance goes into the calling thread's direct buffer at out_addr. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nSelect(JNIEnv *env, jclass cls, jlong c,
+                                                            jlong out_addr, jobject owner) {
+    (void)env, (void)cls, (void)owner;
+    return lib.eas_select_instance(CLIENT(c), (eas_instance *)(intptr_t)out_addr);
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nSelectExcluding(JNIEnv *env, jclass cls,
+                                                                     jlong c, jlongArray ids,
+                                                                     jint n, jlong out_addr,
+                                                                     jobject owner) {
+    (void)cls, (void)owner;
+    if (n == 0) {
+        return lib.eas_select_instance_excluding(CLIENT(c), NULL, 0,
+                                                 (eas_instance *)(intptr_t)out_addr);
+    }
+    /* No JNI call and no blocking between Get and Release: the pick is a few nanoseconds. */
+    jlong *p = (*env)->GetPrimitiveArrayCritical(env, ids, NULL);
+    if (p == NULL) {
+        return EAS_STATUS_NULL_PARAMETER;
+    }
+    jint st = lib.eas_select_instance_excluding(CLIENT(c), (const uint64_t *)p, (size_t)n,
+                                                (eas_instance *)(intptr_t)out_addr);
+    (*env)->ReleasePrimitiveArrayCritical(env, ids, p, JNI_ABORT);
+    return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nReportFailure(JNIEnv *env, jclass cls,
+                                                                   jlong c, jlong id,
+                                                                   jobject owner) {
+    (void)env, (void)cls, (void)owner;
+    return lib.eas_report_failure(CLIENT(c), (uint64_t)id);
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nReportSuccess(JNIEnv *env, jclass cls,
+                                                                   jlong c, jlong id,
+                                                                   jobject owner) {
+    (void)env, (void)cls, (void)owner;
+    return lib.eas_report_success(CLIENT(c), (uint64_t)id);
+}
+
+/* buffer: a direct ByteBuffer of cap instances, or NULL with cap 0 to ask for the count. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nInstances(JNIEnv *env, jclass cls, jlong c,
+                                                               jobject buffer, jlong cap,
+                                                               jlongArray len_out,
+                                                               jobject owner) {
+    (void)cls, (void)owner;
+    eas_instance *buf = NULL;
+    if (buffer != NULL) {
+        buf = (*env)->GetDirectBufferAddress(env, buffer);
+        if (buf == NULL) {
+            return EAS_STATUS_NULL_PARAMETER;
+        }
+    }
+    size_t len = 0;
+    jint st = lib.eas_client_instances(CLIENT(c), buf, (size_t)cap, &len);
+    if (st == EAS_STATUS_OK || st == EAS_STATUS_BUFFER_TOO_SMALL) {
+        jlong l = (jlong)len;
+        (*env)->SetLongArrayRegion(env, len_out, 0, 1, &l);
+    }
+    return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nLastError(JNIEnv *env, jclass cls, jlong c,
+                                                               jobjectArray msg_out,
+                                                               jobject owner) {
+    (void)cls, (void)owner;
+    eas_error *e = NULL;
+    jint st = lib.eas_client_last_error(CLIENT(c), &e);
+    if (st != EAS_STATUS_OK) {
+        take_error(env, e, msg_out);
+    }
+    return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nStats(JNIEnv *env, jclass cls, jlong c,
+                                                           jlongArray out, jobject owner) {
+    (void)cls, (void)owner;
+    eas_stats s;
+    jint st = lib.eas_client_stats(CLIENT(c), &s);
+    if (st == EAS_STATUS_OK) {
+        jlong v[6] = {(jlong)s.generation,      (jlong)s.refresh_ok, (jlong)s.refresh_failed,
+                      (jlong)s.last_ok_unix_ms, (jlong)s.instances,  (jlong)s.ejected};
+        (*env)->SetLongArrayRegion(env, out, 0, 6, v);
+    }
+    return st;
+}
+
+/* The JNIEnv of this thread, attaching it (as a daemon) if needed; *attached says to detach. */
+static JNIEnv *callback_env(int *attached) {
+    JNIEnv *env = NULL;
+    *attached = 0;
+    jint r = (*jvm)->GetEnv(jvm, (void **)&env, JNI_VERSION_1_6);
+    if (r == JNI_OK) {
+        return env;
+    }
+    if (r != JNI_EDETACHED) {
+        return NULL;
+    }
+    JavaVMAttachArgs args = {JNI_VERSION_1_6, "easdirect-callback", NULL};
+    if ((*jvm)->AttachCurrentThreadAsDaemon(jvm, (void **)&env, &args) != JNI_OK) {
+        return NULL; /* the JVM is going away: drop the call */
+    }
+    *attached = 1;
+    return env;
+}
+
+static void callback_done(JNIEnv *env, int attached) {
+    if ((*env)->ExceptionCheck(env)) {
+        /* JniBackend catches everything; this is only a safety net. */
+        (*env)->ExceptionDescribe(env);
+        (*env)->ExceptionClear(env);
+    }
+    if (attached) {
+        (*jvm)->DetachCurrentThread(jvm);
+    }
+}
+
+static void on_change(void *user_data, const eas_instance *list, size_t n) {
+    int attached;
+    JNIEnv *env = callback_env(&attached);
+    if (env == NULL) {
+        return;
+    }
+    size_t bytes = n * sizeof(eas_instance);
+    if (n <= (size_t)INT32_MAX / sizeof(eas_instance)) {
+        jbyteArray a = (*env)->NewByteArray(env, (jsize)bytes);
+        if (a != NULL) {
+            (*env)->SetByteArrayRegion(env, a, 0, (jsize)bytes, (const jbyte *)list);
+            (*env)->CallStaticVoidMethod(env, backend_class, on_change_mid,
+                                         (jlong)(uintptr_t)user_data, a, (jint)n);
+            (*env)->DeleteLocalRef(env, a);
+        }
+    }
+    callback_done(env, attached);
+}
+
+static void on_free(void *user_data) {
+    int attached;
+    JNIEnv *env = callback_env(&attached);
+    if (env == NULL) {
+        return;
+    }
+    (*env)->CallStaticVoidMethod(env, backend_class, on_free_mid, (jlong)(uintptr_t)user_data);
+    callback_done(env, attached);
+}
+
+/* token: the Java side's key of the listener; it travels as the subscription's user_data. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nSubscribe(JNIEnv *env, jclass cls, jlong c,
+                                                               jlong token, jlongArray out,
+                                                               jobject owner) {
+    (void)cls, (void)owner;
+    uint64_t sub = 0;
+    jint st = lib.eas_client_subscribe(CLIENT(c), on_change, (void *)(uintptr_t)token, on_free,
+                                       &sub);
+    if (st == EAS_STATUS_OK) {
+        jlong s = (jlong)sub;
+        (*env)->SetLongArrayRegion(env, out, 0, 1, &s);
+    }
+    return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nUnsubscribe(JNIEnv *env, jclass cls,
+                                                                 jlong c, jlong sub,
+                                                                 jobject owner) {
+    (void)env, (void)cls, (void)owner;
+    return lib.eas_client_unsubscribe(CLIENT(c), (uint64_t)sub);
+}
+
+JNIEXPORT void JNICALL Java_io_easdirect_JniBackend_nClose(JNIEnv *env, jclass cls, jlong c,
+                                                           jobject owner) {
+    (void)env, (void)cls, (void)owner;
+    lib.eas_client_close(CLIENT(c));
+}
+
+JNIEXPORT void JNICALL Java_io_easdirect_JniBackend_nFree(JNIEnv *env, jclass cls, jlong c) {
+    (void)env, (void)cls;
+    lib.eas_client_free((eas_client *)(intptr_t)c);
+}

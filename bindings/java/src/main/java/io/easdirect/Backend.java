@@ -1,0 +1,121 @@
+package io.easdirect;
+
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * The native calls that do not take a client, and the choice of a backend: Panama
+ * (java.lang.foreign) on JDK 22 or newer, JNI before; {@code -Deasdirect.backend=panama|jni}
+ * forces one. The choice is made once per class loader, on first use.
+ */
+abstract class Backend {
+    /** The ABI this binding was built for: it needs the same major and at least this minor. */
+    static final int ABI_MAJOR = 1;
+    static final int ABI_MINOR = 0;
+
+    abstract String name();
+
+    /** Where libeasdirect was loaded from. */
+    abstract NativeLibrary library();
+
+    abstract String version();
+
+    abstract int abiVersion();
+
+    abstract String statusString(int status);
+
+    /** eas_options_new/set, eas_client_new, eas_options_free; throws EasException. */
+    abstract NativeClient open(String target, Map<String, String> options);
+
+    private static final class Holder {
+        static final Object LOADED = load();
+    }
+
+    /** The backend, loaded on first use; throws UnsatisfiedLinkError if it cannot load. */
+    static Backend get() {
+        Object loaded = Holder.LOADED;
+        if (loaded instanceof Backend) {
+            return (Backend) loaded;
+        }
+        Throwable cause = (Throwable) loaded;
+        UnsatisfiedLinkError e = new UnsatisfiedLinkError("easdirect: " + cause.getMessage());
+        e.initCause(cause);
+        throw e;
+    }
+
+    static int javaFeatureVersion() {
+        String v = System.getProperty("java.specification.version", "8");
+        if (v.startsWith("1.")) {
+            v = v.substring(2);
+        }
+        try {
+            return Integer.parseInt(v);
+        } catch (NumberFormatException e) {
+            return 8;
+        }
+    }
+
+    private static Object load() {
+        try {
+            String forced = System.getProperty("easdirect.backend", "auto").trim()
+                    .toLowerCase(Locale.ROOT);
+            Backend b;
+            switch (forced) {
+                case "":
+                case "auto":
+                    b = javaFeatureVersion() >= 22 && hasPanama() ? panama() : new JniBackend();
+                    break;
+                case "panama":
+                    if (javaFeatureVersion() < 22) {
+                        throw new IllegalStateException("-Deasdirect.backend=panama needs JDK 22"
+                                + " or newer; this is " + System.getProperty("java.version"));
+                    }
+                    if (!hasPanama()) {
+                        throw new IllegalStateException("-Deasdirect.backend=panama: this jar was"
+                                + " built without the Panama backend (built with a JDK before 22)");
+                    }
+                    b = panama();
+                    break;
+                case "jni":
+                    b = new JniBackend();
+                    break;
+                default:
+                    throw new IllegalArgumentException("-Deasdirect.backend=" + forced
+                            + ": expected panama, jni or auto");
+            }
+            checkAbi(b);
+            return b;
+        } catch (Throwable t) {
+            // The reason itself, not the reflection or class-initialisation wrapper.
+            while ((t instanceof ExceptionInInitializerError
+                    || t instanceof java.lang.reflect.InvocationTargetException)
+                    && t.getCause() != null) {
+                t = t.getCause();
+            }
+            return t;
+        }
+    }
+
+    private static boolean hasPanama() {
+        return Backend.class.getResource("PanamaBackend.class") != null;
+    }
+
+    private static Backend panama() throws ReflectiveOperationException {
+        // Loaded by name: its class file (release 22) must not be touched on an older JDK.
+        return (Backend) Class.forName("io.easdirect.PanamaBackend").getDeclaredConstructor()
+                .newInstance();
+    }
+
+    static void checkAbi(Backend b) {
+        int abi = b.abiVersion();
+        int major = abi >>> 16;
+        int minor = abi & 0xffff;
+        if (major != ABI_MAJOR || minor < ABI_MINOR) {
+            throw new IllegalStateException("libeasdirect " + b.version() + " at " + b.library()
+                    + " has ABI " + major + "." + minor + ", but this binding needs ABI "
+                    + ABI_MAJOR + "." + ABI_MINOR + " or a newer minor of major " + ABI_MAJOR
+                    + ": use the library that came with this jar (drop -Deasdirect.library) or"
+                    + " upgrade the binding to match the library");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+package io.easdirect;
+
+import java.time.Duration;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.function.Consumer;
+
+/**
+ * A client of one PAI-EAS (or Nacos, static, DNS) service: it discovers the service's instances
+ * in the background and picks one per request by smooth weighted round-robin, skipping the
+ * instances reported as failing. Thread-safe: share one per service per process.
+ *
+ * <pre>{@code
+ * try (EasClient client = EasClient.open("eas://1.2.3.4:8080/my_service")) {
+ *     client.waitReady(Duration.ofSeconds(2));
+ *     Instance inst = client.select();
+ *     // POST http://{inst.host()}/api/predict/my_service ...
+ *     client.reportSuccess(inst.id()); // or reportFailure(inst.id())
+ * }
+ * }</pre>
+ *
+ * <p>{@link #close()} stops discovery and subscriptions; it is safe to call more than once and
+ * concurrently with any other call, which then fails with {@link EasStatus#CLOSED}. The native
+ * client is freed once the object is unreachable.
+ *
+ * <p>The native library is libeasdirect, called through Panama (java.lang.foreign) on JDK 22
+ * or newer and through JNI before; see {@link #backend()}.
+ */
+public final class EasClient implements AutoCloseable {
+    /** Each native wait is at most this long, so that an interrupt is noticed soon. */
+    private static final long WAIT_SLICE_MS = 50;
+
+    private final String target;
+    private final String service;
+    private final NativeClient client;
+    private final InstanceTable table = new InstanceTable();
+
+    private EasClient(String target, NativeClient client) {
+        this.target = target;
+        this.service = serviceName(target);
+        this.client = client;
+    }
+
+    /** {@link #open(String, Map)} with no options beyond the target's query parameters. */
+    public static EasClient open(String target) {
+        return open(target, Collections.<String, String>emptyMap());
+    }
+
+    /**
+     * Creates a client for {@code target} and starts discovery. Returns at once: the first
+     * fetch runs in the background (see {@link #waitReady}); a {@code static://} target is ready
+     * on return.
+     *
+     * <p>Targets: {@code eas://endpoint[:port]/service} ({@code eas+https://} for TLS),
+     * {@code nacos://host[:port][,host[:port]...]/service},
+     * {@code nacos+endpoint://address-server[:port]/service},
+     * {@code static://ip:port[*weight][,...]}, {@code dns://name:port}.
+     *
+     * @param options library options by key (refresh_interval_ms, request_timeout_ms,
+     *     failures_before_ejection, ejection_base_ms, ejection_max_ms, max_ejection_percent,
+     *     tls_ca_file, snapshot_file and the source's own keys), applied in iteration order;
+     *     they win over the same keys given as query parameters of the target.
+     * @throws EasException {@link EasStatus#INVALID_ARGUMENT} for a bad target, key or value,
+     *     with a message naming it
+     * @throws UnsatisfiedLinkError when libeasdirect cannot be found or does not match
+     */
+    public static EasClient open(String target, Map<String, String> options) {
+        Objects.requireNonNull(target, "target");
+        Objects.requireNonNull(options, "options");
+        noNul("the target", target);
+        Map<String, String> copy = new LinkedHashMap<>();
+        for (Map.Entry<String, String> e : options.entrySet()) {
+            String key = Objects.requireNonNull(e.getKey(), "option key");
+            String value = Objects.requireNonNull(e.getValue(), "option value of " + key);
+            noNul("option " + key, key);
+            noNul("the value of option " + key, value);
+            copy.put(key, value);
+        }
+        NativeClient nc = Backend.get().open(target, copy);
+        EasClient c = new EasClient(target, nc);
+        ClientCleaner.register(c, nc);
+        return c;
+    }
+
+    private static void noNul(String what, String s) {
+        if (s.indexOf('\0') >= 0) {
+            throw new EasException(EasStatus.INVALID_ARGUMENT.code(), what + " contains a NUL character");
+        }
+    }
+
+    /** The target this client was opened with. */
+    public String target() {
+        return target;
+    }
+
+    /**
+     * The service name of the target (the last path segment of {@code eas://} and
+     * {@code nacos://} targets, the name of a {@code dns://} target), or empty for a
+     * {@code static://} target.
+     */
+    public Optional<String> serviceName() {
+        return Optional.ofNullable(service);
+    }
+
+    static String serviceName(String target) {
+        int sep = target.indexOf("://");
+        if (sep < 0) {
+            return null;
+        }
+        String scheme = target.substring(0, sep);
+        String rest = target.substring(sep + 3);
+        int q = rest.indexOf('?');
+        if (q >= 0) {
+            rest = rest.substring(0, q);
+        }
+        switch (scheme) {
+            case "eas":
+            case "eas+http":
+            case "eas+https":
+            case "nacos":
+            case "nacos+https":
+            case "nacos+endpoint": {
+                int slash = rest.indexOf('/');
+                String svc = slash < 0 ? "" : rest.substring(slash + 1);
+                return svc.isEmpty() ? null : svc;
+            }
+            case "dns": {
+                int colon = rest.lastIndexOf(':');
+                String name = colon < 0 ? rest : rest.substring(0, colon);
+                return name.isEmpty() ? null : name;
+            }
+            default:
+                return null;
+        }
+    }
+
+    /**
+     * Waits until an instance list is known (fetched, or loaded from {@code snapshot_file}), at
+     * most {@code timeout}. It does not return early on a failed fetch.
+     *
+     * @throws EasException {@link EasStatus#TIMEOUT} at the deadline (or on an interrupt, which
+     *     stays set), with the last fetch error in the message; {@link EasStatus#CLOSED}
+     */
+    public void waitReady(Duration timeout) {
+        long deadline = System.nanoTime() + Math.max(0, saturatedNanos(timeout));
+        String[] msg = new String[1];
+        for (;;) {
+            long left = Math.max(0, (deadline - System.nanoTime()) / 1_000_000);
+            boolean interrupted = Thread.currentThread().isInterrupted();
+            int st = client.waitReady(this, (int) (interrupted ? 0 : Math.min(left, WAIT_SLICE_MS)), msg);
+            if (st == 0) {
+                return;
+            }
+            if (st != EasStatus.TIMEOUT.code() || left <= WAIT_SLICE_MS || interrupted) {
+                String m = msg[0];
+                if (interrupted && st == EasStatus.TIMEOUT.code()) {
+                    m = "interrupted while waiting for the instance list"
+                            + (m == null ? "" : "; " + m);
+                }
+                throw EasException.of(st, m);
+            }
+        }
+    }
+
+    private static long saturatedNanos(Duration d) {
+        try {
+            return d.toNanos();
+        } catch (ArithmeticException e) {
+            return d.isNegative() ? 0 : Long.MAX_VALUE / 2;
+        }
+    }
+
+    /** Whether an instance list is known (a {@link #waitReady} that does not wait). */
+    public boolean isReady() {
+        String[] msg = new String[1];
+        int st = client.waitReady(this, 0, msg);
+        if (st == 0) {
+            return true;
+        }
+        if (st == EasStatus.TIMEOUT.code()) {
+            return false;
+        }
+        throw EasException.of(st, msg[0]);
+    }
+
+    /**
+     * Picks one instance by smooth weighted round-robin, skipping ejected ones (when all are
+     * ejected, picks among them rather than fail). No lock; once an instance has been seen, no
+     * allocation.
+     *
+     * @throws EasException {@link EasStatus#NO_INSTANCE} before the first list is known;
+     *     {@link EasStatus#CLOSED}
+     */
+    public Instance select() {
+        return client.select(this, table);
+    }
+
+    /**
+     * As {@link #select()}, but never one of {@code ids} (for a retry on another instance).
+     *
+     * @throws EasException {@link EasStatus#NO_INSTANCE} when every instance is excluded
+     */
+    public Instance selectExcluding(long... ids) {
+        return client.selectExcluding(this, table, ids == null ? new long[0] : ids);
+    }
+
+    /**
+     * Reports a failed call to instance {@code id}: after {@code failures_before_ejection}
+     * consecutive failures it is ejected for {@code ejection_base_ms}, doubling on each
+     * re-ejection up to {@code ejection_max_ms}.
+     *
+     * @return false when {@code id} is not in the current list (harmless)
+     * @throws EasException {@link EasStatus#CLOSED}
+     */
+    public boolean reportFailure(long id) {
+        return reported(client.reportFailure(this, id));
+    }
+
+    /**
+     * Reports a successful call to instance {@code id}: resets its failure count and ejection
+     * doubling (an ejection in force runs its course).
+     *
+     * @return false when {@code id} is not in the current list (harmless)
+     * @throws EasException {@link EasStatus#CLOSED}
+     */
+    public boolean reportSuccess(long id) {
+        return reported(client.reportSuccess(this, id));
+    }
+
+    private static boolean reported(int st) {
+        if (st == 0) {
+            return true;
+        }
+        if (st == EasStatus.UNKNOWN_INSTANCE.code()) {
+            return false;
+        }
+        throw EasException.of(st);
+    }
+
+    /**
+     * Every known instance, ejected or not, weight 0 included; empty before the first list.
+     * Unmodifiable.
+     */
+    public List<Instance> instances() {
+        return client.instances(this, table);
+    }
+
+    /** The client's counters. */
+    public Stats stats() {
+        return client.stats(this);
+    }
+
+    /**
+     * The last discovery fetch's error ({@link EasStatus#DISCOVERY_FAILED}, naming the URL and
+     * the HTTP status), or empty when the last fetch succeeded or none has finished.
+     *
+     * @throws EasException {@link EasStatus#CLOSED}
+     */
+    public Optional<EasException> lastError() {
+        String[] msg = new String[1];
+        int st = client.lastError(this, msg);
+        if (st == 0) {
+            return Optional.empty();
+        }
+        if (st == EasStatus.DISCOVERY_FAILED.code()) {
+            return Optional.of(EasException.of(st, msg[0]));
+        }
+        throw EasException.of(st, msg[0]);
+    }
+
+    /**
+     * Calls {@code listener} on a background thread with the whole instance list (unmodifiable)
+     * each time it changes, and once soon after subscribing when a list is already known.
+     * The listener may call this client (unsubscribing included). An exception it throws goes
+     * to its thread's uncaught-exception handler. Calls stop when the subscription or the
+     * client is closed, and before the JVM shuts down (a shutdown hook ends every
+     * subscription).
+     *
+     * @throws EasException {@link EasStatus#CLOSED}, also while the JVM is shutting down
+     */
+    public Subscription subscribe(Consumer<? super List<Instance>> listener) {
+        Objects.requireNonNull(listener, "listener");
+        if (Listeners.stopping()) {
+            throw new EasException(EasStatus.CLOSED.code(), "the JVM is shutting down");
+        }
+        Listeners.Listener l = new Listeners.Listener(listener, table, client);
+        long token = Listeners.add(l);
+        long id;
+        try {
+            id = client.subscribe(this, token);
+        } catch (RuntimeException e) {
+            Listeners.remove(token); // a refused subscribe takes no ownership
+            throw e;
+        }
+        l.subscription = id;
+        Subscription s = new Subscription(this, id);
+        if (Listeners.stopping()) { // the shutdown hook may have missed it
+            s.close();
+        }
+        return s;
+    }
+
+    void unsubscribe(long subscription) {
+        int st = client.unsubscribe(this, subscription);
+        // INVALID_ARGUMENT: it has ended already (the client was closed); CLOSED: likewise.
+        if (st != 0 && st != EasStatus.INVALID_ARGUMENT.code() && st != EasStatus.CLOSED.code()) {
+            throw EasException.of(st);
+        }
+    }
+
+    /**
+     * Stops discovery and ends subscriptions (their listeners have returned when this returns;
+     * when called from a listener, once it returns). Every later call fails with
+     * {@link EasStatus#CLOSED}. Idempotent and safe to race with any other call.
+     */
+    @Override
+    public void close() {
+        client.close(this);
+    }
+
+    /** The target without userinfo and query parameters, which may hold secrets. */
+    @Override
+    public String toString() {
+        return "EasClient{" + redact(target) + "}";
+    }
+
+    static String redact(String target) {
+        String shown = target;
+        int q = shown.indexOf('?');
+        if (q >= 0) {
+            shown = shown.substring(0, q);
+        }
+        int sep = shown.indexOf("://");
+        int authorityEnd = sep < 0 ? -1 : shown.indexOf('/', sep + 3);
+        if (authorityEnd < 0) {
+            authorityEnd = shown.length();
+        }
+        int at = shown.lastIndexOf('@', authorityEnd - 1);
+        if (sep >= 0 && at > sep) {
+            shown = shown.substring(0, sep + 3) + shown.substring(at + 1);
+        }
+        return shown;
+    }
+
+    /** The backend in use: "panama" or "jni". */
+    public static String backend() {
+        return Backend.get().name();
+    }
+
+    /** The loaded libeasdirect's version, e.g. "0.1.0". */
+    public static String libraryVersion() {
+        return Backend.get().version();
+    }
+
+    /** The loaded libeasdirect's ABI version: major &lt;&lt; 16 | minor. */
+    public static int abiVersion() {
+        return Backend.get().abiVersion();
+    }
+
+    /** Where libeasdirect was loaded from. */
+    public static String libraryPath() {
+        return Backend.get().library().path.toString();
+    }
+}

@@ -1,0 +1,296 @@
+package io.easdirect;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The JNI backend, for JDK 8 to 21 (and any JDK with {@code -Deasdirect.backend=jni}): native
+ * methods of a small C glue (src/main/c/easdirect_jni.c) that dlopens libeasdirect.
+ */
+final class JniBackend extends Backend {
+    /** Must match GLUE_VERSION in easdirect_jni.c. */
+    private static final int GLUE_VERSION = 1;
+
+    private final NativeLibrary library;
+    private final String version;
+
+    JniBackend() {
+        NativeLibrary glue = NativeLibrary.find("easdirect_jni", "easdirect.jni.library");
+        System.load(glue.path.toString());
+        glue.loaded();
+        int glueVersion = nGlueVersion();
+        if (glueVersion != GLUE_VERSION) {
+            throw new IllegalStateException("the JNI glue " + glue + " is version " + glueVersion
+                    + ", this binding needs " + GLUE_VERSION + ": use the one built with it");
+        }
+        library = NativeLibrary.find("easdirect", "easdirect.library");
+        String err = nInit(cString(library.path.toString()));
+        library.loaded();
+        if (err != null) {
+            throw new IllegalStateException("loading libeasdirect " + library + ": " + err);
+        }
+        if (nInstanceSize() != Instance.SIZE) {
+            throw new IllegalStateException("the JNI glue " + glue + " has sizeof(eas_instance) = "
+                    + nInstanceSize() + ", not " + Instance.SIZE);
+        }
+        version = utf8(nVersion());
+    }
+
+    @Override
+    String name() {
+        return "jni";
+    }
+
+    @Override
+    NativeLibrary library() {
+        return library;
+    }
+
+    @Override
+    String version() {
+        return version;
+    }
+
+    @Override
+    int abiVersion() {
+        return nAbiVersion();
+    }
+
+    @Override
+    String statusString(int status) {
+        return utf8(nStatusString(status));
+    }
+
+    @Override
+    NativeClient open(String target, Map<String, String> options) {
+        byte[][] msg = new byte[1][];
+        long opts = 0;
+        try {
+            if (!options.isEmpty()) {
+                opts = nOptionsNew();
+                if (opts == 0) {
+                    throw new OutOfMemoryError("eas_options_new");
+                }
+                for (Map.Entry<String, String> e : options.entrySet()) {
+                    int st = nOptionsSet(opts, cString(e.getKey()), cString(e.getValue()), msg);
+                    if (st != 0) {
+                        throw EasException.of(st, utf8(msg[0]));
+                    }
+                }
+            }
+            long[] out = new long[1];
+            int st = nClientNew(cString(target), opts, out, msg);
+            if (st != 0) {
+                throw EasException.of(st, utf8(msg[0]));
+            }
+            return new Client(out[0]);
+        } finally {
+            nOptionsFree(opts);
+        }
+    }
+
+    static byte[] cString(String s) {
+        byte[] b = s.getBytes(StandardCharsets.UTF_8);
+        byte[] z = new byte[b.length + 1];
+        System.arraycopy(b, 0, z, 0, b.length);
+        return z;
+    }
+
+    static String utf8(byte[] b) {
+        return b == null ? null : new String(b, StandardCharsets.UTF_8);
+    }
+
+    /** A thread's out-struct for select: a direct buffer and its (8-aligned) address. */
+    private static final class Slot {
+        final ByteBuffer buf;
+        final int base;
+        final long addr;
+
+        Slot() {
+            buf = ByteBuffer.allocateDirect(Instance.SIZE + 8).order(ByteOrder.nativeOrder());
+            long a = nAddress(buf);
+            base = (int) ((8 - (a & 7)) & 7);
+            addr = a + base;
+        }
+    }
+
+    private static final ThreadLocal<Slot> SLOT = ThreadLocal.withInitial(Slot::new);
+
+    private static final class Client extends NativeClient {
+        private final long ptr;
+
+        Client(long ptr) {
+            this.ptr = ptr;
+        }
+
+        @Override
+        int waitReady(Object owner, int timeoutMs, String[] message) {
+            byte[][] msg = new byte[1][];
+            int st = nWaitReady(ptr, timeoutMs, msg, owner);
+            message[0] = utf8(msg[0]);
+            return st;
+        }
+
+        private static Instance picked(int st, Slot s, InstanceTable table) {
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+            ByteBuffer b = s.buf;
+            int o = s.base;
+            Instance x = table.find(b.getLong(o + Instance.ID),
+                    b.getShort(o + Instance.PORT) & 0xffff,
+                    b.getInt(o + Instance.WEIGHT) & 0xffffffffL);
+            return x != null ? x : table.intern(b, o);
+        }
+
+        @Override
+        Instance select(Object owner, InstanceTable table) {
+            Slot s = SLOT.get();
+            return picked(nSelect(ptr, s.addr, owner), s, table);
+        }
+
+        @Override
+        Instance selectExcluding(Object owner, InstanceTable table, long[] ids) {
+            Slot s = SLOT.get();
+            return picked(nSelectExcluding(ptr, ids, ids.length, s.addr, owner), s, table);
+        }
+
+        @Override
+        int reportFailure(Object owner, long id) {
+            return nReportFailure(ptr, id, owner);
+        }
+
+        @Override
+        int reportSuccess(Object owner, long id) {
+            return nReportSuccess(ptr, id, owner);
+        }
+
+        @Override
+        List<Instance> instances(Object owner, InstanceTable table) {
+            long[] len = new long[1];
+            ByteBuffer buf = null;
+            long cap = 0;
+            for (;;) {
+                int st = nInstances(ptr, buf, cap, len, owner);
+                if (st == 0) {
+                    return len[0] == 0 ? Collections.<Instance>emptyList()
+                            : table.internAll(buf, (int) len[0]);
+                }
+                if (st != EasStatus.BUFFER_TOO_SMALL.code()) {
+                    throw EasException.of(st);
+                }
+                cap = len[0] + 16; // the list may grow before the next call
+                buf = ByteBuffer.allocateDirect((int) cap * Instance.SIZE)
+                        .order(ByteOrder.nativeOrder());
+            }
+        }
+
+        @Override
+        int lastError(Object owner, String[] message) {
+            byte[][] msg = new byte[1][];
+            int st = nLastError(ptr, msg, owner);
+            message[0] = utf8(msg[0]);
+            return st;
+        }
+
+        @Override
+        Stats stats(Object owner) {
+            long[] v = new long[6];
+            int st = nStats(ptr, v, owner);
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+            return new Stats(v[0], v[1], v[2], v[3], (int) v[4], (int) v[5]);
+        }
+
+        @Override
+        long subscribe(Object owner, long token) {
+            long[] out = new long[1];
+            int st = nSubscribe(ptr, token, out, owner);
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+            return out[0];
+        }
+
+        @Override
+        int unsubscribe(Object owner, long subscription) {
+            return nUnsubscribe(ptr, subscription, owner);
+        }
+
+        @Override
+        void close(Object owner) {
+            nClose(ptr, owner);
+        }
+
+        @Override
+        void free() {
+            nFree(ptr);
+        }
+    }
+
+    // Called by the glue on a library thread (attached for the call). Never throw.
+
+    static void onChange(long token, byte[] list, int n) {
+        Listeners.onChange(token, ByteBuffer.wrap(list).order(ByteOrder.nativeOrder()), n);
+    }
+
+    static void onFree(long token) {
+        Listeners.onFree(token);
+    }
+
+    // The glue. Strings are NUL-terminated UTF-8 byte arrays; `owner` keeps the client's owner
+    // reachable during the call; messages come back in msg[0].
+
+    private static native String nInit(byte[] libraryPath);
+
+    private static native int nGlueVersion();
+
+    private static native int nInstanceSize();
+
+    private static native byte[] nVersion();
+
+    private static native int nAbiVersion();
+
+    private static native byte[] nStatusString(int status);
+
+    private static native long nOptionsNew();
+
+    private static native int nOptionsSet(long opts, byte[] key, byte[] value, byte[][] msg);
+
+    private static native void nOptionsFree(long opts);
+
+    private static native int nClientNew(byte[] target, long opts, long[] out, byte[][] msg);
+
+    private static native int nWaitReady(long client, int timeoutMs, byte[][] msg, Object owner);
+
+    private static native long nAddress(ByteBuffer buffer);
+
+    private static native int nSelect(long client, long outAddr, Object owner);
+
+    private static native int nSelectExcluding(long client, long[] ids, int n, long outAddr,
+            Object owner);
+
+    private static native int nReportFailure(long client, long id, Object owner);
+
+    private static native int nReportSuccess(long client, long id, Object owner);
+
+    private static native int nInstances(long client, ByteBuffer buf, long cap, long[] len,
+            Object owner);
+
+    private static native int nLastError(long client, byte[][] msg, Object owner);
+
+    private static native int nStats(long client, long[] out, Object owner);
+
+    private static native int nSubscribe(long client, long token, long[] out, Object owner);
+
+    private static native int nUnsubscribe(long client, long subscription, Object owner);
+
+    private static native void nClose(long client, Object owner);
+
+    private static native void nFree(long client);
+}

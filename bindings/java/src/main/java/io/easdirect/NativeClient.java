@@ -1,0 +1,57 @@
+package io.easdirect;
+
+import java.util.List;
+
+/**
+ * One eas_client of a backend: one method per eas_* call on a client. Every method but
+ * {@link #free()} takes the object that owns this client and keeps it reachable until the
+ * native call returns, so that the {@link ClientCleaner} never frees a client in use.
+ * Messages of failed calls come back in {@code message[0]} where an array is taken.
+ */
+abstract class NativeClient {
+    private boolean freed; // guarded by this
+
+    abstract int waitReady(Object owner, int timeoutMs, String[] message);
+
+    /** Throws EasException for any status but OK. */
+    abstract Instance select(Object owner, InstanceTable table);
+
+    /** Throws EasException for any status but OK. */
+    abstract Instance selectExcluding(Object owner, InstanceTable table, long[] ids);
+
+    abstract int reportFailure(Object owner, long id);
+
+    abstract int reportSuccess(Object owner, long id);
+
+    /** Throws EasException for any status but OK. */
+    abstract List<Instance> instances(Object owner, InstanceTable table);
+
+    abstract int lastError(Object owner, String[] message);
+
+    /** Throws EasException for any status but OK. */
+    abstract Stats stats(Object owner);
+
+    /** Subscribes the listener registered under {@code token}; throws EasException. */
+    abstract long subscribe(Object owner, long token);
+
+    abstract int unsubscribe(Object owner, long subscription);
+
+    abstract void close(Object owner);
+
+    /** eas_client_free: only once nothing can call this client any more. */
+    abstract void free();
+
+    final synchronized void freeOnce() {
+        if (!freed) {
+            freed = true;
+            free();
+        }
+    }
+
+    /** For the shutdown hook, which may run while the cleaner frees the client. */
+    final synchronized void unsubscribeUnlessFreed(long subscription) {
+        if (!freed) {
+            unsubscribe(null, subscription);
+        }
+    }
+}

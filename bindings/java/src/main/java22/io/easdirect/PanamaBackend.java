@@ -1,0 +1,486 @@
+package io.easdirect;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.StructLayout;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.MethodType;
+import java.lang.ref.Reference;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The Panama backend (java.lang.foreign, final since JDK 22): downcall handles bound once, in
+ * static finals so that the JIT inlines them. A pick writes into the calling thread's own
+ * segment and is a critical downcall (no thread-state transition: it never blocks or calls
+ * back). Compiled with release 22; loaded by name only on JDK 22 or newer.
+ */
+final class PanamaBackend extends Backend {
+    /** eas_instance: id @0, ip @8, port @54, weight @56, host @60, reserved @124. */
+    static final StructLayout INSTANCE = MemoryLayout.structLayout(
+            JAVA_LONG.withName("id"),
+            MemoryLayout.sequenceLayout(46, JAVA_BYTE).withName("ip"),
+            JAVA_SHORT.withName("port"),
+            JAVA_INT.withName("weight"),
+            MemoryLayout.sequenceLayout(64, JAVA_BYTE).withName("host"),
+            MemoryLayout.sequenceLayout(4, JAVA_BYTE).withName("reserved"));
+
+    /** eas_stats: four uint64_t then two uint32_t. */
+    static final StructLayout STATS = MemoryLayout.structLayout(
+            JAVA_LONG.withName("generation"),
+            JAVA_LONG.withName("refresh_ok"),
+            JAVA_LONG.withName("refresh_failed"),
+            JAVA_LONG.withName("last_ok_unix_ms"),
+            JAVA_INT.withName("instances"),
+            JAVA_INT.withName("ejected"));
+
+    private static final NativeLibrary LIBRARY;
+    private static final MethodHandle VERSION;
+    private static final MethodHandle ABI_VERSION;
+    private static final MethodHandle STATUS_STR;
+    private static final MethodHandle OPTIONS_NEW;
+    private static final MethodHandle OPTIONS_SET;
+    private static final MethodHandle OPTIONS_FREE;
+    private static final MethodHandle CLIENT_NEW;
+    private static final MethodHandle WAIT_READY;
+    private static final MethodHandle SELECT;
+    private static final MethodHandle SELECT_EXCLUDING;
+    private static final MethodHandle REPORT_FAILURE;
+    private static final MethodHandle REPORT_SUCCESS;
+    private static final MethodHandle INSTANCES;
+    private static final MethodHandle LAST_ERROR;
+    private static final MethodHandle STATS_FN;
+    private static final MethodHandle SUBSCRIBE;
+    private static final MethodHandle UNSUBSCRIBE;
+    private static final MethodHandle CLOSE;
+    private static final MethodHandle FREE;
+    private static final MethodHandle ERROR_MESSAGE;
+    private static final MethodHandle ERROR_FREE;
+    /** The upcall stubs of every subscription: the listener is found by its token. */
+    private static final MemorySegment ON_CHANGE;
+    private static final MemorySegment ON_FREE;
+
+    static {
+        if (INSTANCE.byteSize() != Instance.SIZE
+                || INSTANCE.byteOffset(MemoryLayout.PathElement.groupElement("host")) != Instance.HOST
+                || STATS.byteSize() != 40) {
+            throw new IllegalStateException("eas_instance must be 128 bytes and eas_stats 40");
+        }
+        LIBRARY = NativeLibrary.find("easdirect", "easdirect.library");
+        SymbolLookup lib = SymbolLookup.libraryLookup(LIBRARY.path, Arena.global());
+        LIBRARY.loaded();
+        Linker linker = Linker.nativeLinker();
+        Binder b = new Binder(linker, lib);
+        VERSION = b.bind("eas_version", FunctionDescriptor.of(ADDRESS));
+        ABI_VERSION = b.bind("eas_abi_version", FunctionDescriptor.of(JAVA_INT));
+        STATUS_STR = b.bind("eas_status_str", FunctionDescriptor.of(ADDRESS, JAVA_INT));
+        OPTIONS_NEW = b.bind("eas_options_new", FunctionDescriptor.of(ADDRESS));
+        OPTIONS_SET = b.bind("eas_options_set",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
+        OPTIONS_FREE = b.bind("eas_options_free", FunctionDescriptor.ofVoid(ADDRESS));
+        CLIENT_NEW = b.bind("eas_client_new",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
+        WAIT_READY = b.bind("eas_client_wait_ready",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, ADDRESS));
+        // A pick takes no lock, never blocks and never calls back: critical downcalls. The
+        // excluded ids may be a heap array.
+        SELECT = b.bind("eas_select_instance", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS),
+                Linker.Option.critical(false));
+        SELECT_EXCLUDING = b.bind("eas_select_instance_excluding",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS),
+                Linker.Option.critical(true));
+        REPORT_FAILURE = b.bind("eas_report_failure",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG));
+        REPORT_SUCCESS = b.bind("eas_report_success",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG));
+        INSTANCES = b.bind("eas_client_instances",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS));
+        LAST_ERROR = b.bind("eas_client_last_error",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        STATS_FN = b.bind("eas_client_stats", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        SUBSCRIBE = b.bind("eas_client_subscribe",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
+        UNSUBSCRIBE = b.bind("eas_client_unsubscribe",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG));
+        CLOSE = b.bind("eas_client_close", FunctionDescriptor.ofVoid(ADDRESS));
+        FREE = b.bind("eas_client_free", FunctionDescriptor.ofVoid(ADDRESS));
+        ERROR_MESSAGE = b.bind("eas_error_message", FunctionDescriptor.of(ADDRESS, ADDRESS));
+        ERROR_FREE = b.bind("eas_error_free", FunctionDescriptor.ofVoid(ADDRESS));
+        try {
+            MethodHandles.Lookup lookup = MethodHandles.lookup();
+            ON_CHANGE = linker.upcallStub(
+                    lookup.findStatic(PanamaBackend.class, "onChange", MethodType.methodType(
+                            void.class, MemorySegment.class, MemorySegment.class, long.class)),
+                    FunctionDescriptor.ofVoid(ADDRESS, ADDRESS, JAVA_LONG), Arena.global());
+            ON_FREE = linker.upcallStub(
+                    lookup.findStatic(PanamaBackend.class, "onFree",
+                            MethodType.methodType(void.class, MemorySegment.class)),
+                    FunctionDescriptor.ofVoid(ADDRESS), Arena.global());
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static final class Binder {
+        private final Linker linker;
+        private final SymbolLookup lib;
+
+        Binder(Linker linker, SymbolLookup lib) {
+            this.linker = linker;
+            this.lib = lib;
+        }
+
+        MethodHandle bind(String name, FunctionDescriptor fd, Linker.Option... options) {
+            MemorySegment fn = lib.find(name).orElseThrow(() -> new IllegalStateException(
+                    "libeasdirect at " + LIBRARY + " has no function " + name));
+            return linker.downcallHandle(fn, fd, options);
+        }
+    }
+
+    private final String version;
+
+    PanamaBackend() {
+        try {
+            version = string((MemorySegment) VERSION.invokeExact());
+        } catch (Throwable t) {
+            throw unexpected(t);
+        }
+    }
+
+    @Override
+    String name() {
+        return "panama";
+    }
+
+    @Override
+    NativeLibrary library() {
+        return LIBRARY;
+    }
+
+    @Override
+    String version() {
+        return version;
+    }
+
+    @Override
+    int abiVersion() {
+        try {
+            return (int) ABI_VERSION.invokeExact();
+        } catch (Throwable t) {
+            throw unexpected(t);
+        }
+    }
+
+    @Override
+    String statusString(int status) {
+        try {
+            return string((MemorySegment) STATUS_STR.invokeExact(status));
+        } catch (Throwable t) {
+            throw unexpected(t);
+        }
+    }
+
+    @Override
+    NativeClient open(String target, Map<String, String> options) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment err = arena.allocate(ADDRESS);
+            MemorySegment opts = MemorySegment.NULL;
+            try {
+                if (!options.isEmpty()) {
+                    opts = (MemorySegment) OPTIONS_NEW.invokeExact();
+                    if (opts.equals(MemorySegment.NULL)) {
+                        throw new OutOfMemoryError("eas_options_new");
+                    }
+                    for (Map.Entry<String, String> e : options.entrySet()) {
+                        int st = (int) OPTIONS_SET.invokeExact(opts,
+                                arena.allocateFrom(e.getKey()), arena.allocateFrom(e.getValue()),
+                                err);
+                        check(st, err);
+                    }
+                }
+                MemorySegment out = arena.allocate(ADDRESS);
+                int st = (int) CLIENT_NEW.invokeExact(arena.allocateFrom(target), opts, out, err);
+                check(st, err);
+                return new Client(out.get(ADDRESS, 0));
+            } finally {
+                OPTIONS_FREE.invokeExact(opts);
+            }
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw unexpected(t);
+        }
+    }
+
+    /** Throws for a status other than OK, with the message of the eas_error in *err. */
+    private static void check(int st, MemorySegment err) throws Throwable {
+        if (st != 0) {
+            throw EasException.of(st, takeError(err));
+        }
+    }
+
+    /** The message of the eas_error in *err (null if none), freeing it. */
+    private static String takeError(MemorySegment errSlot) throws Throwable {
+        MemorySegment e = errSlot.get(ADDRESS, 0);
+        if (e.equals(MemorySegment.NULL)) {
+            return null;
+        }
+        try {
+            return string((MemorySegment) ERROR_MESSAGE.invokeExact(e));
+        } finally {
+            ERROR_FREE.invokeExact(e);
+            errSlot.set(ADDRESS, 0, MemorySegment.NULL);
+        }
+    }
+
+    private static String string(MemorySegment cstr) {
+        return cstr.equals(MemorySegment.NULL) ? null
+                : cstr.reinterpret(Long.MAX_VALUE).getString(0);
+    }
+
+    private static RuntimeException unexpected(Throwable t) {
+        if (t instanceof RuntimeException r) {
+            return r;
+        }
+        if (t instanceof Error e) {
+            throw e;
+        }
+        return new IllegalStateException(t);
+    }
+
+    /** A thread's out-struct for select; freed by the GC with the thread's map entry. */
+    private static final ThreadLocal<MemorySegment> OUT =
+            ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(INSTANCE));
+
+    private static final class Client extends NativeClient {
+        private final MemorySegment ptr;
+
+        Client(MemorySegment ptr) {
+            this.ptr = ptr;
+        }
+
+        @Override
+        int waitReady(Object owner, int timeoutMs, String[] message) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment err = arena.allocate(ADDRESS);
+                int st = (int) WAIT_READY.invokeExact(ptr, timeoutMs, err);
+                message[0] = st == 0 ? null : takeError(err);
+                return st;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        private static Instance picked(int st, MemorySegment out, InstanceTable table) {
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+            Instance x = table.find(out.get(JAVA_LONG, Instance.ID),
+                    Short.toUnsignedInt(out.get(JAVA_SHORT, Instance.PORT)),
+                    Integer.toUnsignedLong(out.get(JAVA_INT, Instance.WEIGHT)));
+            return x != null ? x : table.intern(out.asByteBuffer().order(ByteOrder.nativeOrder()), 0);
+        }
+
+        @Override
+        Instance select(Object owner, InstanceTable table) {
+            MemorySegment out = OUT.get();
+            int st;
+            try {
+                st = (int) SELECT.invokeExact(ptr, out);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+            return picked(st, out, table);
+        }
+
+        @Override
+        Instance selectExcluding(Object owner, InstanceTable table, long[] ids) {
+            MemorySegment out = OUT.get();
+            MemorySegment excluded = ids.length == 0 ? MemorySegment.NULL : MemorySegment.ofArray(ids);
+            int st;
+            try {
+                st = (int) SELECT_EXCLUDING.invokeExact(ptr, excluded, (long) ids.length, out);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+            return picked(st, out, table);
+        }
+
+        @Override
+        int reportFailure(Object owner, long id) {
+            try {
+                return (int) REPORT_FAILURE.invokeExact(ptr, id);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        int reportSuccess(Object owner, long id) {
+            try {
+                return (int) REPORT_SUCCESS.invokeExact(ptr, id);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        List<Instance> instances(Object owner, InstanceTable table) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment len = arena.allocate(JAVA_LONG);
+                MemorySegment buf = MemorySegment.NULL;
+                long cap = 0;
+                for (;;) {
+                    int st = (int) INSTANCES.invokeExact(ptr, buf, cap, len);
+                    long n = len.get(JAVA_LONG, 0);
+                    if (st == 0) {
+                        if (n == 0) {
+                            return Collections.emptyList();
+                        }
+                        ByteBuffer bb = buf.asSlice(0, n * Instance.SIZE).asByteBuffer()
+                                .order(ByteOrder.nativeOrder());
+                        return table.internAll(bb, (int) n);
+                    }
+                    if (st != EasStatus.BUFFER_TOO_SMALL.code()) {
+                        throw EasException.of(st);
+                    }
+                    cap = n + 16; // the list may grow before the next call
+                    buf = arena.allocate(INSTANCE, cap);
+                }
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        int lastError(Object owner, String[] message) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment err = arena.allocate(ADDRESS);
+                int st = (int) LAST_ERROR.invokeExact(ptr, err);
+                message[0] = st == 0 ? null : takeError(err);
+                return st;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        Stats stats(Object owner) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment s = arena.allocate(STATS);
+                int st = (int) STATS_FN.invokeExact(ptr, s);
+                if (st != 0) {
+                    throw EasException.of(st);
+                }
+                return new Stats(s.get(JAVA_LONG, 0), s.get(JAVA_LONG, 8), s.get(JAVA_LONG, 16),
+                        s.get(JAVA_LONG, 24), s.get(JAVA_INT, 32), s.get(JAVA_INT, 36));
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        long subscribe(Object owner, long token) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment out = arena.allocate(JAVA_LONG);
+                int st = (int) SUBSCRIBE.invokeExact(ptr, ON_CHANGE,
+                        MemorySegment.ofAddress(token), ON_FREE, out);
+                if (st != 0) {
+                    throw EasException.of(st);
+                }
+                return out.get(JAVA_LONG, 0);
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        int unsubscribe(Object owner, long subscription) {
+            try {
+                return (int) UNSUBSCRIBE.invokeExact(ptr, subscription);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        void close(Object owner) {
+            try {
+                CLOSE.invokeExact(ptr);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        void free() {
+            try {
+                FREE.invokeExact(ptr);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            }
+        }
+    }
+
+    // Upcalls, on a library thread. An exception escaping an upcall would end the JVM: none do.
+
+    private static void onChange(MemorySegment userData, MemorySegment list, long n) {
+        try {
+            ByteBuffer bb = list.reinterpret(n * Instance.SIZE).asByteBuffer()
+                    .order(ByteOrder.nativeOrder());
+            Listeners.onChange(userData.address(), bb, (int) n);
+        } catch (Throwable ignored) {
+            // Listeners.onChange catches the listener's exceptions; nothing else throws
+        }
+    }
+
+    private static void onFree(MemorySegment userData) {
+        try {
+            Listeners.onFree(userData.address());
+        } catch (Throwable ignored) {
+            // nothing to report to
+        }
+    }
+}
