@@ -38,3 +38,15 @@ func easdirectOnEnd(userData unsafe.Pointer) {
 	cgo.Handle(uintptr(userData)).Delete()
 	liveSubscriptions.Add(-1)
 }
+
+//export easdirectFetch
+func easdirectFetch(userData unsafe.Pointer, builder *C.eas_source_builder) C.int32_t {
+	// run recovers every panic: nothing unwinds into the library's frames.
+	return C.int32_t(cgo.Handle(uintptr(userData)).Value().(*source).run(builder))
+}
+
+//export easdirectOnSourceEnd
+func easdirectOnSourceEnd(userData unsafe.Pointer) {
+	cgo.Handle(uintptr(userData)).Delete()
+	liveSources.Add(-1)
+}

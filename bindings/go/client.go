@@ -36,8 +36,9 @@ import (
 // more, so a Close racing with any other call is safe.
 type Client struct {
 	ptr     *C.eas_client
-	service string // the service name of the target, "" for static://
+	service string // the service name of the target, "" for static:// and NewWithSource
 	names   *nameCache
+	src     *source // the source function of a NewWithSource client, else nil
 }
 
 // Instance is one discovered instance of the service.
@@ -126,25 +127,15 @@ func New(target string, opts ...Option) (*Client, error) {
 	if abiErr != nil {
 		return nil, abiErr
 	}
-	var s settings
-	for _, o := range opts {
-		o(&s)
-	}
 	if err := noNUL("target", target); err != nil {
 		return nil, err
 	}
-	var copts *C.eas_options
-	if len(s.kv) > 0 {
-		copts = C.eas_options_new()
-		if copts == nil {
-			return nil, &Error{Code: CodePanic, Message: "eas_options_new: out of memory"}
-		}
+	copts, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if copts != nil {
 		defer C.eas_options_free(copts)
-		for _, kv := range s.kv {
-			if err := setOption(copts, kv[0], kv[1]); err != nil {
-				return nil, err
-			}
-		}
 	}
 	ctarget := C.CString(target)
 	defer C.free(unsafe.Pointer(ctarget))
@@ -161,6 +152,29 @@ func New(target string, opts ...Option) (*Client, error) {
 }
 
 func freeClient(p *C.eas_client) { C.eas_client_free(p) }
+
+// buildOptions is the eas_options of opts (to free with eas_options_free), or nil when opts set
+// nothing.
+func buildOptions(opts []Option) (*C.eas_options, error) {
+	var s settings
+	for _, o := range opts {
+		o(&s)
+	}
+	if len(s.kv) == 0 {
+		return nil, nil
+	}
+	copts := C.eas_options_new()
+	if copts == nil {
+		return nil, &Error{Code: CodePanic, Message: "eas_options_new: out of memory"}
+	}
+	for _, kv := range s.kv {
+		if err := setOption(copts, kv[0], kv[1]); err != nil {
+			C.eas_options_free(copts)
+			return nil, err
+		}
+	}
+	return copts, nil
+}
 
 func setOption(o *C.eas_options, key, value string) error {
 	if err := noNUL("option "+key, key+value); err != nil {
@@ -212,7 +226,8 @@ const waitSlice = 25 * time.Millisecond
 
 // WaitReady waits until an instance list is known (fetched, or loaded from the snapshot file),
 // or until ctx is done. It does not return early on a failed fetch: on ctx's end it returns an
-// error that matches both ctx.Err() and ErrTimeout and carries the last fetch error.
+// error that matches both ctx.Err() and ErrTimeout and carries the last fetch error (for a
+// NewWithSource client, it also wraps the error the function returned).
 func (c *Client) WaitReady(ctx context.Context) error {
 	start := time.Now()
 	for {
@@ -234,6 +249,10 @@ func (c *Client) WaitReady(ctx context.Context) error {
 			return err
 		}
 		if ctx.Err() != nil {
+			if cause := c.sourceErr(); cause != nil {
+				return fmt.Errorf("easdirect: not ready after %v: %w; last check: %w: %w",
+					time.Since(start).Round(time.Millisecond), ctx.Err(), err, cause)
+			}
 			return fmt.Errorf("easdirect: not ready after %v: %w; last check: %w",
 				time.Since(start).Round(time.Millisecond), ctx.Err(), err)
 		}
@@ -346,7 +365,8 @@ func (c *Client) Stats() (Stats, error) {
 }
 
 // LastError is the last discovery fetch's error (ErrDiscoveryFailed, naming the URL and HTTP
-// status), or nil when the last fetch succeeded or none has finished yet.
+// status), or nil when the last fetch succeeded or none has finished yet. For a NewWithSource
+// client whose function returned an error or panicked, it wraps that error too.
 func (c *Client) LastError() error {
 	var cerr *C.eas_error
 	st := C.eas_client_last_error(c.ptr, &cerr)
@@ -354,7 +374,27 @@ func (c *Client) LastError() error {
 	if st == C.EAS_STATUS_OK {
 		return nil
 	}
-	return takeError(st, cerr)
+	err := takeError(st, cerr)
+	if Code(st) == CodeDiscoveryFailed {
+		if cause := c.sourceErr(); cause != nil {
+			if e, ok := err.(*Error); ok {
+				return &Error{Code: e.Code, Message: e.Message + ": " + cause.Error(), cause: cause}
+			}
+		}
+	}
+	return err
+}
+
+// sourceErr is the error the NewWithSource function returned (or its panic) at the last fetch,
+// if that fetch failed so; nil otherwise.
+func (c *Client) sourceErr() error {
+	if c.src == nil {
+		return nil
+	}
+	if p := c.src.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Close stops discovery and ends subscriptions (their callbacks have returned when Close

@@ -3,6 +3,7 @@ package easdirect
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strconv"
 	"strings"
@@ -471,13 +472,18 @@ func TestTheABICheckExplainsAMismatch(t *testing.T) {
 	}
 	err := checkABI((abiMajor+1)<<16, "9.0.0")
 	if !errors.Is(err, ErrABIMismatch) || !strings.Contains(err.Error(), "9.0.0") ||
-		!strings.Contains(err.Error(), "built for ABI 1.0") {
+		!strings.Contains(err.Error(), fmt.Sprintf("built for ABI %d.%d", abiMajor, abiMinor)) {
 		t.Fatalf("another major: %v", err)
 	}
-	if minor := uint32(abiMinor); minor > 0 {
-		if err := checkABI(abiMajor<<16|(minor-1), "x"); !errors.Is(err, ErrABIMismatch) {
-			t.Fatalf("an older minor: %v", err)
-		}
+	// NewWithSource (eas_client_new_with_source) came with ABI 1.1: a 1.0 library lacks it.
+	if abiMajor != 1 || abiMinor < 1 {
+		t.Fatalf("this binding needs ABI 1.x with x >= 1, the header says %d.%d", abiMajor, abiMinor)
+	}
+	if err := checkABI(abiMajor<<16|(abiMinor-1), "x"); !errors.Is(err, ErrABIMismatch) {
+		t.Fatalf("an older minor: %v", err)
+	}
+	if err := checkABI(1<<16, "0.1.0"); !errors.Is(err, ErrABIMismatch) {
+		t.Fatalf("ABI 1.0 has no callback source: %v", err)
 	}
 }
 

@@ -20,6 +20,20 @@
 //	hc := &http.Client{Transport: client.Transport(nil)}
 //	resp, err := hc.Post("http://my_service/api/predict/my_service", "application/json", body)
 //
+// # Your own source
+//
+// When the instances come from a registry no target knows (Consul, a file a sidecar writes, a
+// company service), give NewWithSource a function; the library calls it on its refresher
+// thread at each refresh, and the cache, selection, ejection and subscriptions work as for any
+// target. An error, a panic (recovered) or an empty list keeps the last list:
+//
+//	client, err := easdirect.NewWithSource(func() ([]easdirect.Endpoint, error) {
+//		return []easdirect.Endpoint{{IP: "10.0.0.1", Port: 50000, Weight: easdirect.DefaultWeight}}, nil
+//	})
+//
+// Weight 0 lists an instance that is never picked; DefaultWeight (100) gives equal shares.
+// The function is released once, when the client is closed.
+//
 // # Lifetime and threads
 //
 // A Client is safe for concurrent use; share one per service per process. Close stops discovery
@@ -39,8 +53,9 @@
 // The package links libeasdirect through pkg-config (#cgo pkg-config: easdirect), so cgo must
 // be enabled (CGO_ENABLED=1, a C compiler) and PKG_CONFIG_PATH must lead to easdirect.pc.
 // When the package loads it checks the ABI version of the library it got (a shared library
-// found at run time may be another one than the header it was compiled against): on a mismatch
-// New returns an error wrapping ErrABIMismatch that says which versions met and what to do.
+// found at run time may be another one than the header it was compiled against; it needs ABI
+// 1.1 or a later 1.x): on a mismatch New and NewWithSource return an error wrapping
+// ErrABIMismatch that says which versions met and what to do.
 //
 // Against the repository's own build, without installing anything:
 //

@@ -35,6 +35,7 @@ func (c Code) String() string {
 type Error struct {
 	Code    Code
 	Message string
+	cause   error // what a NewWithSource function returned, for Unwrap
 }
 
 func (e *Error) Error() string {
@@ -43,6 +44,10 @@ func (e *Error) Error() string {
 	}
 	return "easdirect: " + e.Message
 }
+
+// Unwrap is the error a NewWithSource function returned (or its panic), when this error reports
+// that fetch (see Client.LastError); nil otherwise.
+func (e *Error) Unwrap() error { return e.cause }
 
 // Is reports whether target is an *Error with the same code, so that errors.Is matches the
 // sentinels.
@@ -104,6 +109,6 @@ func takeError(st C.enum_eas_status, e *C.eas_error) error {
 	return &Error{Code: Code(C.eas_error_code(e)), Message: C.GoString(C.eas_error_message(e))}
 }
 
-// ErrABIMismatch is wrapped by the error New returns when the loaded libeasdirect is not
-// compatible with the one this package was built for.
+// ErrABIMismatch is wrapped by the error New and NewWithSource return when the loaded
+// libeasdirect is not compatible with the one this package was built for.
 var ErrABIMismatch = errors.New("easdirect: incompatible libeasdirect")

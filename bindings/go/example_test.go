@@ -95,3 +95,36 @@ func ExampleClient_Subscribe() {
 	fmt.Println(len(<-lists), "instances")
 	// Output: 2 instances
 }
+
+// Instances from your own registry (Consul, a file a sidecar writes, a company service...): a
+// function the library calls at each refresh. An error, a panic or an empty list keeps the last
+// list, exactly as a failed EAS fetch does.
+func ExampleNewWithSource() {
+	registry := func() ([]easdirect.Endpoint, error) {
+		// Ask the registry here, bounded by a timeout; return an error if it fails.
+		return []easdirect.Endpoint{
+			{IP: "10.0.0.1", Port: 50000, Weight: easdirect.DefaultWeight},
+			{IP: "10.0.0.2", Port: 50000, Weight: easdirect.DefaultWeight},
+			{IP: "10.0.0.3", Port: 50000, Weight: 0}, // known, never picked (draining)
+		}, nil
+	}
+	client, err := easdirect.NewWithSource(registry, easdirect.WithRefreshInterval(time.Second))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.WaitReady(ctx); err != nil {
+		fmt.Println(err) // carries the registry's error: see LastError
+		return
+	}
+	list, _ := client.Instances()
+	fmt.Println(len(list), "instances")
+	inst, _ := client.Select()
+	fmt.Println(inst.Weight > 0)
+	// Output:
+	// 3 instances
+	// true
+}

@@ -44,6 +44,12 @@ step "examples/go"
 cd "$repo/examples/go"
 go vet ./...
 go run ./pick -n 4
+list=$(mktemp)
+printf '10.0.0.1:50000\n10.0.0.2:50000*300  # three times the default weight\n10.0.0.3:50000*0\n' >"$list"
+out=$(go run ./source -file "$list" -n 4 -interval 50ms)
+rm -f "$list"
+echo "$out"
+grep -q '^pick 3: 10.0.0.' <<<"$out" || { echo "examples/go/source: unexpected output"; exit 1; }
 log=$(mktemp)
 "$release/easdirect" emulate --listen 127.0.0.1:0 --service my_service --backends 3 --duration 60 >"$log" &
 emu=$!

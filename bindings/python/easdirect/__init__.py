@@ -11,6 +11,9 @@ round-robin without taking a lock, and instances reported as failing are ejected
         ...  # POST http://{inst.host}/api/predict/my_service
         client.report_success(inst.id)   # or report_failure(inst.id)
 
+Instances from your own registry: ``easdirect.Client.from_source(fetch)``, where ``fetch()``
+returns ``(ip, port[, weight])`` tuples and runs on a library thread at each refresh.
+
 HTTP helpers that follow the library's retry policy: :mod:`easdirect.requests` (a ``requests``
 transport adapter) and :mod:`easdirect.httpx` (sync and async ``httpx`` transports).
 """
@@ -31,7 +34,9 @@ from ._errors import (
 from ._client import (
     ABI_MAJOR,
     ABI_MINOR,
+    DEFAULT_WEIGHT,
     Client,
+    Endpoint,
     Instance,
     Stats,
     Subscription,
@@ -46,9 +51,11 @@ __all__ = [
     "ABI_MAJOR",
     "ABI_MINOR",
     "BufferTooSmallError",
+    "DEFAULT_WEIGHT",
     "Client",
     "ClosedError",
     "DiscoveryFailedError",
+    "Endpoint",
     "Error",
     "Instance",
     "InvalidArgumentError",

@@ -6,7 +6,9 @@ compile instead of misbehaving.
 
 cffi releases the GIL around every call, which is what the blocking calls need (wait_ready,
 close, free, unsubscribe) and what lets a subscription callback take the GIL while such a call
-waits for it. The pick path is not here: see ``_fastpick.c``.
+waits for it. The pick path is not here: see ``_fastpick.c``. A source callback adds its whole
+list with one call (``easpy_add_all``), not one call (and one GIL release) per instance: a busy
+Python thread could hold each reacquisition up for a switch interval.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ typedef struct eas_stats {
 
 typedef void (*eas_change_fn)(void *user_data, const struct eas_instance *instances, size_t n);
 typedef void (*eas_free_fn)(void *user_data);
+typedef struct ListBuilder eas_source_builder;
+typedef int32_t (*eas_source_fetch_fn)(void *user_data, eas_source_builder *builder);
 
 const char *eas_version(void);
 uint32_t eas_abi_version(void);
@@ -81,14 +85,39 @@ eas_options *eas_options_new(void);
 eas_status eas_options_set(eas_options *o, const char *key, const char *value, eas_error **err);
 void eas_options_free(eas_options *o);
 const char *eas_status_str(int32_t status);
+eas_status eas_source_builder_add(eas_source_builder *builder, const char *ip, uint16_t port,
+                                  uint32_t weight);
+eas_status eas_client_new_with_source(eas_source_fetch_fn fetch, void *user_data,
+                                      eas_free_fn free_user_data, const eas_options *opts,
+                                      eas_client **out, eas_error **err);
 
-/* Subscription callbacks, implemented in Python (easdirect._client). */
+/* Adds n instances (ips: n NUL-terminated strings back to back); refused[k] is set to 1 for each
+ * one the library refused. Returns the number added. (SOURCE below.) */
+size_t easpy_add_all(eas_source_builder *builder, const char *ips, const uint16_t *ports,
+                     const uint32_t *weights, size_t n, uint8_t *refused);
+
+/* Callbacks implemented in Python (easdirect._client): subscriptions, and a source's fetch.
+ * easpy_on_free ends either kind. */
 extern "Python" void easpy_on_change(void *user_data, const eas_instance *instances, size_t n);
 extern "Python" void easpy_on_free(void *user_data);
+extern "Python" int32_t easpy_fetch(void *user_data, eas_source_builder *builder);
 """
 
 SOURCE = r"""
+#include <string.h>
 #include "easdirect.h"
+
+static size_t easpy_add_all(eas_source_builder *builder, const char *ips, const uint16_t *ports,
+                            const uint32_t *weights, size_t n, uint8_t *refused) {
+  size_t added = 0;
+  for (size_t k = 0; k < n; k++) {
+    enum eas_status st = eas_source_builder_add(builder, ips, ports[k], weights[k]);
+    refused[k] = st != EAS_STATUS_OK;
+    added += st == EAS_STATUS_OK;
+    ips += strlen(ips) + 1;
+  }
+  return added;
+}
 """
 
 

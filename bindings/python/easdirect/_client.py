@@ -2,18 +2,19 @@
 
 Threading: every method may be called from any thread. cffi releases the GIL around every C
 call, so a blocking call (``wait_ready``, ``close``, ``Subscription.cancel``, the finalizer)
-never holds other Python threads up, and a subscription callback (which needs the GIL) can
-always run while such a call waits for it.
+never holds other Python threads up, and a callback (a subscription's, or a source's fetch,
+which need the GIL) can always run while such a call waits for it.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import operator
 import os
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 from urllib.parse import urlsplit
 
 from ._errors import ClosedError, Error, InvalidArgumentError, Status, error_for
@@ -31,7 +32,9 @@ except ImportError as _e:  # pragma: no cover - a source checkout imported witho
 __all__ = [
     "ABI_MAJOR",
     "ABI_MINOR",
+    "DEFAULT_WEIGHT",
     "Client",
+    "Endpoint",
     "Instance",
     "Stats",
     "Subscription",
@@ -40,9 +43,10 @@ __all__ = [
     "status_str",
 ]
 
-#: The ABI this binding is written for: it needs the same major and at least this minor.
+#: The ABI this binding is written for: it needs the same major and at least this minor
+#: (1.1: ``eas_client_new_with_source``, behind :meth:`Client.from_source`).
 ABI_MAJOR = 1
-ABI_MINOR = 0
+ABI_MINOR = 1
 #: ``sizeof(eas_instance)`` in the C ABI; the struct never grows.
 INSTANCE_SIZE = 128
 _LAYOUT = {"id": 0, "ip": 8, "port": 54, "weight": 56, "host": 60, "reserved": 124}
@@ -53,6 +57,7 @@ _OK = 0
 _UNKNOWN_INSTANCE = int(Status.UNKNOWN_INSTANCE)
 _BUFFER_TOO_SMALL = int(Status.BUFFER_TOO_SMALL)
 _DISCOVERY_FAILED = int(Status.DISCOVERY_FAILED)
+_PANIC = int(Status.PANIC)
 _NULL = ffi.NULL
 _U32_MAX = 0xFFFFFFFF
 
@@ -123,6 +128,23 @@ class Instance(NamedTuple):
     def url(self) -> str:
         """``"http://" + host``."""
         return "http://" + self.host
+
+
+#: The weight EAS gives an instance by default: an :class:`Endpoint` without one gets it.
+DEFAULT_WEIGHT = 100
+
+
+class Endpoint(NamedTuple):
+    """An instance as a source function lists it (see :meth:`Client.from_source`); a plain
+    ``(ip, port)`` or ``(ip, port, weight)`` tuple is the same."""
+
+    #: Textual IPv4 or IPv6 address (``"10.0.0.1"``, ``"fd00::1"``, ``"[fd00::1]"``), or an
+    #: ``ipaddress`` address.
+    ip: str
+    #: 1 to 65535.
+    port: int
+    #: The instance's share of the picks, 0 to 2**32-1; 0 means known but never picked.
+    weight: int = DEFAULT_WEIGHT
 
 
 class Stats(NamedTuple):
@@ -224,6 +246,7 @@ def _service_of(target: str) -> Optional[str]:
 # Everything a subscription or the exit hook needs lives at module level.
 _tls = threading.local()
 _active_subscriptions: Set["Subscription"] = set()
+_active_sources: Set["_Source"] = set()
 _live_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
 _deferred_free: List[Any] = []
 _deferred_lock = threading.Lock()
@@ -274,6 +297,7 @@ class Client:
     def __init__(self, target: str, **options: Any) -> None:
         self._h = _NULL
         self._hv = 0  # the handle as an int, for _fastpick
+        self._source: Optional[_Source] = None
         _drain_deferred()
         if not isinstance(target, str):
             raise TypeError(f"target must be a str, got {type(target).__name__}")
@@ -282,6 +306,12 @@ class Client:
         # id -> Instance of the ids picked so far (see _fastpick.c); a hit is checked against
         # the pick's weight.
         self._cache: Dict[int, Instance] = {}
+        self._open(
+            lambda opts, out, err: lib.eas_client_new(target.encode(), opts, out, err), options
+        )
+
+    def _open(self, create: Callable[[Any, Any, Any], int], options: Dict[str, Any]) -> None:
+        """Creates the native client with ``create(opts, out, err)`` from ``options``."""
         err = ffi.new("eas_error **")
         opts = _NULL
         try:
@@ -298,7 +328,7 @@ class Client:
                     if st != _OK:
                         raise _take_error(st, err)
             out = ffi.new("eas_client **")
-            st = lib.eas_client_new(target.encode(), opts, out, err)
+            st = create(opts, out, err)
             if st != _OK:
                 raise _take_error(st, err)
         finally:
@@ -307,6 +337,68 @@ class Client:
         self._h = out[0]
         self._hv = int(ffi.cast("uintptr_t", self._h))
         _live_clients.add(self)
+
+    @classmethod
+    def from_source(
+        cls, fetch: Callable[[], Optional[Iterable[Any]]], **options: Any
+    ) -> "Client":
+        """A client whose instances come from ``fetch()`` instead of a target: your own
+        registry (Consul, a file a sidecar writes, a company service...).
+
+        ``fetch`` takes no argument and returns an iterable (a list, a generator) of
+        ``(ip, port)`` or ``(ip, port, weight)`` tuples, :class:`Endpoint` or
+        :class:`Instance` objects; the weight defaults to :data:`DEFAULT_WEIGHT` (100), and 0
+        lists an instance that is never picked. It is called on a library background thread
+        at each refresh (``refresh_interval_ms``, 5 s by default, jittered), never twice at
+        once, never after :meth:`close` returned. Everything else (the cache, picks, ejection,
+        subscriptions, ``wait_ready``, the HTTP helpers with ``aliases``) works as for any
+        target.
+
+        A failed fetch keeps the last list: an exception (logged to logger ``easdirect``, and
+        carried by :meth:`last_error`), a returned None (logged), an empty list, or one with no
+        positive weight. Malformed items (not a 2- or 3-tuple, an ip that is not a textual
+        address, a port out of 1-65535, a weight out of range) are skipped, with a warning
+        (repeated only when what is skipped changes).
+
+        ``fetch`` and what it holds stay alive until the client is closed (:meth:`close`, or
+        the finalizer of an unreachable client), and are released then, once: a ``fetch`` that
+        refers to the client keeps it alive until :meth:`close`. ``fetch`` may call the client
+        (``close()`` included: the source ends when that fetch returns), but not
+        ``wait_ready`` before the first list. It holds a thread the library shares with every
+        client while it runs, and ``close()`` waits for it: bound its network calls with a
+        timeout.
+
+        Options: the keys every target shares (``refresh_interval_ms``, ``ejection_base_ms``...).
+        """
+        if not callable(fetch):
+            raise TypeError(f"fetch must be callable, got {type(fetch).__name__}")
+        if _exiting:
+            raise ClosedError(Status.CLOSED, "the interpreter is exiting")
+        self = cls.__new__(cls)
+        self._h = _NULL
+        self._hv = 0
+        self._source = None
+        _drain_deferred()
+        name = getattr(fetch, "__qualname__", None) or type(fetch).__qualname__
+        self._target = f"<source {name}>"
+        self._service = None
+        self._cache = {}
+        source = _Source(fetch)
+        _active_sources.add(source)
+        try:
+            self._open(
+                lambda opts, out, err: lib.eas_client_new_with_source(
+                    lib.easpy_fetch, source._handle, lib.easpy_on_free, opts, out, err
+                ),
+                options,
+            )
+        except BaseException:
+            # A failed create takes no ownership of user_data: free_user_data never runs.
+            source._finish()
+            raise
+        source._client = weakref.ref(self)
+        self._source = source
+        return self
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -349,7 +441,7 @@ class Client:
 
     @property
     def target(self) -> str:
-        """The target as given."""
+        """The target as given; ``"<source NAME>"`` for a client from :meth:`from_source`."""
         return self._target
 
     @property
@@ -359,7 +451,8 @@ class Client:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<easdirect.Client {_redact(self._target)} {state}>"
+        target = self._target if self._source is not None else _redact(self._target)
+        return f"<easdirect.Client {target} {state}>"
 
     # -- readiness and picks ----------------------------------------------------------------
 
@@ -443,13 +536,20 @@ class Client:
 
     def last_error(self) -> Optional[Error]:
         """The last discovery fetch's error (a :class:`DiscoveryFailedError` naming the URL and
-        status), or None when it succeeded or none has finished yet."""
+        status), or None when it succeeded or none has finished yet. For a client from
+        :meth:`from_source` whose ``fetch`` raised, the message names the exception, which is
+        also the error's ``__cause__``."""
         err = ffi.new("eas_error **")
         st = lib.eas_client_last_error(self._h, err)
         if st == _OK:
             return None
         e = _take_error(st, err)
         if st == _DISCOVERY_FAILED:
+            source = self._source
+            cause = source.last_exception if source is not None else None
+            if cause is not None:
+                e = error_for(st, f"{e.message}: {type(cause).__name__}: {cause}")
+                e.__cause__ = cause
             return e
         raise e
 
@@ -531,6 +631,147 @@ class Subscription:
         self._handle = None
 
 
+class _Source:
+    """The user data of a client from :meth:`Client.from_source`: the fetch callable, kept
+    alive (in ``_active_sources``) until the library's free_user_data runs, which releases it.
+    Refers to its client weakly only, so that an unreachable client is finalized."""
+
+    def __init__(self, fetch: Callable[[], Optional[Iterable[Any]]]) -> None:
+        self._fetch: Optional[Callable[[], Optional[Iterable[Any]]]] = fetch
+        self._client: Optional["weakref.ref[Client]"] = None
+        #: The exception of the last fetch when it raised, else None (see Client.last_error).
+        self.last_exception: Optional[BaseException] = None
+        self._skipped = ""  # the last warning about skipped items
+        # user_data of the C source: keeps this object alive until free_user_data runs.
+        self._handle: Any = ffi.new_handle(self)
+
+    @property
+    def active(self) -> bool:
+        return self._handle is not None
+
+    def _run(self, builder: Any) -> int:
+        fetch = self._fetch
+        if fetch is None or _exiting:
+            return _DISCOVERY_FAILED
+        outer = getattr(_tls, "in_callback", False)
+        _tls.in_callback = True
+        try:
+            try:
+                result = fetch()
+                if result is None:
+                    raise TypeError(
+                        "the source function returned None, expected an iterable of "
+                        "(ip, port[, weight])"
+                    )
+                items = list(result)  # a generator runs here: its exceptions are the fetch's
+            except BaseException as e:
+                self.last_exception = e
+                _log.error(
+                    "easdirect: source function %r raised; keeping the last instance list",
+                    fetch,
+                    exc_info=True,
+                )
+                return _DISCOVERY_FAILED
+            self.last_exception = None
+            self._add(builder, items)
+            return _OK
+        finally:
+            _tls.in_callback = outer
+
+    def _add(self, builder: Any, items: List[Any]) -> None:
+        ips: List[bytes] = []
+        ports: List[int] = []
+        weights: List[int] = []
+        index: List[int] = []
+        bad: List[Tuple[int, Any, str]] = []
+        for k, item in enumerate(items):
+            try:
+                ip, port, weight = _endpoint(item)
+            except (TypeError, ValueError) as why:
+                bad.append((k, item, str(why)))
+                continue
+            ips.append(ip)
+            ports.append(port)
+            weights.append(weight)
+            index.append(k)
+        n = len(ips)
+        if n:
+            refused = ffi.new("uint8_t[]", n)
+            lib.easpy_add_all(
+                builder,
+                b"\0".join(ips) + b"\0",
+                ffi.new("uint16_t[]", ports),
+                ffi.new("uint32_t[]", weights),
+                n,
+                refused,
+            )
+            for j in range(n):
+                if refused[j]:
+                    bad.append((index[j], items[index[j]], "not a textual IPv4 or IPv6 address"))
+        if not bad:
+            self._skipped = ""
+            return
+        bad.sort(key=lambda b: b[0])
+        k, item, why = bad[0]
+        message = (
+            f"easdirect: source function {self._fetch!r}: skipped {len(bad)} malformed item(s) "
+            f"of {len(items)}; the first, #{k} {item!r}: {why}"
+        )
+        # Warned once while the same items are skipped at each refresh.
+        _log.log(logging.DEBUG if message == self._skipped else logging.WARNING, "%s", message)
+        self._skipped = message
+
+    def _finish(self) -> None:
+        _active_sources.discard(self)
+        self._handle = None
+        self._fetch = None  # what the user gave is released here, once
+        self.last_exception = None
+
+
+def _endpoint(item: Any) -> Tuple[bytes, int, int]:
+    """(ip, port, weight) of one item a source listed; TypeError/ValueError when malformed."""
+    if isinstance(item, Instance):
+        ip, port, weight = item.ip, item.port, item.weight
+    elif isinstance(item, (tuple, list)):
+        if len(item) == 2:
+            (ip, port), weight = item, DEFAULT_WEIGHT
+        elif len(item) == 3:
+            ip, port, weight = item
+        else:
+            raise TypeError(f"expected (ip, port) or (ip, port, weight), got {len(item)} fields")
+    else:
+        raise TypeError(
+            f"expected an (ip, port[, weight]) tuple or an Endpoint, got {type(item).__name__}"
+        )
+    if not isinstance(ip, str):
+        if type(ip).__module__ != "ipaddress":
+            raise TypeError(f"ip must be a str, got {type(ip).__name__}")
+        ip = str(ip)
+    if "\0" in ip:
+        raise ValueError("ip contains a NUL character")
+    if isinstance(port, bool) or isinstance(weight, bool):
+        raise TypeError("port and weight must be ints, not bools")
+    port = operator.index(port)
+    weight = operator.index(weight)
+    if not 0 < port <= 0xFFFF:
+        raise ValueError(f"port {port} is not in 1-65535")
+    if not 0 <= weight <= _U32_MAX:
+        raise ValueError(f"weight {weight} is not in 0-{_U32_MAX}")
+    return ip.encode("utf-8", "surrogateescape"), port, weight
+
+
+@ffi.def_extern(error=_PANIC)
+def easpy_fetch(user_data: Any, builder: Any) -> int:
+    try:
+        return int(ffi.from_handle(user_data)._run(builder))
+    except BaseException:  # never let anything escape into the library's thread
+        try:
+            _log.exception("easdirect: source dispatch failed")
+        except BaseException:
+            pass
+        return _PANIC
+
+
 @ffi.def_extern()
 def easpy_on_change(user_data: Any, instances: Any, n: int) -> None:
     try:
@@ -544,6 +785,7 @@ def easpy_on_change(user_data: Any, instances: Any, n: int) -> None:
 
 @ffi.def_extern()
 def easpy_on_free(user_data: Any) -> None:
+    # Ends a Subscription or a _Source: both release what they hold in _finish.
     try:
         ffi.from_handle(user_data)._finish()
     except BaseException:
@@ -552,15 +794,23 @@ def easpy_on_free(user_data: Any) -> None:
 
 @atexit.register
 def _stop_callbacks_at_exit() -> None:
-    """Ends every subscription before the interpreter shuts down, so that no library thread
-    calls into a finalizing interpreter; later subscribes are refused."""
+    """Ends every subscription and source before the interpreter shuts down, so that no library
+    thread calls into a finalizing interpreter; later subscribes and sources are refused."""
     global _exiting
-    _exiting = True
+    _exiting = True  # from here a fetch returns at once, without calling Python code
     for sub in list(_active_subscriptions):
         try:
             sub.cancel()
         except BaseException:
             pass
+    for source in list(_active_sources):
+        # Closing the client ends its source (after a fetch in progress returns).
+        client = source._client() if source._client is not None else None
+        if client is not None:
+            try:
+                client.close()
+            except BaseException:
+                pass
     for client in list(_live_clients):
         # A subscription whose cancel could not run (its client unreachable) ends with it.
         if any(s._client() is client for s in _active_subscriptions):

@@ -34,16 +34,19 @@ def test_abi_and_versions():
 
 
 def test_check_abi_refuses_a_mismatched_library():
-    check_abi(1 << 16, 128)
+    assert easdirect.ABI_MINOR == 1  # Client.from_source needs eas_client_new_with_source (1.1)
+    check_abi((1 << 16) | 1, 128)
     check_abi((1 << 16) | 7, 128)  # a newer minor is fine
+    with pytest.raises(ImportError, match=r"ABI version 1\.0.*needs 1\.x with x >= 1"):
+        check_abi(1 << 16, 128)  # no callback source
     with pytest.raises(ImportError, match=r"ABI version 2\.0.*needs 1\.x"):
         check_abi(2 << 16, 128)
     with pytest.raises(ImportError, match=r"ABI version 0\.3"):
         check_abi(3, 128)
     with pytest.raises(ImportError, match=r"sizeof\(eas_instance\) is 120"):
-        check_abi(1 << 16, 120)
+        check_abi((1 << 16) | 1, 120)
     with pytest.raises(ImportError, match="layout"):
-        check_abi(1 << 16, 128, {"id": 0})
+        check_abi((1 << 16) | 1, 128, {"id": 0})
 
 
 def test_status_values_and_strings():

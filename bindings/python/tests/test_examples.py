@@ -30,3 +30,35 @@ def test_example_runs(emulator, script, extra, expect):
     )
     assert proc.returncode == 0, proc.stderr
     assert expect in proc.stdout, proc.stdout
+
+
+def test_callback_source_example_demo():
+    """Without arguments it writes, changes and removes its own instance file."""
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "callback_source.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "2 instance(s): 10.0.0.1:50000*100, 10.0.0.2:50000*300" in out, out
+    assert "3 instance(s):" in out and "10.0.0.3:50000*100" in out, out
+    assert "after the file was removed: 3 instance(s)" in out, out
+    assert "FileNotFoundError" in out, out
+
+
+def test_callback_source_example_reads_a_file(emulator, tmp_path):
+    """With a file listing the emulator's backends (a sidecar's output, say)."""
+    listing = tmp_path / "instances.txt"
+    ports = emulator.ports()
+    listing.write_text("".join(f"127.0.0.1:{p}\n" for p in ports) + "# the end\n")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "callback_source.py"), str(listing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(ports)} instance(s)" in proc.stdout, proc.stdout
+    assert "picks: 127.0.0.1:" in proc.stdout, proc.stdout
