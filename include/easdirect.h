@@ -378,6 +378,13 @@ enum eas_status eas_source_builder_add(eas_source_builder *builder,
                                        uint32_t weight);
 
 /**
+ * Says why the running fetch fails (the callback then returns a status other than
+ * EAS_STATUS_OK): the text appears in eas_client_last_error and eas_client_wait_ready
+ * messages. `message` is NUL-terminated UTF-8 (invalid bytes are replaced); it is copied.
+ */
+enum eas_status eas_source_builder_set_error(eas_source_builder *builder, const char *message);
+
+/**
  * Creates a client whose instance list comes from `fetch`, called on a background thread at
  * each refresh (every refresh_interval_ms, jittered), never two calls at once, and never after
  * eas_client_close has returned. The client behaves as for any target: a failed or empty

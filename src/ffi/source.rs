@@ -52,6 +52,29 @@ pub extern "C" fn eas_source_builder_add(
     })
 }
 
+/// Says why the running fetch fails (the callback then returns a status other than
+/// EAS_STATUS_OK): the text appears in eas_client_last_error and eas_client_wait_ready
+/// messages. `message` is NUL-terminated UTF-8 (invalid bytes are replaced); it is copied.
+#[no_mangle]
+pub extern "C" fn eas_source_builder_set_error(
+    builder: *mut eas_source_builder,
+    message: *const c_char,
+) -> eas_status {
+    boundary!({
+        // SAFETY: `builder` is NULL or the builder passed to the running callback, by contract.
+        let Some(builder) = (unsafe { builder.as_mut() }) else {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        };
+        if message.is_null() {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        }
+        // SAFETY: a NUL-terminated string, by contract.
+        let text = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy();
+        builder.0.set_error(&text);
+        eas_status::EAS_STATUS_OK
+    })
+}
+
 struct UserData(*mut c_void);
 // SAFETY: the caller hands `user_data` to the library to be passed to its callbacks on the
 // refresher thread; making that sound is the caller's part of the contract (see the header).

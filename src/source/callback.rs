@@ -12,6 +12,7 @@ use crate::instance::{parse_ip, Instance};
 #[derive(Default)]
 pub struct ListBuilder {
     items: Vec<Instance>,
+    error: Option<String>,
 }
 
 impl ListBuilder {
@@ -29,6 +30,16 @@ impl ListBuilder {
         }
         self.items.push(Instance::new(addr, port, weight));
         Ok(())
+    }
+
+    /// Says why the fetch is failing, for `last_error` and `wait_ready` messages.
+    pub fn set_error(&mut self, message: &str) {
+        self.error = Some(message.chars().take(1024).collect());
+    }
+
+    /// The reason given with `set_error`, if any.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 }
 

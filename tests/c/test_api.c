@@ -418,7 +418,10 @@ struct source_state {
 static int32_t fetch_list(void *user_data, eas_source_builder *b) {
   struct source_state *s = (struct source_state *)user_data;
   ADD(s->calls, 1);
-  if (LOAD(s->fail) != 0) return LOAD(s->fail);
+  if (LOAD(s->fail) != 0) {
+    eas_source_builder_set_error(b, "registry unreachable");
+    return LOAD(s->fail);
+  }
   int n = LOAD(s->n);
   for (int i = 1; i <= n; i++) {
     char ip[32];
@@ -468,6 +471,7 @@ static void test_callback_source(void) {
   eas_error *err = NULL;
   CHECK_STATUS(eas_client_last_error(c, &err), EAS_STATUS_DISCOVERY_FAILED);
   CHECK(err != NULL && strstr(eas_error_message(err), "status 5") != NULL);
+  CHECK(err != NULL && strstr(eas_error_message(err), "registry unreachable") != NULL);
   eas_error_free(err);
   STORE(s.fail, 0);
   STORE(s.n, 0);
@@ -498,6 +502,7 @@ static void test_callback_source(void) {
   eas_error_free(err);
   CHECK(LOAD(r.freed) == 0 && LOAD(r.calls) == 0);
   CHECK_STATUS(eas_source_builder_add(NULL, "10.0.0.1", 80, 1), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_source_builder_set_error(NULL, "x"), EAS_STATUS_NULL_PARAMETER);
   eas_options_free(o);
 }
 
