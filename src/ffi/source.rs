@@ -121,10 +121,13 @@ pub extern "C" fn eas_client_new_with_source(
                 status => {
                     // SAFETY: eas_status_str returns a static NUL-terminated string.
                     let text = unsafe { std::ffi::CStr::from_ptr(eas_status_str(status)) };
-                    Err(format!(
-                        "it returned status {status} ({})",
-                        text.to_string_lossy()
-                    ))
+                    let mut why =
+                        format!("it returned status {status} ({})", text.to_string_lossy());
+                    if let Some(reason) = builder.error() {
+                        why.push_str(": ");
+                        why.push_str(reason);
+                    }
+                    Err(why)
                 }
             }
         });
