@@ -148,10 +148,13 @@ impl SnapshotCell {
     pub fn store(&self, snapshot: Arc<Snapshot>) {
         let generation = snapshot.generation;
         let guard = epoch::pin();
+        // The generation goes first: whoever loads the new pointer then also reads its
+        // generation (or a later one), so a picker never keeps using an older snapshot after a
+        // `load` on its thread has returned the new one.
+        self.generation.store(generation, Ordering::Release);
         let old = self
             .ptr
             .swap(Arc::into_raw(snapshot) as *mut Snapshot, Ordering::AcqRel);
-        self.generation.store(generation, Ordering::Release);
         if !old.is_null() {
             let retired = RetiredSnapshot(old);
             // SAFETY: `old` is no longer reachable through `ptr`; readers that loaded it hold a
