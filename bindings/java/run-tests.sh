@@ -72,9 +72,15 @@ jar=$here/target/easdirect-0.1.0.jar
 "$JDK_NEWEST/bin/java" --enable-native-access=ALL-UNNAMED -cp "$jar" \
   "$repo/examples/java/Pick.java" "static://127.0.0.1:8001*3,127.0.0.1:8002*1" 4
 log=$(mktemp)
+list=$(mktemp)
+trap 'rm -f "$log" "$list"' EXIT
+printf '# one instance a line\n127.0.0.1:8001*3\n127.0.0.1:8002\n' >"$list"
+"$JDK17/bin/java" -cp "$jar" "$repo/examples/java/Source.java" "$list" 4
+"$JDK_NEWEST/bin/java" --enable-native-access=ALL-UNNAMED -cp "$jar" \
+  "$repo/examples/java/Source.java" "$list" 4
 "$release/easdirect" emulate --listen 127.0.0.1:0 --service my_service --backends 3 --duration 60 >"$log" &
 emu=$!
-trap 'kill $emu 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $emu 2>/dev/null || true; rm -f "$log" "$list"' EXIT
 for _ in $(seq 100); do grep -q '^backends ' "$log" && break; sleep 0.1; done
 addr=$(sed -n 's/^listening //p' "$log" | head -n1)
 [ -n "$addr" ] || { echo "the emulator did not start"; cat "$log"; exit 1; }

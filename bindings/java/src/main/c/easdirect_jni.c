@@ -9,8 +9,10 @@
  * that owns it: the local reference keeps it reachable, so its Cleaner cannot free the client
  * while the call runs.
  *
- * Callbacks run on the library's background threads: they attach the thread to the JVM as a
- * daemon for the call and detach it after (a thread that was attached already stays so).
+ * Callbacks (subscriptions' change and free, sources' fetch and free) run on the library's
+ * background threads: they attach the thread to the JVM as a daemon for the call and detach it
+ * after (a thread that was attached already stays so). The user data of both is a token, a key
+ * of a Java map (Listeners, Sources), never a JNI reference.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -35,7 +37,7 @@ _Static_assert(offsetof(eas_instance, reserved) == 124, "reserved @124");
 _Static_assert(sizeof(eas_stats) == 40, "eas_stats is 40 bytes");
 
 /* Bumped whenever a native method of this file changes; JniBackend checks it at load. */
-#define GLUE_VERSION 1
+#define GLUE_VERSION 2
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -60,6 +62,9 @@ static struct {
     FN(eas_client_unsubscribe);
     FN(eas_client_close);
     FN(eas_client_free);
+    FN(eas_client_new_with_source);
+    FN(eas_source_builder_add);
+    FN(eas_source_builder_set_error);
     FN(eas_error_code);
     FN(eas_error_message);
     FN(eas_error_free);
@@ -70,6 +75,8 @@ static JavaVM *jvm;
 static jclass backend_class;     /* global reference to io.easdirect.JniBackend */
 static jmethodID on_change_mid;  /* static void onChange(long token, byte[] list, int n) */
 static jmethodID on_free_mid;    /* static void onFree(long token) */
+static jmethodID on_fetch_mid;   /* static int onFetch(long token, long builder) */
+static jmethodID on_source_free_mid; /* static void onSourceFree(long token) */
 
 #define CLIENT(p) ((const eas_client *)(intptr_t)(p))
 
@@ -159,6 +166,9 @@ JNIEXPORT jstring JNICALL Java_io_easdirect_JniBackend_nInit(JNIEnv *env, jclass
     BIND(eas_client_unsubscribe);
     BIND(eas_client_close);
     BIND(eas_client_free);
+    BIND(eas_client_new_with_source);
+    BIND(eas_source_builder_add);
+    BIND(eas_source_builder_set_error);
     BIND(eas_error_code);
     BIND(eas_error_message);
     BIND(eas_error_free);
@@ -166,9 +176,13 @@ JNIEXPORT jstring JNICALL Java_io_easdirect_JniBackend_nInit(JNIEnv *env, jclass
     backend_class = (*env)->NewGlobalRef(env, cls);
     on_change_mid = (*env)->GetStaticMethodID(env, cls, "onChange", "(J[BI)V");
     on_free_mid = (*env)->GetStaticMethodID(env, cls, "onFree", "(J)V");
-    if (backend_class == NULL || on_change_mid == NULL || on_free_mid == NULL) {
+    on_fetch_mid = (*env)->GetStaticMethodID(env, cls, "onFetch", "(JJ)I");
+    on_source_free_mid = (*env)->GetStaticMethodID(env, cls, "onSourceFree", "(J)V");
+    if (backend_class == NULL || on_change_mid == NULL || on_free_mid == NULL
+        || on_fetch_mid == NULL || on_source_free_mid == NULL) {
         (*env)->ExceptionClear(env);
-        return (*env)->NewStringUTF(env, "JniBackend.onChange/onFree not found");
+        return (*env)->NewStringUTF(env,
+                                    "JniBackend.onChange/onFree/onFetch/onSourceFree not found");
     }
     return NULL;
 }
@@ -448,4 +462,88 @@ JNIEXPORT void JNICALL Java_io_easdirect_JniBackend_nClose(JNIEnv *env, jclass c
 JNIEXPORT void JNICALL Java_io_easdirect_JniBackend_nFree(JNIEnv *env, jclass cls, jlong c) {
     (void)env, (void)cls;
     lib.eas_client_free((eas_client *)(intptr_t)c);
+}
+
+/* The fetch of a source (EasClient.fromSource), on a library thread: the token is the Java
+ * side's key of the source; JniBackend.onFetch fills the builder through nBuilderAdd and returns
+ * the status. It catches everything; a pending exception (only a safety net) fails the fetch. */
+static int32_t source_fetch(void *user_data, eas_source_builder *builder) {
+    int attached;
+    JNIEnv *env = callback_env(&attached);
+    if (env == NULL) {
+        lib.eas_source_builder_set_error(builder, "the JVM is not available");
+        return EAS_STATUS_DISCOVERY_FAILED;
+    }
+    jint st = (*env)->CallStaticIntMethod(env, backend_class, on_fetch_mid,
+                                          (jlong)(uintptr_t)user_data,
+                                          (jlong)(intptr_t)builder);
+    if ((*env)->ExceptionCheck(env)) {
+        st = EAS_STATUS_DISCOVERY_FAILED;
+    }
+    callback_done(env, attached);
+    return st;
+}
+
+/* The source's free_user_data: once, when the client is closed or freed. */
+static void source_free(void *user_data) {
+    int attached;
+    JNIEnv *env = callback_env(&attached);
+    if (env == NULL) {
+        return;
+    }
+    (*env)->CallStaticVoidMethod(env, backend_class, on_source_free_mid,
+                                 (jlong)(uintptr_t)user_data);
+    callback_done(env, attached);
+}
+
+/* token: the Java side's key of the source; it travels as the source's user_data. A refused
+ * create takes no ownership of it (source_free does not run). */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nClientNewWithSource(JNIEnv *env, jclass cls,
+                                                                         jlong token, jlong opts,
+                                                                         jlongArray out,
+                                                                         jobjectArray msg_out) {
+    (void)cls;
+    eas_client *c = NULL;
+    eas_error *e = NULL;
+    jint st = lib.eas_client_new_with_source(source_fetch, (void *)(uintptr_t)token, source_free,
+                                             (const eas_options *)(intptr_t)opts, &c, &e);
+    if (st == EAS_STATUS_OK) {
+        jlong p = (jlong)(intptr_t)c;
+        (*env)->SetLongArrayRegion(env, out, 0, 1, &p);
+    } else {
+        take_error(env, e, msg_out);
+    }
+    return st;
+}
+
+/* Called by JniBackend.onFetch, on the fetching thread, during source_fetch. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nBuilderAdd(JNIEnv *env, jclass cls,
+                                                                jlong builder, jbyteArray ip,
+                                                                jint port, jint weight) {
+    (void)cls;
+    if (port < 1 || port > 65535) {
+        return EAS_STATUS_INVALID_ARGUMENT;
+    }
+    jbyte *p = (*env)->GetByteArrayElements(env, ip, NULL);
+    if (p == NULL) {
+        return EAS_STATUS_NULL_PARAMETER;
+    }
+    jint st = lib.eas_source_builder_add((eas_source_builder *)(intptr_t)builder,
+                                         (const char *)p, (uint16_t)port, (uint32_t)weight);
+    (*env)->ReleaseByteArrayElements(env, ip, p, JNI_ABORT);
+    return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nBuilderSetError(JNIEnv *env, jclass cls,
+                                                                     jlong builder,
+                                                                     jbyteArray message) {
+    (void)cls;
+    jbyte *m = (*env)->GetByteArrayElements(env, message, NULL);
+    if (m == NULL) {
+        return EAS_STATUS_NULL_PARAMETER;
+    }
+    jint st = lib.eas_source_builder_set_error((eas_source_builder *)(intptr_t)builder,
+                                               (const char *)m);
+    (*env)->ReleaseByteArrayElements(env, message, m, JNI_ABORT);
+    return st;
 }

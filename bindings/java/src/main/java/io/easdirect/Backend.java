@@ -9,9 +9,12 @@ import java.util.Map;
  * forces one. The choice is made once per class loader, on first use.
  */
 abstract class Backend {
-    /** The ABI this binding was built for: it needs the same major and at least this minor. */
+    /**
+     * The ABI this binding was built for: it needs the same major and at least this minor
+     * (1.1: eas_client_new_with_source, behind {@link EasClient#fromSource}).
+     */
     static final int ABI_MAJOR = 1;
-    static final int ABI_MINOR = 0;
+    static final int ABI_MINOR = 1;
 
     abstract String name();
 
@@ -26,6 +29,13 @@ abstract class Backend {
 
     /** eas_options_new/set, eas_client_new, eas_options_free; throws EasException. */
     abstract NativeClient open(String target, Map<String, String> options);
+
+    /**
+     * eas_options_new/set, eas_client_new_with_source with the fetch and free_user_data
+     * callbacks of this backend and {@code token} (a {@link Sources} key) as user_data,
+     * eas_options_free; throws EasException. A refused create takes no ownership of the token.
+     */
+    abstract NativeClient openSource(long token, Map<String, String> options);
 
     private static final class Holder {
         static final Object LOADED = load();

@@ -38,11 +38,14 @@ public final class EasClient implements AutoCloseable {
     private final String service;
     private final NativeClient client;
     private final InstanceTable table = new InstanceTable();
+    /** The source of a client from {@link #fromSource}, else null. It does not refer to this. */
+    private final Sources.Source source;
 
-    private EasClient(String target, NativeClient client) {
+    private EasClient(String target, NativeClient client, Sources.Source source) {
         this.target = target;
-        this.service = serviceName(target);
+        this.service = source == null ? serviceName(target) : null;
         this.client = client;
+        this.source = source;
     }
 
     /** {@link #open(String, Map)} with no options beyond the target's query parameters. */
@@ -70,8 +73,82 @@ public final class EasClient implements AutoCloseable {
      */
     public static EasClient open(String target, Map<String, String> options) {
         Objects.requireNonNull(target, "target");
-        Objects.requireNonNull(options, "options");
         noNul("the target", target);
+        Map<String, String> copy = copyOptions(options);
+        NativeClient nc = Backend.get().open(target, copy);
+        EasClient c = new EasClient(target, nc, null);
+        ClientCleaner.register(c, nc);
+        return c;
+    }
+
+    /** {@link #fromSource(EndpointSource, Map)} with no options. */
+    public static EasClient fromSource(EndpointSource source) {
+        return fromSource(source, Collections.<String, String>emptyMap());
+    }
+
+    /**
+     * Creates a client whose instances come from {@code source} instead of a target: your own
+     * registry (Consul, a file a sidecar writes, a company service...). Everything else works as
+     * for any target: {@link #select()}, ejection, {@link #subscribe}, {@link #waitReady},
+     * {@link #stats()}, the HTTP helper (give it {@code hostAliases}, as for a {@code static://}
+     * target).
+     *
+     * <pre>{@code
+     * try (EasClient client = EasClient.fromSource(
+     *         () -> Arrays.asList(Endpoint.of("10.0.0.1", 8000), Endpoint.of("10.0.0.2", 8000)),
+     *         Collections.singletonMap("refresh_interval_ms", "2000"))) {
+     *     client.waitReady(Duration.ofSeconds(2));
+     *     Instance inst = client.select();
+     * }
+     * }</pre>
+     *
+     * <p>{@link EndpointSource#fetch()} is called on a library background thread at each
+     * refresh ({@code refresh_interval_ms}, 5 s by default, jittered; the first one soon after
+     * this returns), never twice at once, never after {@link #close()} has returned. An exception
+     * it throws, a {@code null} or an empty list is a failed fetch: the last list is kept and
+     * {@link #lastError()} reports it (with the exception's text and, as its cause, the
+     * exception); nothing reaches native code. It may call this client ({@code close()}
+     * included: the source ends when that fetch returns), but not {@link #waitReady} before
+     * the first list, which would wait for itself.
+     *
+     * <p>The source is held (strongly, without a reference to the client) until the client is
+     * closed: by {@link #close()}, by the cleaner once the client is unreachable, or by the JVM
+     * shutdown hook; it is released then, once, after a fetch in progress returns. A source
+     * that refers to its client keeps it reachable until {@code close()}.
+     *
+     * @param options library options by key: the keys every target shares
+     *     (refresh_interval_ms, failures_before_ejection, ejection_base_ms, ejection_max_ms,
+     *     max_ejection_percent, snapshot_file...)
+     * @throws EasException {@link EasStatus#INVALID_ARGUMENT} for a bad key or value (the source
+     *     is then never called); {@link EasStatus#CLOSED} while the JVM shuts down
+     */
+    public static EasClient fromSource(EndpointSource source, Map<String, String> options) {
+        Objects.requireNonNull(source, "source");
+        Map<String, String> copy = copyOptions(options);
+        Backend backend = Backend.get();
+        if (Listeners.stopping()) {
+            throw new EasException(EasStatus.CLOSED.code(), "the JVM is shutting down");
+        }
+        Sources.Source s = new Sources.Source(source);
+        long token = Sources.add(s);
+        NativeClient nc;
+        try {
+            nc = backend.openSource(token, copy);
+        } catch (RuntimeException | Error e) {
+            Sources.remove(token); // a refused create takes no ownership
+            throw e;
+        }
+        s.client = nc;
+        EasClient c = new EasClient("<source " + source.getClass().getName() + ">", nc, s);
+        ClientCleaner.register(c, nc);
+        if (Listeners.stopping()) { // the shutdown hook may have missed it
+            nc.closeUnlessFreed();
+        }
+        return c;
+    }
+
+    private static Map<String, String> copyOptions(Map<String, String> options) {
+        Objects.requireNonNull(options, "options");
         Map<String, String> copy = new LinkedHashMap<>();
         for (Map.Entry<String, String> e : options.entrySet()) {
             String key = Objects.requireNonNull(e.getKey(), "option key");
@@ -80,10 +157,7 @@ public final class EasClient implements AutoCloseable {
             noNul("the value of option " + key, value);
             copy.put(key, value);
         }
-        NativeClient nc = Backend.get().open(target, copy);
-        EasClient c = new EasClient(target, nc);
-        ClientCleaner.register(c, nc);
-        return c;
+        return copy;
     }
 
     private static void noNul(String what, String s) {
@@ -92,7 +166,10 @@ public final class EasClient implements AutoCloseable {
         }
     }
 
-    /** The target this client was opened with. */
+    /**
+     * The target this client was opened with; for a client from {@link #fromSource},
+     * {@code "<source CLASS>"} with the source's class name.
+     */
     public String target() {
         return target;
     }
@@ -100,7 +177,7 @@ public final class EasClient implements AutoCloseable {
     /**
      * The service name of the target (the last path segment of {@code eas://} and
      * {@code nacos://} targets, the name of a {@code dns://} target), or empty for a
-     * {@code static://} target.
+     * {@code static://} target and a client from {@link #fromSource}.
      */
     public Optional<String> serviceName() {
         return Optional.ofNullable(service);
@@ -256,17 +333,24 @@ public final class EasClient implements AutoCloseable {
 
     /**
      * The last discovery fetch's error ({@link EasStatus#DISCOVERY_FAILED}, naming the URL and
-     * the HTTP status), or empty when the last fetch succeeded or none has finished.
+     * the HTTP status), or empty when the last fetch succeeded or none has finished. For a
+     * client from {@link #fromSource} whose source threw, the message carries the exception's
+     * text and the cause is the exception.
      *
      * @throws EasException {@link EasStatus#CLOSED}
      */
     public Optional<EasException> lastError() {
         String[] msg = new String[1];
+        Throwable failure = source == null ? null : source.lastFailure;
         int st = client.lastError(this, msg);
         if (st == 0) {
             return Optional.empty();
         }
         if (st == EasStatus.DISCOVERY_FAILED.code()) {
+            if (failure != null && failure == source.lastFailure) {
+                String m = msg[0] == null ? Backend.get().statusString(st) : msg[0];
+                return Optional.of(new EasException(st, m, failure));
+            }
             return Optional.of(EasException.of(st, msg[0]));
         }
         throw EasException.of(st, msg[0]);

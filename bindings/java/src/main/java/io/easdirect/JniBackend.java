@@ -13,7 +13,7 @@ import java.util.Map;
  */
 final class JniBackend extends Backend {
     /** Must match GLUE_VERSION in easdirect_jni.c. */
-    private static final int GLUE_VERSION = 1;
+    private static final int GLUE_VERSION = 2;
 
     private final NativeLibrary library;
     private final String version;
@@ -70,18 +70,7 @@ final class JniBackend extends Backend {
         byte[][] msg = new byte[1][];
         long opts = 0;
         try {
-            if (!options.isEmpty()) {
-                opts = nOptionsNew();
-                if (opts == 0) {
-                    throw new OutOfMemoryError("eas_options_new");
-                }
-                for (Map.Entry<String, String> e : options.entrySet()) {
-                    int st = nOptionsSet(opts, cString(e.getKey()), cString(e.getValue()), msg);
-                    if (st != 0) {
-                        throw EasException.of(st, utf8(msg[0]));
-                    }
-                }
-            }
+            opts = options(options, msg);
             long[] out = new long[1];
             int st = nClientNew(cString(target), opts, out, msg);
             if (st != 0) {
@@ -91,6 +80,46 @@ final class JniBackend extends Backend {
         } finally {
             nOptionsFree(opts);
         }
+    }
+
+    @Override
+    NativeClient openSource(long token, Map<String, String> options) {
+        byte[][] msg = new byte[1][];
+        long opts = 0;
+        try {
+            opts = options(options, msg);
+            long[] out = new long[1];
+            int st = nClientNewWithSource(token, opts, out, msg);
+            if (st != 0) {
+                throw EasException.of(st, utf8(msg[0]));
+            }
+            return new Client(out[0]);
+        } finally {
+            nOptionsFree(opts);
+        }
+    }
+
+    /** eas_options_new and _set for each option, or 0 for none; throws EasException. */
+    private static long options(Map<String, String> options, byte[][] msg) {
+        if (options.isEmpty()) {
+            return 0;
+        }
+        long opts = nOptionsNew();
+        if (opts == 0) {
+            throw new OutOfMemoryError("eas_options_new");
+        }
+        try {
+            for (Map.Entry<String, String> e : options.entrySet()) {
+                int st = nOptionsSet(opts, cString(e.getKey()), cString(e.getValue()), msg);
+                if (st != 0) {
+                    throw EasException.of(st, utf8(msg[0]));
+                }
+            }
+        } catch (RuntimeException | Error e) {
+            nOptionsFree(opts);
+            throw e;
+        }
+        return opts;
     }
 
     static byte[] cString(String s) {
@@ -243,6 +272,34 @@ final class JniBackend extends Backend {
         Listeners.onFree(token);
     }
 
+    /** The builder of the running fetch: a pointer valid only during the call. */
+    private static final class Builder extends Sources.Builder {
+        private final long ptr;
+
+        Builder(long ptr) {
+            this.ptr = ptr;
+        }
+
+        @Override
+        int add(String ip, int port, int weight) {
+            return nBuilderAdd(ptr, cString(ip), port, weight);
+        }
+
+        @Override
+        void setError(String message) {
+            nBuilderSetError(ptr, cString(message));
+        }
+    }
+
+    /** The source's fetch: returns the status. */
+    static int onFetch(long token, long builder) {
+        return Sources.fetch(token, new Builder(builder));
+    }
+
+    static void onSourceFree(long token) {
+        Sources.onFree(token);
+    }
+
     // The glue. Strings are NUL-terminated UTF-8 byte arrays; `owner` keeps the client's owner
     // reachable during the call; messages come back in msg[0].
 
@@ -265,6 +322,13 @@ final class JniBackend extends Backend {
     private static native void nOptionsFree(long opts);
 
     private static native int nClientNew(byte[] target, long opts, long[] out, byte[][] msg);
+
+    private static native int nClientNewWithSource(long token, long opts, long[] out,
+            byte[][] msg);
+
+    private static native int nBuilderAdd(long builder, byte[] ip, int port, int weight);
+
+    private static native int nBuilderSetError(long builder, byte[] message);
 
     private static native int nWaitReady(long client, int timeoutMs, byte[][] msg, Object owner);
 

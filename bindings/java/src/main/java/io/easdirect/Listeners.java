@@ -10,8 +10,8 @@ import java.util.function.Consumer;
 /**
  * The listeners of every subscription in the JVM, by token: the token is the subscription's
  * user_data, so that native code holds no Java reference. Its entry leaves when the library
- * calls free_user_data. A JVM shutdown hook ends every subscription before the JVM goes away:
- * no callback runs during or after shutdown.
+ * calls free_user_data. A JVM shutdown hook ends every subscription (and closes every client with
+ * a source) before the JVM goes away: no callback runs during or after shutdown.
  */
 final class Listeners {
     /** How long the shutdown hook waits for running callbacks to return. */
@@ -82,7 +82,8 @@ final class Listeners {
         }
     }
 
-    private static synchronized void hook() {
+    /** Registers the shutdown hook (once); also for {@link Sources}. */
+    static synchronized void hook() {
         if (hooked) {
             return;
         }
@@ -90,7 +91,10 @@ final class Listeners {
         Runtime.getRuntime().addShutdownHook(new Thread(Listeners::stopAll, "easdirect-shutdown"));
     }
 
-    /** Ends every subscription; waits at most SHUTDOWN_WAIT_MS for running callbacks. */
+    /**
+     * Ends every subscription and closes every client with a source ({@link Sources}); waits at
+     * most SHUTDOWN_WAIT_MS for running callbacks.
+     */
     private static void stopAll() {
         stopping = true;
         Thread worker = new Thread(() -> {
@@ -100,6 +104,7 @@ final class Listeners {
                     l.client.unsubscribeUnlessFreed(sub);
                 }
             }
+            Sources.closeAll();
         }, "easdirect-unsubscribe");
         worker.setDaemon(true);
         worker.start();

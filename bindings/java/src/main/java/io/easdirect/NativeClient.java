@@ -54,4 +54,11 @@ abstract class NativeClient {
             unsubscribe(null, subscription);
         }
     }
+
+    /** For the shutdown hook: eas_client_close, unless the cleaner has freed the client. */
+    final synchronized void closeUnlessFreed() {
+        if (!freed) {
+            close(null);
+        }
+    }
 }

@@ -70,9 +70,19 @@ final class PanamaBackend extends Backend {
     private static final MethodHandle FREE;
     private static final MethodHandle ERROR_MESSAGE;
     private static final MethodHandle ERROR_FREE;
+    private static final MethodHandle CLIENT_NEW_WITH_SOURCE;
+    private static final MethodHandle BUILDER_ADD;
+    private static final MethodHandle BUILDER_SET_ERROR;
     /** The upcall stubs of every subscription: the listener is found by its token. */
     private static final MemorySegment ON_CHANGE;
     private static final MemorySegment ON_FREE;
+    /**
+     * The upcall stubs of every source (fetch, free_user_data): the source is found by its
+     * token. In the global arena: alive as long as any client may call them, and never freed
+     * while one of them runs (free_user_data included).
+     */
+    private static final MemorySegment ON_FETCH;
+    private static final MemorySegment ON_SOURCE_FREE;
 
     static {
         if (INSTANCE.byteSize() != Instance.SIZE
@@ -120,6 +130,12 @@ final class PanamaBackend extends Backend {
         FREE = b.bind("eas_client_free", FunctionDescriptor.ofVoid(ADDRESS));
         ERROR_MESSAGE = b.bind("eas_error_message", FunctionDescriptor.of(ADDRESS, ADDRESS));
         ERROR_FREE = b.bind("eas_error_free", FunctionDescriptor.ofVoid(ADDRESS));
+        CLIENT_NEW_WITH_SOURCE = b.bind("eas_client_new_with_source", FunctionDescriptor.of(
+                JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
+        BUILDER_ADD = b.bind("eas_source_builder_add",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_SHORT, JAVA_INT));
+        BUILDER_SET_ERROR = b.bind("eas_source_builder_set_error",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         try {
             MethodHandles.Lookup lookup = MethodHandles.lookup();
             ON_CHANGE = linker.upcallStub(
@@ -128,6 +144,14 @@ final class PanamaBackend extends Backend {
                     FunctionDescriptor.ofVoid(ADDRESS, ADDRESS, JAVA_LONG), Arena.global());
             ON_FREE = linker.upcallStub(
                     lookup.findStatic(PanamaBackend.class, "onFree",
+                            MethodType.methodType(void.class, MemorySegment.class)),
+                    FunctionDescriptor.ofVoid(ADDRESS), Arena.global());
+            ON_FETCH = linker.upcallStub(
+                    lookup.findStatic(PanamaBackend.class, "onFetch", MethodType.methodType(
+                            int.class, MemorySegment.class, MemorySegment.class)),
+                    FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), Arena.global());
+            ON_SOURCE_FREE = linker.upcallStub(
+                    lookup.findStatic(PanamaBackend.class, "onSourceFree",
                             MethodType.methodType(void.class, MemorySegment.class)),
                     FunctionDescriptor.ofVoid(ADDRESS), Arena.global());
         } catch (ReflectiveOperationException e) {
@@ -198,20 +222,8 @@ final class PanamaBackend extends Backend {
     NativeClient open(String target, Map<String, String> options) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment err = arena.allocate(ADDRESS);
-            MemorySegment opts = MemorySegment.NULL;
+            MemorySegment opts = options(options, arena, err);
             try {
-                if (!options.isEmpty()) {
-                    opts = (MemorySegment) OPTIONS_NEW.invokeExact();
-                    if (opts.equals(MemorySegment.NULL)) {
-                        throw new OutOfMemoryError("eas_options_new");
-                    }
-                    for (Map.Entry<String, String> e : options.entrySet()) {
-                        int st = (int) OPTIONS_SET.invokeExact(opts,
-                                arena.allocateFrom(e.getKey()), arena.allocateFrom(e.getValue()),
-                                err);
-                        check(st, err);
-                    }
-                }
                 MemorySegment out = arena.allocate(ADDRESS);
                 int st = (int) CLIENT_NEW.invokeExact(arena.allocateFrom(target), opts, out, err);
                 check(st, err);
@@ -224,6 +236,51 @@ final class PanamaBackend extends Backend {
         } catch (Throwable t) {
             throw unexpected(t);
         }
+    }
+
+    @Override
+    NativeClient openSource(long token, Map<String, String> options) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment err = arena.allocate(ADDRESS);
+            MemorySegment opts = options(options, arena, err);
+            try {
+                MemorySegment out = arena.allocate(ADDRESS);
+                // A refused create takes no ownership of the token: ON_SOURCE_FREE never runs.
+                int st = (int) CLIENT_NEW_WITH_SOURCE.invokeExact(ON_FETCH,
+                        MemorySegment.ofAddress(token), ON_SOURCE_FREE, opts, out, err);
+                check(st, err);
+                return new Client(out.get(ADDRESS, 0));
+            } finally {
+                OPTIONS_FREE.invokeExact(opts);
+            }
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw unexpected(t);
+        }
+    }
+
+    /** eas_options_new and _set for each option, or NULL for none; throws EasException. */
+    private static MemorySegment options(Map<String, String> options, Arena arena,
+            MemorySegment err) throws Throwable {
+        if (options.isEmpty()) {
+            return MemorySegment.NULL;
+        }
+        MemorySegment opts = (MemorySegment) OPTIONS_NEW.invokeExact();
+        if (opts.equals(MemorySegment.NULL)) {
+            throw new OutOfMemoryError("eas_options_new");
+        }
+        try {
+            for (Map.Entry<String, String> e : options.entrySet()) {
+                int st = (int) OPTIONS_SET.invokeExact(opts, arena.allocateFrom(e.getKey()),
+                        arena.allocateFrom(e.getValue()), err);
+                check(st, err);
+            }
+        } catch (Throwable t) {
+            OPTIONS_FREE.invokeExact(opts);
+            throw t;
+        }
+        return opts;
     }
 
     /** Throws for a status other than OK, with the message of the eas_error in *err. */
@@ -479,6 +536,53 @@ final class PanamaBackend extends Backend {
     private static void onFree(MemorySegment userData) {
         try {
             Listeners.onFree(userData.address());
+        } catch (Throwable ignored) {
+            // nothing to report to
+        }
+    }
+
+    /** The builder of the running fetch, and an arena for the strings given to it. */
+    private static final class Builder extends Sources.Builder {
+        private final MemorySegment ptr;
+        private final Arena arena;
+
+        Builder(MemorySegment ptr, Arena arena) {
+            this.ptr = ptr;
+            this.arena = arena;
+        }
+
+        @Override
+        int add(String ip, int port, int weight) {
+            try {
+                return (int) BUILDER_ADD.invokeExact(ptr, arena.allocateFrom(ip), (short) port,
+                        weight);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            }
+        }
+
+        @Override
+        void setError(String message) {
+            try {
+                int unused = (int) BUILDER_SET_ERROR.invokeExact(ptr, arena.allocateFrom(message));
+            } catch (Throwable t) {
+                throw unexpected(t);
+            }
+        }
+    }
+
+    /** A source's fetch. Sources.fetch catches everything; so does this, as a safety net. */
+    private static int onFetch(MemorySegment userData, MemorySegment builder) {
+        try (Arena arena = Arena.ofConfined()) {
+            return Sources.fetch(userData.address(), new Builder(builder, arena));
+        } catch (Throwable ignored) {
+            return EasStatus.DISCOVERY_FAILED.code();
+        }
+    }
+
+    private static void onSourceFree(MemorySegment userData) {
+        try {
+            Sources.onFree(userData.address());
         } catch (Throwable ignored) {
             // nothing to report to
         }
