@@ -116,11 +116,7 @@ impl Client {
                 servers,
                 service,
             } => {
-                let tls = if *https {
-                    Some(tls::client_config(settings.tls_ca_file.as_deref())?)
-                } else {
-                    None
-                };
+                let tls = tls_if(*https, &settings)?;
                 // Precedence, as in the Nacos clients: the caller's server-list callback, then
                 // the environment's address server, then the target's address server or list.
                 let servers = match (
@@ -170,11 +166,7 @@ impl Client {
                 authority,
                 service,
             } => {
-                let tls = if *https {
-                    Some(tls::client_config(settings.tls_ca_file.as_deref())?)
-                } else {
-                    None
-                };
+                let tls = tls_if(*https, &settings)?;
                 let internal = std::env::var_os("NAMESPACE").is_some()
                     && std::env::var_os("POD_NAME").is_some();
                 let (https, authority, service) = (*https, authority.clone(), service.clone());
@@ -469,6 +461,15 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// The TLS settings of an https source (None for plain http).
+fn tls_if(https: bool, settings: &Settings) -> Result<Option<Arc<rustls::ClientConfig>>, Error> {
+    if https {
+        tls::client_config(settings.tls_ca_file.as_deref()).map(Some)
+    } else {
+        Ok(None)
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::http::{describe_transport, read_body};
-use super::Source;
-use crate::instance::{parse_ip, weight_from_f64, Instance, DEFAULT_WEIGHT};
+use super::{item_address, Source};
+use crate::instance::{weight_from_f64, Instance, DEFAULT_WEIGHT};
 
 /// The documented discovery path.
 pub const DOCUMENTED_PATH: &str = "/exported/apis/eas.alibaba-inc.k8s.io/v1/upstreams/{service}";
@@ -140,12 +140,7 @@ pub fn parse_upstreams(body: &[u8]) -> Result<Vec<Instance>, String> {
 }
 
 fn parse_item(item: &Value) -> Option<Instance> {
-    let ip = parse_ip(item.get("ip")?.as_str()?)?;
-    let port = item.get("port")?;
-    let port = port
-        .as_u64()
-        .or_else(|| port.as_f64().filter(|p| p.fract() == 0.0).map(|p| p as u64))?;
-    let port = u16::try_from(port).ok().filter(|&p| p > 0)?;
+    let (ip, port) = item_address(item)?;
     let weight = match item.get("weight") {
         None | Some(Value::Null) => DEFAULT_WEIGHT,
         Some(w) => weight_from_f64(w.as_f64()?)?,

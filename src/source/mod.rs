@@ -22,6 +22,20 @@ pub trait Source: Send {
     fn describe(&self) -> String;
 }
 
+/// The `ip` and `port` of a discovery item: a textual IPv4/IPv6 address and an integer 1-65535
+/// (an integral float is taken too); `None` for anything else, so that the item is skipped.
+pub fn item_address(item: &serde_json::Value) -> Option<(std::net::IpAddr, u16)> {
+    let ip = crate::instance::parse_ip(item.get("ip")?.as_str()?)?;
+    let port = item.get("port")?;
+    let port = port.as_u64().or_else(|| {
+        port.as_f64()
+            .filter(|p| p.fract() == 0.0 && *p >= 0.0)
+            .map(|p| p as u64)
+    })?;
+    let port = u16::try_from(port).ok().filter(|&p| p > 0)?;
+    Some((ip, port))
+}
+
 /// Sorts instances into address order and keeps the first of each duplicate id.
 pub fn normalize(mut list: Vec<Instance>) -> Vec<Instance> {
     let mut seen = std::collections::HashSet::with_capacity(list.len());

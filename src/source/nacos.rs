@@ -13,9 +13,9 @@ use serde_json::Value;
 use sha1::Sha1;
 
 use super::http::{describe_transport, read_body};
-use super::Source;
+use super::{item_address, Source};
 use crate::callback::{CallbackGate, EndFn};
-use crate::instance::{parse_ip, weight_from_f64, Instance};
+use crate::instance::{weight_from_f64, Instance};
 
 /// Default Nacos server port.
 pub const DEFAULT_PORT: u16 = 8848;
@@ -563,9 +563,7 @@ fn parse_instance(item: &Value) -> Option<Instance> {
     if !flag("healthy") || !flag("enabled") {
         return None;
     }
-    let ip = parse_ip(item.get("ip")?.as_str()?)?;
-    let port = item.get("port")?.as_u64()?;
-    let port = u16::try_from(port).ok().filter(|&p| p > 0)?;
+    let (ip, port) = item_address(item)?;
     let weight = match item.get("weight") {
         None | Some(Value::Null) => 1000,
         Some(w) => weight_from_f64(w.as_f64()? * 1000.0)?,
