@@ -542,6 +542,8 @@ impl Inner {
 
     /// Fetches once and publishes what changed. `first`: falls back to the snapshot file.
     fn refresh_once(&self, first: bool) {
+        // Ejections that ended since the last refresh stop making picks read the clock.
+        self.refresh_horizon();
         let generation = fork_generation();
         let source = {
             let (_gate, mut state) = gated(&self.state);
@@ -605,7 +607,6 @@ impl Inner {
                 }
             }
         }
-        self.refresh_horizon();
     }
 
     /// Publishes `list` unless it equals the current one; true when it published.
@@ -629,10 +630,14 @@ impl Inner {
                 snapshot.ejected_until[index]
                     .store(state.ejector.until(inst.id), Ordering::Relaxed);
             }
+            // Never lowered here: a picker may still be on the previous snapshot for an
+            // instant, and its ejections must still be honoured. The next refresh lowers it.
             let now = monotonic_ms();
-            self.picker
-                .eject_horizon
-                .store(state.ejector.horizon(now), Ordering::Release);
+            let horizon = state
+                .ejector
+                .horizon(now)
+                .max(self.picker.eject_horizon.load(Ordering::Acquire));
+            self.picker.eject_horizon.store(horizon, Ordering::Release);
             self.picker.cell.store(Arc::new(snapshot));
         }
         self.ready.store(true, Ordering::Release);
@@ -640,7 +645,8 @@ impl Inner {
         true
     }
 
-    /// Ejections that ended no longer make picks read the clock.
+    /// Sets the ejection horizon to the latest deadline in force, lowering it when ejections
+    /// have ended (a publish only ever raises it).
     fn refresh_horizon(&self) {
         let (_gate, state) = gated(&self.state);
         let horizon = state.ejector.horizon(monotonic_ms());
