@@ -171,11 +171,13 @@ fn churn_soak_keeps_answers_valid_and_memory_flat() {
                 let positive: Vec<_> = snap.instances.iter().filter(|i| i.weight > 0).collect();
                 let len = snap.cycle.len().min(5_000);
                 let mut counts: HashMap<u64, u32> = HashMap::new();
-                let mut picked_ejected = false;
+                let mut picked_ejected = None;
                 for _ in 0..len {
                     let inst = client.select().unwrap();
                     *counts.entry(inst.id).or_default() += 1;
-                    picked_ejected |= ejected.contains(&inst.id);
+                    if ejected.contains(&inst.id) && picked_ejected.is_none() {
+                        picked_ejected = Some((inst, monotonic_ms()));
+                    }
                 }
                 let after = client.snapshot().unwrap().unwrap();
                 if after.generation != snap.generation || monotonic_ms() > now + 15 {
@@ -193,10 +195,18 @@ fn churn_soak_keeps_answers_valid_and_memory_flat() {
                     .collect();
                 let all_ejected = positive.iter().all(|i| in_force.contains(&i.id));
                 if !all_ejected {
-                    assert!(
-                        !picked_ejected,
-                        "an instance inside its ejection window was picked"
-                    );
+                    if let Some((inst, at)) = picked_ejected {
+                        let i = snap.index_of(inst.id).unwrap();
+                        panic!(
+                            "{} was picked at {at} ms inside its ejection window (until {} ms, \
+                             checked from {now} ms), generation {}, {} positive, {} in force",
+                            inst.host_str(),
+                            snap.ejected_until[i].load(Ordering::Relaxed),
+                            snap.generation,
+                            positive.len(),
+                            in_force.len()
+                        );
+                    }
                     ejections.fetch_add(1, Ordering::Relaxed);
                 }
                 // Exact proportions only when no ejection was in force at any time of the check
