@@ -1,6 +1,6 @@
 //! Churn soak: threads pick and report failures while the emulated service scales between 1 and
 //! 200 instances, weights change and the upstream cycles through every fault mode. Bounded in
-//! time: EASDIRECT_SOAK_SECS (default 20) seconds. Prints its figures for RELIABILITY.md.
+//! time: EASDIRECT_SOAK_SECS (default 60) seconds. Prints its figures for RELIABILITY.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{HashMap, HashSet};
@@ -84,7 +84,7 @@ fn churn_soak_keeps_answers_valid_and_memory_flat() {
     let secs: u64 = std::env::var("EASDIRECT_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(60);
     let seed = 0x5eed_u64 ^ u64::from(std::process::id());
     println!("soak: {secs} s, seed {seed:#x}");
 
