@@ -335,12 +335,11 @@ impl Client {
         }
         let now = monotonic_ms();
         if let Some(until) = state.ejector.on_failure(id, now, snapshot.pickable()) {
-            snapshot.ejected_until[index].store(until, Ordering::Relaxed);
-            let horizon = state.ejector.horizon(now);
-            self.inner
-                .picker
-                .eject_horizon
-                .store(horizon, Ordering::Release);
+            // The horizon first: a picker that sees the deadline then also sees a horizon that
+            // makes it look (raising is enough here; a refresh lowers it exactly).
+            let horizon = &self.inner.picker.eject_horizon;
+            horizon.fetch_max(until, Ordering::AcqRel);
+            snapshot.ejected_until[index].store(until, Ordering::Release);
         }
         Ok(())
     }

@@ -79,7 +79,7 @@ impl Snapshot {
                 first_candidate = Some(pos);
             }
             let ejected =
-                now_ms.is_some_and(|now| self.ejected_until[index].load(Ordering::Relaxed) > now);
+                now_ms.is_some_and(|now| self.ejected_until[index].load(Ordering::Acquire) > now);
             if !ejected {
                 *cursor = next_pos(pos, len);
                 return Some(index);

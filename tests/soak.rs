@@ -165,7 +165,7 @@ fn churn_soak_keeps_answers_valid_and_memory_flat() {
                     .instances
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| snap.ejected_until[*i].load(Ordering::Relaxed) > now + 20)
+                    .filter(|(i, _)| snap.ejected_until[*i].load(Ordering::Acquire) > now + 20)
                     .map(|(_, inst)| inst.id)
                     .collect();
                 let positive: Vec<_> = snap.instances.iter().filter(|i| i.weight > 0).collect();
