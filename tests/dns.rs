@@ -1,12 +1,16 @@
 //! `dns://` through the system resolver (localhost) and against a DNS server on loopback that
 //! the test runs and changes.
 
-use std::net::{IpAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use easdirect::{Client, Options};
+
+#[path = "support/dns_server.rs"]
+mod dns_server;
+use dns_server::{Behaviour, DnsServer};
+
+const NAME: &str = "web.default.svc.cluster.local";
 
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -33,125 +37,29 @@ fn localhost_through_the_system_resolver() {
     assert!(c.instances().unwrap().iter().all(|i| i.weight == 100));
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Behaviour {
-    Answer,
-    NxDomain,
-    Silent,
+fn client_of(server: &DnsServer) -> Client {
+    let mut o = Options::new();
+    o.set("dns_server", &server.addr.to_string()).unwrap();
+    o.set("refresh_interval_ms", "20").unwrap();
+    o.set("request_timeout_ms", "300").unwrap();
+    Client::new(&format!("dns://{NAME}:8080"), &o).unwrap()
 }
 
-/// A DNS server for one name: answers A and AAAA queries from `records`.
-struct DnsServer {
-    port: u16,
-    records: Arc<Mutex<Vec<IpAddr>>>,
-    behaviour: Arc<Mutex<Behaviour>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl DnsServer {
-    fn start(records: Vec<IpAddr>) -> DnsServer {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let records = Arc::new(Mutex::new(records));
-        let behaviour = Arc::new(Mutex::new(Behaviour::Answer));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, b, s) = (records.clone(), behaviour.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while !s.load(Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                let query = &buf[..n];
-                let behaviour = *b.lock().unwrap();
-                if behaviour == Behaviour::Silent || n < 12 {
-                    continue;
-                }
-                // The question ends after the name, type and class.
-                let mut end = 12;
-                while query[end] != 0 {
-                    end += 1 + query[end] as usize;
-                }
-                let qtype = u16::from_be_bytes([query[end + 1], query[end + 2]]);
-                end += 5;
-                let mut reply = query[..end].to_vec();
-                reply[2] = 0x81;
-                reply[3] = if behaviour == Behaviour::NxDomain {
-                    0x83
-                } else {
-                    0x80
-                };
-                let answers: Vec<IpAddr> = r
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .copied()
-                    .filter(|ip| (qtype == 1) == ip.is_ipv4())
-                    .collect();
-                let count = if behaviour == Behaviour::NxDomain {
-                    0
-                } else {
-                    answers.len()
-                };
-                reply[6..8].copy_from_slice(&(count as u16).to_be_bytes());
-                for ip in answers.iter().take(count) {
-                    reply.extend_from_slice(&[0xc0, 12]);
-                    reply.extend_from_slice(&qtype.to_be_bytes());
-                    reply.extend_from_slice(&[0, 1, 0, 0, 0, 5]);
-                    match ip {
-                        IpAddr::V4(v4) => {
-                            reply.extend_from_slice(&[0, 4]);
-                            reply.extend_from_slice(&v4.octets());
-                        }
-                        IpAddr::V6(v6) => {
-                            reply.extend_from_slice(&[0, 16]);
-                            reply.extend_from_slice(&v6.octets());
-                        }
-                    }
-                }
-                let _ = socket.send_to(&reply, from);
-            }
-        });
-        DnsServer {
-            port,
-            records,
-            behaviour,
-            stop,
-        }
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|s| s.parse().unwrap()).collect()
 }
 
 #[test]
 fn records_added_and_removed_are_followed_and_failures_keep_the_cache() {
-    let server = DnsServer::start(vec![
-        "10.0.0.1".parse().unwrap(),
-        "fd00::1".parse().unwrap(),
-    ]);
-    let mut o = Options::new();
-    o.set("dns_server", &format!("127.0.0.1:{}", server.port))
-        .unwrap();
-    o.set("refresh_interval_ms", "20").unwrap();
-    o.set("request_timeout_ms", "200").unwrap();
-    let c = Client::new("dns://web.default.svc.cluster.local:8080", &o).unwrap();
+    let server = DnsServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    server.set(NAME, &ips(&["10.0.0.1", "fd00::1"]));
+    let c = client_of(&server);
     c.wait_ready(Duration::from_secs(5)).unwrap();
     assert_eq!(hosts(&c), vec!["10.0.0.1:8080", "[fd00::1]:8080"]);
 
-    server
-        .records
-        .lock()
-        .unwrap()
-        .push("10.0.0.2".parse().unwrap());
+    server.set(NAME, &ips(&["10.0.0.1", "fd00::1", "10.0.0.2"]));
     eventually("a record added", || hosts(&c).len() == 3);
-    server.records.lock().unwrap().retain(|ip| ip.is_ipv4());
+    server.set(NAME, &ips(&["10.0.0.1", "10.0.0.2"]));
     eventually("a record removed", || {
         hosts(&c) == vec!["10.0.0.1:8080", "10.0.0.2:8080"]
     });
@@ -160,7 +68,7 @@ fn records_added_and_removed_are_followed_and_failures_keep_the_cache() {
         (Behaviour::NxDomain, "NXDOMAIN"),
         (Behaviour::Silent, "did not answer"),
     ] {
-        *server.behaviour.lock().unwrap() = behaviour;
+        server.set_behaviour(behaviour);
         eventually("the failure is reported", || {
             c.last_error()
                 .unwrap()
@@ -171,9 +79,37 @@ fn records_added_and_removed_are_followed_and_failures_keep_the_cache() {
             vec!["10.0.0.1:8080", "10.0.0.2:8080"],
             "cache kept"
         );
-        *server.behaviour.lock().unwrap() = Behaviour::Answer;
+        server.set_behaviour(Behaviour::Answer);
         eventually("recovery", || c.last_error().unwrap().is_none());
     }
+}
+
+#[test]
+fn an_answer_too_long_for_a_datagram_is_asked_again_over_tcp() {
+    // 300 A records: 4.8 KB, over the 4096 bytes the query advertises.
+    let server = DnsServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let many: Vec<IpAddr> = (0..300u32)
+        .map(|i| IpAddr::from([10, 1, (i / 250) as u8, (i % 250) as u8 + 1]))
+        .collect();
+    server.set(NAME, &many);
+    let c = client_of(&server);
+    c.wait_ready(Duration::from_secs(5)).unwrap();
+    assert_eq!(c.instances().unwrap().len(), 300);
+    assert!(server.tcp_queries() > 0, "the long answer came over TCP");
+
+    // A server that truncates and refuses TCP: the fetch fails, the 300 stay.
+    server.refuse_tcp(true);
+    server.set(NAME, &many[..299]);
+    eventually("the failure is reported", || {
+        c.last_error()
+            .unwrap()
+            .is_some_and(|e| e.message.contains("TCP"))
+    });
+    assert_eq!(c.instances().unwrap().len(), 300, "cache kept");
+    server.refuse_tcp(false);
+    eventually("the shorter list over TCP again", || {
+        c.instances().unwrap().len() == 299
+    });
 }
 
 #[test]

@@ -616,7 +616,7 @@ fn different_threads_start_at_different_places() {
 #[test]
 fn host_names_are_resolved_within_the_fetch() {
     // localhost comes from /etc/hosts: no query leaves the machine. (A name the resolver
-    // cannot answer is tested against the test's own DNS server in tests/dns.rs.)
+    // cannot answer is tested against the test's own DNS server in tests/netns.rs.)
     let emu = Emulator::start().unwrap();
     emu.set_endpoints(SVC, endpoints(&[(50001, 100)]));
     let target = format!("eas://localhost:{}/{SVC}", emu.addr().port());

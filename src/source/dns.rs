@@ -2,7 +2,8 @@
 //! through the system resolver or, with the `dns_server` option, by asking that server directly
 //! over UDP. Every instance gets the same weight.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,10 @@ use crate::instance::{Instance, DEFAULT_WEIGHT};
 
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
+const TYPE_OPT: u16 = 41;
+/// The datagram size queries advertise (EDNS0, RFC 6891); a longer answer comes truncated and
+/// is asked again over TCP.
+const EDNS_UDP_SIZE: u16 = 4096;
 
 pub struct DnsSource {
     name: String,
@@ -52,52 +57,135 @@ impl DnsSource {
             self.next_id = self.next_id.wrapping_add(1);
             let id = self.next_id;
             let query = encode_query(id, &self.name, qtype)?;
-            socket
-                .send(&query)
-                .map_err(|e| format!("DNS server {server}: {e}"))?;
-            let mut buf = [0u8; 4096];
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+            let answer = match ask_udp(&socket, &query, id, qtype, deadline) {
+                // Too many records for a datagram: ask again over TCP, as resolvers do.
+                Ok(Answer::Truncated) => ask_tcp(server, &query, id, qtype, deadline),
+                other => other,
+            };
+            match answer {
+                Ok(Answer::Records(ips)) => found.extend(ips),
+                Ok(Answer::NoSuchName) => {
+                    return Err(format!(
+                        "DNS server {server}: {} does not exist (NXDOMAIN)",
+                        self.name
+                    ))
+                }
+                Ok(Answer::Truncated) => {
+                    return Err(format!(
+                        "DNS server {server}: the answer over TCP was truncated"
+                    ))
+                }
+                Ok(Answer::Error(why)) => return Err(format!("DNS server {server}: {why}")),
+                Ok(Answer::Mismatch) => {
+                    return Err(format!(
+                        "DNS server {server}: the answer over TCP was not for our query"
+                    ))
+                }
+                Err(TimedOut) => {
                     return Err(format!(
                         "DNS server {server} did not answer for {} within {} ms",
                         self.name,
                         self.timeout.as_millis()
-                    ));
+                    ))
                 }
-                socket
-                    .set_read_timeout(Some(left))
-                    .map_err(|e| format!("DNS socket: {e}"))?;
-                let n = match socket.recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        continue
-                    }
-                    Err(e) => return Err(format!("DNS server {server}: {e}")),
-                };
-                match parse_answer(&buf[..n], id, qtype) {
-                    Answer::Mismatch => continue, // a late answer to an earlier query
-                    Answer::Records(ips) => {
-                        found.extend(ips);
-                        break;
-                    }
-                    Answer::NoSuchName => {
-                        return Err(format!(
-                            "DNS server {server}: {} does not exist (NXDOMAIN)",
-                            self.name
-                        ))
-                    }
-                    Answer::Error(why) => return Err(format!("DNS server {server}: {why}")),
-                }
+                Err(Failed(why)) => return Err(format!("DNS server {server}: {why}")),
             }
         }
         Ok(found)
     }
+}
+
+enum Exchange {
+    TimedOut,
+    Failed(String),
+}
+use Exchange::{Failed, TimedOut};
+
+/// Sends `query` once and waits until `deadline` for its answer (late answers to earlier
+/// queries are skipped).
+fn ask_udp(
+    socket: &UdpSocket,
+    query: &[u8],
+    id: u16,
+    qtype: u16,
+    deadline: Instant,
+) -> Result<Answer, Exchange> {
+    socket.send(query).map_err(|e| Failed(e.to_string()))?;
+    let mut buf = [0u8; EDNS_UDP_SIZE as usize];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TimedOut);
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(|e| Failed(format!("DNS socket: {e}")))?;
+        let n = match socket.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) => return Err(Failed(e.to_string())),
+        };
+        match parse_answer(&buf[..n], id, qtype) {
+            Answer::Mismatch => continue,
+            answer => return Ok(answer),
+        }
+    }
+}
+
+/// One query over TCP (RFC 7766: each message after its two-byte length), within `deadline`.
+fn ask_tcp(
+    server: SocketAddr,
+    query: &[u8],
+    id: u16,
+    qtype: u16,
+    deadline: Instant,
+) -> Result<Answer, Exchange> {
+    let left = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(TimedOut)
+        } else {
+            Ok(left)
+        }
+    };
+    let tcp_error = |e: std::io::Error| {
+        if is_timeout(&e) {
+            TimedOut
+        } else {
+            Failed(format!("over TCP: {e}"))
+        }
+    };
+    let mut stream = TcpStream::connect_timeout(&server, left()?).map_err(tcp_error)?;
+    stream.set_write_timeout(Some(left()?)).map_err(tcp_error)?;
+    let mut framed = Vec::with_capacity(2 + query.len());
+    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).map_err(tcp_error)?;
+    let mut read = |buf: &mut [u8]| -> Result<(), Exchange> {
+        let mut at = 0;
+        while at < buf.len() {
+            stream.set_read_timeout(Some(left()?)).map_err(tcp_error)?;
+            match stream.read(&mut buf[at..]) {
+                Ok(0) => return Err(Failed("over TCP: the server closed the connection".into())),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(tcp_error(e)),
+            }
+        }
+        Ok(())
+    };
+    let mut len = [0u8; 2];
+    read(&mut len)?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    read(&mut msg)?;
+    Ok(parse_answer(&msg, id, qtype))
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 impl Source for DnsSource {
@@ -143,7 +231,7 @@ fn encode_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
     let mut q = Vec::with_capacity(32 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00]); // recursion desired
-    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // one question
+    q.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 1]); // one question, one additional (OPT)
     for label in name.split('.') {
         if label.is_empty() || label.len() > 63 {
             return Err(format!("\"{name}\" is not a DNS name"));
@@ -154,6 +242,11 @@ fn encode_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
     q.push(0);
     q.extend_from_slice(&qtype.to_be_bytes());
     q.extend_from_slice(&[0, 1]); // class IN
+                                  // OPT: root name, type, UDP payload size in the class, no extended flags, no options.
+    q.push(0);
+    q.extend_from_slice(&TYPE_OPT.to_be_bytes());
+    q.extend_from_slice(&EDNS_UDP_SIZE.to_be_bytes());
+    q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     Ok(q)
 }
 
@@ -162,6 +255,8 @@ enum Answer {
     Mismatch,
     Records(Vec<IpAddr>),
     NoSuchName,
+    /// TC: the answer did not fit in the datagram.
+    Truncated,
     Error(String),
 }
 
@@ -171,9 +266,7 @@ fn parse_answer(msg: &[u8], id: u16, qtype: u16) -> Answer {
         return Answer::Mismatch;
     }
     if msg[2] & 0x02 != 0 {
-        return Answer::Error(
-            "the answer was truncated (TC); DNS over TCP is not supported".into(),
-        );
+        return Answer::Truncated;
     }
     match msg[3] & 0x0f {
         0 => {}
@@ -237,6 +330,8 @@ mod tests {
 
     fn reply(id: u16, rcode: u8, records: &[(u16, &[u8])]) -> Vec<u8> {
         let mut m = encode_query(id, "svc.ns", TYPE_A).unwrap();
+        m.truncate(m.len() - 11); // the query's OPT record
+        m[11] = 0;
         m[2] = 0x81;
         m[3] = 0x80 | rcode;
         m[7] = records.len() as u8;
@@ -284,6 +379,20 @@ mod tests {
         let mut lying = m.clone();
         lying[7] = 50; // claims 50 answers
         assert!(matches!(parse_answer(&lying, 7, TYPE_A), Answer::Error(_)));
+    }
+
+    #[test]
+    fn queries_advertise_edns_and_truncated_answers_are_told_apart() {
+        let q = encode_query(9, "svc.ns", TYPE_AAAA).unwrap();
+        assert_eq!(&q[10..12], &[0, 1], "one additional record");
+        assert_eq!(
+            &q[q.len() - 11..],
+            &[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0],
+            "OPT, 4096 bytes"
+        );
+        let mut m = reply(9, 0, &[]);
+        m[2] |= 0x02;
+        assert_eq!(parse_answer(&m, 9, TYPE_A), Answer::Truncated);
     }
 
     #[test]

@@ -1,0 +1,298 @@
+//! Host names that do not resolve, or stop resolving, through the system resolver (glibc's
+//! getaddrinfo, what `eas://` and `dns://` use without `dns_server`).
+//!
+//! The machine's resolver must never be asked, so `in_a_network_namespace_of_its_own` re-runs
+//! this test binary under `unshare --map-root-user --net --mount`: a network namespace with only
+//! its own loopback, and a mount namespace in which /etc/resolv.conf is a file of the test's
+//! naming 127.0.0.1, where the `inner_*` tests run a DNS server of their own on port 53. Where
+//! the machine cannot create namespaces, the test says so and passes without running them.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use easdirect::{Client, Options};
+use easdirect_emulator::{Emulator, Endpoint};
+
+#[path = "support/dns_server.rs"]
+mod dns_server;
+use dns_server::{Behaviour, DnsServer};
+
+/// Set (to the marker file's path) in the namespace.
+const INNER: &str = "EASDIRECT_NETNS_MARKER";
+const SVC: &str = "svc";
+
+#[test]
+fn in_a_network_namespace_of_its_own() {
+    if std::env::var_os(INNER).is_some() {
+        return; // the inner run only runs the inner tests
+    }
+    let dir = std::env::temp_dir().join(format!("easdirect-netns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let resolv = dir.join("resolv.conf");
+    // One try of one second: a silent server costs glibc about a second per lookup.
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    let marker = dir.join("started");
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--map-root-user", "--net", "--mount", "--"])
+        .arg(&exe)
+        .args(["--ignored", "--test-threads=1", "--nocapture", "inner_"])
+        .env(INNER, &marker)
+        .env("EASDIRECT_NETNS_RESOLV", &resolv)
+        .output();
+    let started = marker.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot run unshare ({e}); the inner_* tests did not run");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !started {
+        assert!(
+            !out.status.success(),
+            "the namespace ran but no inner test started:\n{stdout}\n{stderr}"
+        );
+        eprintln!(
+            "SKIPPED: this machine cannot create a network namespace ({}); the inner_* tests \
+             did not run",
+            stderr.trim()
+        );
+        return;
+    }
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "inner tests failed in the namespace:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("4 passed"),
+        "not every inner test ran:\n{stdout}"
+    );
+}
+
+/// The namespace's set-up, once per process: loopback up, our resolv.conf over the machine's,
+/// and the DNS server on 127.0.0.1:53. Tests take the lock: the server's behaviour is global.
+fn namespace() -> MutexGuard<'static, DnsServer> {
+    static SERVER: OnceLock<Mutex<DnsServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let marker = std::env::var_os(INNER)
+                .expect("inner tests run only in the namespace: cargo test --test netns");
+            std::fs::write(&marker, b"").unwrap();
+            loopback_up();
+            let resolv = std::env::var_os("EASDIRECT_NETNS_RESOLV").unwrap();
+            bind_mount(Path::new(&resolv), Path::new("/etc/resolv.conf"));
+            Mutex::new(DnsServer::start("127.0.0.1:53".parse().unwrap()).unwrap())
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn loopback_up() {
+    // struct ifreq: the name, then a union whose first use here is the flags (a short).
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _rest: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: 0,
+        _rest: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: a plain socket used only for the two ioctls below, closed after them; `req` is
+    // a correctly sized, initialised struct ifreq for SIOCGIFFLAGS/SIOCSIFFLAGS.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req), 0);
+        req.flags |= libc::IFF_UP as libc::c_short;
+        let set = libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(set, 0, "bringing lo up: {err}");
+    }
+}
+
+fn bind_mount(from: &Path, to: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (from, to) = (c(from), c(to));
+    // SAFETY: both are NUL-terminated paths that live across the call; a bind mount in the
+    // private mount namespace unshare made, invisible outside it.
+    let rc = unsafe {
+        libc::mount(
+            from.as_ptr(),
+            to.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "bind-mounting resolv.conf: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+fn eventually(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn options() -> Options {
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "20").unwrap();
+    o.set("request_timeout_ms", "300").unwrap();
+    o
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn ports(c: &Client) -> Vec<u16> {
+    c.instances().unwrap().iter().map(|i| i.port).collect()
+}
+
+fn last_error(c: &Client) -> String {
+    c.last_error()
+        .unwrap()
+        .map(|e| e.message)
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "runs in a namespace, from in_a_network_namespace_of_its_own"]
+fn inner_the_resolver_is_ours() {
+    let dns = namespace();
+    dns.set_behaviour(Behaviour::Answer);
+    dns.set("probe.easdirect.test", &[ip("127.0.0.9")]);
+    let before = dns.udp_queries() + dns.tcp_queries();
+    let addrs: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs("probe.easdirect.test:80")
+        .unwrap()
+        .map(|a| a.ip())
+        .collect();
+    assert_eq!(addrs, vec![ip("127.0.0.9")]);
+    assert!(dns.udp_queries() + dns.tcp_queries() > before);
+}
+
+#[test]
+#[ignore = "runs in a namespace, from in_a_network_namespace_of_its_own"]
+fn inner_an_eas_host_that_never_resolves() {
+    let dns = namespace();
+    dns.set_behaviour(Behaviour::Answer);
+    let c = Client::new("eas://gone.easdirect.test:8080/svc", &options()).unwrap();
+    let err = c.wait_ready(Duration::from_secs(2)).unwrap_err();
+    assert!(
+        err.message.contains("gone.easdirect.test") && err.message.contains("Dns Failed"),
+        "the error names the host and the lookup: {err}"
+    );
+    assert!(c.select().is_err(), "no instance was ever listed");
+    let stats = c.stats().unwrap();
+    assert!(stats.refresh_failed >= 1, "{stats:?}");
+    c.close();
+}
+
+#[test]
+#[ignore = "runs in a namespace, from in_a_network_namespace_of_its_own"]
+fn inner_an_eas_host_that_stops_resolving_keeps_the_cache() {
+    let dns = namespace();
+    dns.set_behaviour(Behaviour::Answer);
+    let name = "eas.easdirect.test";
+    // Two upstreams on one port at two addresses: the name moves from the first to the second.
+    let first = Emulator::bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let port = first.addr().port();
+    let second = Emulator::bind(format!("127.0.0.3:{port}").parse().unwrap()).unwrap();
+    first.set_endpoints(SVC, vec![Endpoint::new("10.0.0.1", 9001, 100)]);
+    second.set_endpoints(SVC, vec![Endpoint::new("10.0.0.2", 9002, 100)]);
+    dns.set(name, &[ip("127.0.0.2")]);
+    let c = Client::new(&format!("eas://{name}:{port}/{SVC}"), &options()).unwrap();
+    c.wait_ready(Duration::from_secs(5)).unwrap();
+    assert_eq!(ports(&c), vec![9001]);
+
+    // The name is gone, and the upstream closes its connections: each new one needs a lookup.
+    dns.set_behaviour(Behaviour::NxDomain);
+    drop(first);
+    eventually("the lookup failure is reported", 5, || {
+        last_error(&c).contains("Dns Failed")
+    });
+    assert_eq!(ports(&c), vec![9001], "cache kept");
+    assert_eq!(c.select().unwrap().port, 9001);
+
+    // The DNS server stops answering: each fetch still ends within the request timeout.
+    dns.set_behaviour(Behaviour::Silent);
+    let failed = c.stats().unwrap().refresh_failed;
+    eventually("fetches go on failing while the lookups hang", 5, || {
+        c.stats().unwrap().refresh_failed >= failed + 5
+    });
+    let err = last_error(&c);
+    assert!(
+        err.contains("took longer than") || err.contains("has not finished"),
+        "{err}"
+    );
+    assert_eq!(ports(&c), vec![9001], "cache kept");
+    let t = Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(c.select().unwrap().port, 9001);
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "select never waits");
+
+    // The name comes back at the second address: followed.
+    dns.set(name, &[ip("127.0.0.3")]);
+    dns.set_behaviour(Behaviour::Answer);
+    eventually("the list at the new address", 10, || {
+        ports(&c) == vec![9002]
+    });
+    let t = Instant::now();
+    c.close();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "close returns at once"
+    );
+}
+
+#[test]
+#[ignore = "runs in a namespace, from in_a_network_namespace_of_its_own"]
+fn inner_a_dns_name_that_stops_resolving_keeps_the_cache() {
+    let dns = namespace();
+    dns.set_behaviour(Behaviour::Answer);
+    let name = "web.easdirect.test";
+    dns.set(name, &[ip("10.0.0.1"), ip("10.0.0.2")]);
+    let c = Client::new(&format!("dns://{name}:8080"), &options()).unwrap();
+    c.wait_ready(Duration::from_secs(5)).unwrap();
+    assert_eq!(ports(&c).len(), 2);
+    dns.set_behaviour(Behaviour::NxDomain);
+    eventually("the lookup failure is reported", 5, || {
+        last_error(&c).contains(&format!("resolving {name}"))
+    });
+    assert_eq!(ports(&c).len(), 2, "cache kept");
+    dns.set(name, &[ip("10.0.0.3")]);
+    dns.set_behaviour(Behaviour::Answer);
+    eventually("the new record", 10, || {
+        c.instances()
+            .unwrap()
+            .iter()
+            .map(|i| i.host_str().to_owned())
+            .collect::<Vec<_>>()
+            == vec!["10.0.0.3:8080"]
+    });
+}
