@@ -76,7 +76,7 @@ fn in_a_network_namespace_of_its_own() {
         "inner tests failed in the namespace:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("4 passed"),
+        stdout.contains("5 passed"),
         "not every inner test ran:\n{stdout}"
     );
 }
@@ -295,4 +295,53 @@ fn inner_a_dns_name_that_stops_resolving_keeps_the_cache() {
             .collect::<Vec<_>>()
             == vec!["10.0.0.3:8080"]
     });
+}
+
+/// Answers every HTTP request with a Nacos v3 instance list of one instance at `port`.
+fn nacos_stub(port: u16) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = format!(
+        r#"{{"code":0,"message":"success","data":[{{"ip":"10.0.0.7","port":{port},"weight":1.0,"healthy":true,"enabled":true,"ephemeral":true,"clusterName":"DEFAULT","metadata":{{}}}}]}}"#
+    );
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+#[ignore = "runs in a namespace, from in_a_network_namespace_of_its_own"]
+fn inner_a_nacos_server_whose_name_does_not_resolve_is_skipped() {
+    let dns = namespace();
+    dns.set_behaviour(Behaviour::NxDomain);
+    let live = nacos_stub(9007);
+    for _ in 0..4 {
+        // Whatever server the client starts with, the first fetch ends with the list.
+        let c = Client::new(
+            &format!("nacos://gone.easdirect.test:8848;{live}/svc"),
+            &options(),
+        )
+        .unwrap();
+        c.wait_ready(Duration::from_secs(5)).unwrap();
+        assert_eq!(ports(&c), vec![9007]);
+        assert_eq!(
+            c.stats().unwrap().refresh_failed,
+            0,
+            "failover within the fetch"
+        );
+    }
 }
