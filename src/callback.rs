@@ -47,7 +47,10 @@ impl CallbackGate {
         }
         let me = self as *const CallbackGate as usize;
         let outer = RUNNING_HERE.with(|r| r.replace(me));
+        // The caller's code may block for good: the pool carries on without this thread.
+        let outside = crate::refresher::outside_pool();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ());
+        drop(outside);
         RUNNING_HERE.with(|r| r.set(outer));
         if self
             .state

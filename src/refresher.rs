@@ -7,6 +7,12 @@
 //! holds one thread for at most its `request_timeout_ms`, so one client's slow upstream delays
 //! another client's refresh by at most that timeout, and only when every thread is busy.
 //!
+//! Callers' code (a callback source's fetch, a change subscriber, a server-list function) has no
+//! timeout the library can enforce, so a pool thread that runs it leaves the pool's count for
+//! the duration (`outside_pool`): when it blocks, another thread takes over the pool's work, and
+//! a hung callback holds its own thread, never the other clients' refreshes. Threads outside the
+//! pool are bounded too (`MAX_OUTSIDE`); past that, callers' code runs counted, as any job.
+//!
 //! Fork: the child gets a new, empty pool (the parent's threads do not exist there, and the
 //! parent's pool locks are never touched again). A client notices the new fork generation on its
 //! next call and schedules its refresh in the child's pool. Every lock a client's state takes
@@ -21,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// The most background threads a process runs for all its clients together.
 pub const MAX_THREADS: usize = 8;
+/// The most threads running callers' code outside the pool's count at once.
+pub const MAX_OUTSIDE: usize = 56;
 /// An idle thread exits after this long with nothing to do.
 const IDLE_EXIT: Duration = Duration::from_secs(30);
 
@@ -54,8 +62,11 @@ struct PoolState {
     timers: BinaryHeap<Reverse<Timed>>,
     due: VecDeque<Job>,
     seq: u64,
+    /// Threads counted against `MAX_THREADS`.
     threads: usize,
     idle: usize,
+    /// Threads running callers' code, not counted in `threads`.
+    outside: usize,
 }
 
 struct Pool {
@@ -133,9 +144,20 @@ fn spawn_thread(pool: &'static Pool, state: &mut PoolState) {
     }
 }
 
+thread_local! {
+    /// The pool this thread works for (null on other threads).
+    static WORKER_OF: std::cell::Cell<*const Pool> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
 fn worker(pool: &'static Pool) {
+    WORKER_OF.with(|w| w.set(pool));
     let mut state = lock(&pool.state);
     loop {
+        // Back from callers' code with the pool full again: this thread is one too many.
+        if state.threads > MAX_THREADS {
+            state.threads -= 1;
+            return;
+        }
         let now = Instant::now();
         while state.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
             let Reverse(timed) = state.timers.pop().expect("peeked");
@@ -150,6 +172,11 @@ fn worker(pool: &'static Pool) {
             // A job contains its own panics (see `client`); this is a last line of defence, so
             // that a thread is never lost.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            if pool.fork_generation != fork_generation() {
+                // The job forked and this is the child: the parent's pool (and its lock) is
+                // not this process's to use.
+                return;
+            }
             state = lock(&pool.state);
             continue;
         }
@@ -168,6 +195,45 @@ fn worker(pool: &'static Pool) {
             state.threads -= 1;
             return;
         }
+    }
+}
+
+/// While it lives, the current pool thread does not count against `MAX_THREADS` (see the module
+/// documentation); a thread is started for the pool's work if none is idle.
+pub struct OutsidePool {
+    pool: &'static Pool,
+}
+
+/// Leaves the pool's count around callers' code; `None` on a thread that is not a pool
+/// thread, or when `MAX_OUTSIDE` threads are already out.
+pub fn outside_pool() -> Option<OutsidePool> {
+    let pool = WORKER_OF.with(|w| w.get());
+    // SAFETY: pools are leaked, never freed; a non-null pointer is one this thread works for.
+    let pool: &'static Pool = unsafe { pool.as_ref() }?;
+    if pool.fork_generation != fork_generation() {
+        return None; // an inherited thread record; this process has no such pool thread
+    }
+    let mut state = lock(&pool.state);
+    if state.outside >= MAX_OUTSIDE {
+        return None;
+    }
+    state.threads -= 1;
+    state.outside += 1;
+    let pending = !state.due.is_empty() || !state.timers.is_empty();
+    if pending && state.idle == 0 && state.threads < MAX_THREADS {
+        spawn_thread(pool, &mut state);
+    }
+    Some(OutsidePool { pool })
+}
+
+impl Drop for OutsidePool {
+    fn drop(&mut self) {
+        if self.pool.fork_generation != fork_generation() {
+            return; // the callback forked: see `worker`
+        }
+        let mut state = lock(&self.pool.state);
+        state.outside -= 1;
+        state.threads += 1;
     }
 }
 
@@ -266,6 +332,39 @@ mod tests {
             .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
             .collect();
         assert_eq!(got, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn callers_code_that_hangs_on_every_pool_thread_stops_no_other_job() {
+        // More hung callbacks than the pool has threads, each outside the pool's count.
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Arc::new(Mutex::new(release_rx));
+        let (out_tx, out_rx) = mpsc::channel();
+        for _ in 0..MAX_THREADS + 2 {
+            let (release_rx, out_tx) = (release_rx.clone(), out_tx.clone());
+            spawn(Box::new(move || {
+                let outside = outside_pool();
+                out_tx.send(outside.is_some()).unwrap();
+                let _ = release_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(20));
+            }));
+        }
+        for _ in 0..MAX_THREADS + 2 {
+            let left = out_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("every callback runs");
+            assert!(left, "a pool thread leaves the count");
+        }
+        let (done_tx, done_rx) = mpsc::channel();
+        schedule(
+            Instant::now() + Duration::from_millis(20),
+            Box::new(move || done_tx.send(()).unwrap()),
+        );
+        assert!(done_rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        drop(release_tx);
+        assert!(outside_pool().is_none(), "not on a pool thread");
     }
 
     #[test]

@@ -119,3 +119,69 @@ fn a_source_may_close_its_own_client() {
     assert!(client.select().is_err());
     slot.lock().unwrap().take();
 }
+
+#[test]
+fn callbacks_that_hang_on_more_clients_than_pool_threads_delay_no_other_client() {
+    // Ten sources and ten subscribers block until released: more than the shared pool's
+    // threads. Another client must still get its first list and follow changes.
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release = Arc::new(Mutex::new(release_rx));
+    let hung = Arc::new(AtomicUsize::new(0));
+    let block = {
+        let (release, hung) = (release.clone(), hung.clone());
+        move || {
+            hung.fetch_add(1, Ordering::SeqCst);
+            let _ = release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(20));
+        }
+    };
+    let mut stuck = Vec::new();
+    for _ in 0..10 {
+        let fetch_block = block.clone();
+        stuck.push(
+            Client::with_source(
+                Box::new(move |_: &mut ListBuilder| {
+                    fetch_block();
+                    Err("released".into())
+                }),
+                None,
+                &Options::new(),
+            )
+            .unwrap(),
+        );
+        let subscriber_block = block.clone();
+        let listed = Client::new("static://10.0.0.1:80", &Options::new()).unwrap();
+        listed
+            .subscribe(
+                Box::new(move |_: &[easdirect::Instance]| subscriber_block()),
+                None,
+            )
+            .unwrap();
+        stuck.push(listed);
+    }
+    eventually("every callback is blocked", || {
+        hung.load(Ordering::SeqCst) == 20
+    });
+
+    let port = Arc::new(AtomicUsize::new(1));
+    let p = port.clone();
+    let mut options = Options::new();
+    options.set("refresh_interval_ms", "10").unwrap();
+    let free = Client::with_source(
+        Box::new(move |b: &mut ListBuilder| {
+            let port = p.load(Ordering::SeqCst) as u16;
+            b.add("10.0.0.2", port, 100).map_err(|e| e.to_string())
+        }),
+        None,
+        &options,
+    )
+    .unwrap();
+    free.wait_ready(Duration::from_secs(5)).unwrap();
+    port.store(2, Ordering::SeqCst);
+    eventually("the other client follows its source", || {
+        free.select().is_ok_and(|i| i.port == 2)
+    });
+    drop(release_tx);
+}
