@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -33,7 +34,8 @@ import (
 // concurrent use: share one per service per process.
 //
 // Close stops discovery; the native client is freed once nothing can reach the Client any
-// more, so a Close racing with any other call is safe.
+// more, so a Close racing with any other call is safe. Methods of a nil *Client or a zero
+// Client{} (not made by New or NewWithSource) return an error matching ErrClosed.
 type Client struct {
 	ptr     *C.eas_client
 	service string // the service name of the target, "" for static:// and NewWithSource
@@ -127,7 +129,7 @@ func New(target string, opts ...Option) (*Client, error) {
 	if abiErr != nil {
 		return nil, abiErr
 	}
-	if err := noNUL("target", target); err != nil {
+	if err := checkString("the target", target); err != nil {
 		return nil, err
 	}
 	copts, err := buildOptions(opts)
@@ -177,7 +179,10 @@ func buildOptions(opts []Option) (*C.eas_options, error) {
 }
 
 func setOption(o *C.eas_options, key, value string) error {
-	if err := noNUL("option "+key, key+value); err != nil {
+	if err := checkString(fmt.Sprintf("option key %q", key), key); err != nil {
+		return err
+	}
+	if err := checkString(fmt.Sprintf("the value of option %q", key), value); err != nil {
 		return err
 	}
 	ckey, cvalue := C.CString(key), C.CString(value)
@@ -190,12 +195,26 @@ func setOption(o *C.eas_options, key, value string) error {
 	return nil
 }
 
-func noNUL(what, s string) error {
-	if strings.IndexByte(s, 0) >= 0 {
-		return &Error{Code: CodeInvalidArgument, Message: what + " contains a NUL byte"}
+// checkString refuses what the C ABI's NUL-terminated UTF-8 cannot carry, naming what: a NUL
+// (C would read the string only up to it) or bytes that are not UTF-8.
+func checkString(what, s string) error {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return &Error{Code: CodeInvalidArgument,
+			Message: fmt.Sprintf("%s contains a NUL byte (at byte %d)", what, i)}
+	}
+	if !utf8.ValidString(s) {
+		return &Error{Code: CodeInvalidArgument, Message: what + " is not valid UTF-8"}
 	}
 	return nil
 }
+
+// errNoClient is what every method of a nil *Client, or of a Client that New or NewWithSource
+// did not make (a zero Client{}), returns: it matches ErrClosed, as for a closed client.
+var errNoClient = &Error{Code: CodeClosed,
+	Message: "the Client is nil or was not made by New or NewWithSource"}
+
+// missing reports whether c is nil or a zero Client{}: then the method returns errNoClient.
+func (c *Client) missing() bool { return c == nil || c.ptr == nil }
 
 // serviceName is the service a target names (the host the Transport rewrites), or "".
 func serviceName(target string) string {
@@ -219,7 +238,12 @@ func serviceName(target string) string {
 
 // Service is the service name of the client's target ("" for a static:// target): the URL host
 // that Transport rewrites.
-func (c *Client) Service() string { return c.service }
+func (c *Client) Service() string {
+	if c == nil {
+		return ""
+	}
+	return c.service
+}
 
 // waitSlice bounds each blocking wait in C, so that WaitReady notices a cancelled context soon.
 const waitSlice = 25 * time.Millisecond
@@ -229,6 +253,9 @@ const waitSlice = 25 * time.Millisecond
 // error that matches both ctx.Err() and ErrTimeout and carries the last fetch error (for a
 // NewWithSource client, it also wraps the error the function returned).
 func (c *Client) WaitReady(ctx context.Context) error {
+	if c.missing() {
+		return errNoClient
+	}
 	start := time.Now()
 	for {
 		wait := waitSlice
@@ -262,6 +289,9 @@ func (c *Client) WaitReady(ctx context.Context) error {
 // Select picks one instance by smooth weighted round-robin, skipping ejected ones. It takes no
 // lock and, on the common path, allocates nothing. ErrNoInstance before the first list is known.
 func (c *Client) Select() (Instance, error) {
+	if c.missing() {
+		return Instance{}, errNoClient
+	}
 	var out C.eas_instance
 	st := C.eas_select_instance(c.ptr, &out)
 	runtime.KeepAlive(c)
@@ -274,6 +304,9 @@ func (c *Client) Select() (Instance, error) {
 // SelectExcluding is Select that never returns one of ids (for a retry on a different
 // instance); ErrNoInstance when nothing else is left.
 func (c *Client) SelectExcluding(ids ...uint64) (Instance, error) {
+	if c.missing() {
+		return Instance{}, errNoClient
+	}
 	var out C.eas_instance
 	var p *C.uint64_t
 	if len(ids) > 0 {
@@ -292,6 +325,9 @@ func (c *Client) SelectExcluding(ids ...uint64) (Instance, error) {
 // consecutive failures it is ejected for a while. ErrUnknownInstance (harmless) when id is no
 // longer listed.
 func (c *Client) ReportFailure(id uint64) error {
+	if c.missing() {
+		return errNoClient
+	}
 	st := C.eas_report_failure(c.ptr, C.uint64_t(id))
 	runtime.KeepAlive(c)
 	return statusError(st)
@@ -300,6 +336,9 @@ func (c *Client) ReportFailure(id uint64) error {
 // ReportSuccess reports a successful call to instance id: it resets its failure count and
 // ejection doubling (an ejection in force runs its course).
 func (c *Client) ReportSuccess(id uint64) error {
+	if c.missing() {
+		return errNoClient
+	}
 	st := C.eas_report_success(c.ptr, C.uint64_t(id))
 	runtime.KeepAlive(c)
 	return statusError(st)
@@ -308,6 +347,9 @@ func (c *Client) ReportSuccess(id uint64) error {
 // Instances lists every known instance, ejected or not, weight 0 included; empty before the
 // first list is known.
 func (c *Client) Instances() ([]Instance, error) {
+	if c.missing() {
+		return nil, errNoClient
+	}
 	raw, err := c.rawInstances()
 	if err != nil {
 		return nil, err
@@ -345,6 +387,9 @@ func (c *Client) rawInstances() ([]C.eas_instance, error) {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() (Stats, error) {
+	if c.missing() {
+		return Stats{}, errNoClient
+	}
 	var s C.eas_stats
 	st := C.eas_client_stats(c.ptr, &s)
 	runtime.KeepAlive(c)
@@ -368,6 +413,9 @@ func (c *Client) Stats() (Stats, error) {
 // status), or nil when the last fetch succeeded or none has finished yet. For a NewWithSource
 // client whose function returned an error or panicked, it wraps that error too.
 func (c *Client) LastError() error {
+	if c.missing() {
+		return errNoClient
+	}
 	var cerr *C.eas_error
 	st := C.eas_client_last_error(c.ptr, &cerr)
 	runtime.KeepAlive(c)
@@ -402,6 +450,9 @@ func (c *Client) sourceErr() error {
 // call more than once and concurrently with any other call. The memory is released once the
 // Client is unreachable.
 func (c *Client) Close() error {
+	if c.missing() {
+		return errNoClient
+	}
 	C.eas_client_close(c.ptr)
 	runtime.KeepAlive(c)
 	return nil

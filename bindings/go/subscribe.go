@@ -47,6 +47,9 @@ func (c *Client) Subscribe(fn func([]Instance)) (cancel func(), err error) {
 	if fn == nil {
 		return nil, &Error{Code: CodeNullParameter, Message: "Subscribe: fn is nil"}
 	}
+	if c.missing() {
+		return nil, errNoClient
+	}
 	h := cgo.NewHandle(&subscription{fn: fn, names: c.names})
 	liveSubscriptions.Add(1)
 	var id C.uint64_t

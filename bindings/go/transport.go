@@ -80,8 +80,8 @@ func (c *Client) Transport(base http.RoundTripper, opts ...TransportOption) http
 		base = http.DefaultTransport
 	}
 	t := &transport{c: c, base: base, scheme: "http", maxAttempts: 3}
-	if c.service != "" {
-		t.hosts = append(t.hosts, strings.ToLower(c.service))
+	if svc := c.Service(); svc != "" { // a nil Client has none; its requests fail with ErrClosed
+		t.hosts = append(t.hosts, strings.ToLower(svc))
 	}
 	for _, o := range opts {
 		o(t)

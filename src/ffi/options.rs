@@ -38,14 +38,32 @@ pub extern "C" fn eas_options_set(
         let Some(o) = (unsafe { o.as_mut() }) else {
             return eas_status::EAS_STATUS_NULL_PARAMETER;
         };
-        // SAFETY: NUL-terminated strings, by contract.
-        let parsed = unsafe { (str_arg(key, "key"), str_arg(value, "value")) };
-        let (key, value) = match parsed {
-            (Ok(k), Ok(v)) => (k, v),
-            // SAFETY: `err` is NULL or writable, by contract.
-            (Err((status, error)), _) | (_, Err((status, error))) => {
-                return unsafe { fail(err, status, &error) }
+        // SAFETY: NUL-terminated strings, by contract; `err` is NULL or writable.
+        let key = match unsafe { str_arg(key, "option key") } {
+            Ok(key) => key,
+            Err((status, mut error)) => {
+                if !key.is_null() {
+                    // SAFETY: as above; not NULL.
+                    let lossy = unsafe { std::ffi::CStr::from_ptr(key) }.to_string_lossy();
+                    error.message = format!(
+                        "option key \"{}\" is not valid UTF-8",
+                        lossy.escape_default()
+                    );
+                }
+                // SAFETY: `err` is NULL or writable, by contract.
+                return unsafe { fail(err, status, &error) };
             }
+        };
+        // SAFETY: as above.
+        let value = match unsafe {
+            str_arg(
+                value,
+                &format!("the value of option \"{}\"", key.escape_default()),
+            )
+        } {
+            Ok(value) => value,
+            // SAFETY: as above.
+            Err((status, error)) => return unsafe { fail(err, status, &error) },
         };
         match o.options.set(key, value) {
             Ok(()) => eas_status::EAS_STATUS_OK,

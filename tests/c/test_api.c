@@ -74,9 +74,15 @@ static void test_options(void) {
   CHECK_STATUS(eas_options_set(o, "password", "", &err), EAS_STATUS_INVALID_ARGUMENT);
   eas_error_free(err);
   /* Not UTF-8. */
-  CHECK_STATUS(eas_options_set(o, "\xff\xfe", "1", NULL), EAS_STATUS_INVALID_ARGUMENT);
-  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "\xc3\x28", NULL),
+  CHECK_STATUS(eas_options_set(o, "ab\xff\xfe", "1", &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "option key \"ab") != NULL);
+  eas_error_free(err);
+  err = NULL;
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "\xc3\x28", &err),
                EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "refresh_interval_ms") != NULL);
+  eas_error_free(err);
+  err = NULL;
   CHECK_STATUS(eas_options_set(NULL, "k", "v", NULL), EAS_STATUS_NULL_PARAMETER);
   CHECK_STATUS(eas_options_set(o, NULL, "v", NULL), EAS_STATUS_NULL_PARAMETER);
   CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", NULL, NULL), EAS_STATUS_NULL_PARAMETER);

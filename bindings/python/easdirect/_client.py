@@ -188,13 +188,37 @@ def _take_error(status: int, errp: Any) -> Error:
     return error_for(status, message)
 
 
+def _c_string(what: str, s: str) -> bytes:
+    """``s`` as the NUL-terminated UTF-8 the C ABI takes. A NUL inside would silently cut the
+    string short there (cffi passes the bytes as they are), and a lone surrogate (from a str
+    decoded with ``surrogateescape``) has no UTF-8 form: both are InvalidArgumentError, naming
+    ``what``."""
+    if not isinstance(s, str):
+        raise TypeError(f"{what} must be a str, got {type(s).__name__}")
+    nul = s.find("\0")
+    if nul >= 0:
+        raise InvalidArgumentError(
+            Status.INVALID_ARGUMENT, f"{what} contains a NUL character (at index {nul})"
+        )
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgumentError(
+            Status.INVALID_ARGUMENT,
+            f"{what} is not valid Unicode: a lone surrogate {s[e.start]!r} at index {e.start} "
+            "has no UTF-8 form",
+        ) from None
+
+
 def _option_value(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, str)):
         return str(value)
     if isinstance(value, os.PathLike):
-        return str(os.fspath(value))
+        # A path whose fspath is bytes is decoded (undecodable bytes become lone surrogates,
+        # which _c_string refuses) rather than turned into "b'...'".
+        return os.fsdecode(value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     raise InvalidArgumentError(
@@ -219,6 +243,15 @@ def _ids(items: Iterable[Any]) -> List[int]:
         else:
             out.extend(_ids(x))
     return out
+
+
+def _instance_id(x: Any) -> int:
+    """The id of an Instance or an int subclass; TypeError for anything else (None, a str)."""
+    if isinstance(x, Instance):
+        return x.id
+    if isinstance(x, int):
+        return int(x)
+    raise TypeError(f"expected an instance id (int) or an Instance, got {type(x).__name__}")
 
 
 def _redact(target: str) -> str:
@@ -299,15 +332,14 @@ class Client:
         self._hv = 0  # the handle as an int, for _fastpick
         self._source: Optional[_Source] = None
         _drain_deferred()
-        if not isinstance(target, str):
-            raise TypeError(f"target must be a str, got {type(target).__name__}")
+        ctarget = _c_string("target", target)
         self._target = target
         self._service = _service_of(target)
         # id -> Instance of the ids picked so far (see _fastpick.c); a hit is checked against
         # the pick's weight.
         self._cache: Dict[int, Instance] = {}
         self._open(
-            lambda opts, out, err: lib.eas_client_new(target.encode(), opts, out, err), options
+            lambda opts, out, err: lib.eas_client_new(ctarget, opts, out, err), options
         )
 
     def _open(self, create: Callable[[Any, Any, Any], int], options: Dict[str, Any]) -> None:
@@ -322,9 +354,9 @@ class Client:
                 for key, value in options.items():
                     if value is None:
                         continue
-                    st = lib.eas_options_set(
-                        opts, str(key).encode(), _option_value(key, value).encode(), err
-                    )
+                    ckey = _c_string(f"option key {key!r}", str(key))
+                    cvalue = _c_string(f"the value of option {key!r}", _option_value(key, value))
+                    st = lib.eas_options_set(opts, ckey, cvalue, err)
                     if st != _OK:
                         raise _take_error(st, err)
             out = ffi.new("eas_client **")
@@ -462,7 +494,8 @@ class Client:
         GIL is released while it waits."""
         if timeout < 0:
             raise ValueError("timeout must be >= 0")
-        ms = min(int(round(timeout * 1000)), _U32_MAX)
+        # float('inf') waits as long as the C ABI allows (about 49 days), not OverflowError.
+        ms = _U32_MAX if timeout * 1000 >= _U32_MAX else int(round(timeout * 1000))
         err = ffi.new("eas_error **")
         st = lib.eas_client_wait_ready(self._h, ms, err)
         if st != _OK:
@@ -484,7 +517,7 @@ class Client:
         """Reports a failed call to instance ``id``: after ``failures_before_ejection``
         consecutive failures it is ejected. Returns False when ``id`` is not in the current list
         (harmless), True otherwise."""
-        st = lib.eas_report_failure(self._h, id if type(id) is int else id.id)  # type: ignore
+        st = lib.eas_report_failure(self._h, id if type(id) is int else _instance_id(id))
         if st == _OK:
             return True
         if st == _UNKNOWN_INSTANCE:
@@ -494,7 +527,7 @@ class Client:
     def report_success(self, id: Union[int, Instance]) -> bool:
         """Reports a successful call to ``id``: its failure count and ejection doubling start
         over. Returns False when ``id`` is not in the current list, True otherwise."""
-        st = lib.eas_report_success(self._h, id if type(id) is int else id.id)  # type: ignore
+        st = lib.eas_report_success(self._h, id if type(id) is int else _instance_id(id))
         if st == _OK:
             return True
         if st == _UNKNOWN_INSTANCE:

@@ -68,12 +68,14 @@ public final class EasClient implements AutoCloseable {
      *     tls_ca_file, snapshot_file and the source's own keys), applied in iteration order;
      *     they win over the same keys given as query parameters of the target.
      * @throws EasException {@link EasStatus#INVALID_ARGUMENT} for a bad target, key or value,
-     *     with a message naming it
+     *     with a message naming it (also for a string holding a NUL or an unpaired surrogate,
+     *     which the C ABI's NUL-terminated UTF-8 cannot carry)
+     * @throws NullPointerException for a null target, options map, key or value
      * @throws UnsatisfiedLinkError when libeasdirect cannot be found or does not match
      */
     public static EasClient open(String target, Map<String, String> options) {
         Objects.requireNonNull(target, "target");
-        noNul("the target", target);
+        checkString("the target", target);
         Map<String, String> copy = copyOptions(options);
         NativeClient nc = Backend.get().open(target, copy);
         EasClient c = new EasClient(target, nc, null);
@@ -152,18 +154,54 @@ public final class EasClient implements AutoCloseable {
         Map<String, String> copy = new LinkedHashMap<>();
         for (Map.Entry<String, String> e : options.entrySet()) {
             String key = Objects.requireNonNull(e.getKey(), "option key");
-            String value = Objects.requireNonNull(e.getValue(), "option value of " + key);
-            noNul("option " + key, key);
-            noNul("the value of option " + key, value);
+            String value = Objects.requireNonNull(e.getValue(), "option value of " + quoted(key));
+            checkString("option key " + quoted(key), key);
+            checkString("the value of option " + quoted(key), value);
             copy.put(key, value);
         }
         return copy;
     }
 
-    private static void noNul(String what, String s) {
-        if (s.indexOf('\0') >= 0) {
-            throw new EasException(EasStatus.INVALID_ARGUMENT.code(), what + " contains a NUL character");
+    /**
+     * Refuses what the C ABI's NUL-terminated UTF-8 cannot carry, naming {@code what}: a NUL (C
+     * would read the string only up to it) and an unpaired surrogate, which has no UTF-8 form
+     * (both backends' encoders would silently put a '?' in its place).
+     */
+    private static void checkString(String what, String s) {
+        for (int i = 0; i < s.length(); i++) {
+            char ch = s.charAt(i);
+            if (ch == '\0') {
+                throw new EasException(EasStatus.INVALID_ARGUMENT.code(),
+                        what + " contains a NUL character (at index " + i + ")");
+            }
+            if (Character.isHighSurrogate(ch) && i + 1 < s.length()
+                    && Character.isLowSurrogate(s.charAt(i + 1))) {
+                i++; // a pair: one character
+            } else if (Character.isSurrogate(ch)) {
+                throw new EasException(EasStatus.INVALID_ARGUMENT.code(), what
+                        + " contains an unpaired surrogate U+" + hex4(ch) + " (at index " + i
+                        + "), which has no UTF-8 form");
+            }
         }
+    }
+
+    /** {@code s} in double quotes, with control characters and surrogates as \\uXXXX escapes. */
+    private static String quoted(String s) {
+        StringBuilder b = new StringBuilder(s.length() + 2).append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char ch = s.charAt(i);
+            if (ch < 0x20 || ch == 0x7f || Character.isSurrogate(ch)) {
+                b.append("\\u").append(hex4(ch));
+            } else {
+                b.append(ch);
+            }
+        }
+        return b.append('"').toString();
+    }
+
+    private static String hex4(char ch) {
+        String h = Integer.toHexString(ch).toUpperCase(java.util.Locale.ROOT);
+        return "0000".substring(h.length()) + h;
     }
 
     /**
@@ -223,6 +261,7 @@ public final class EasClient implements AutoCloseable {
      *     stays set), with the last fetch error in the message; {@link EasStatus#CLOSED}
      */
     public void waitReady(Duration timeout) {
+        Objects.requireNonNull(timeout, "timeout");
         long deadline = System.nanoTime() + Math.max(0, saturatedNanos(timeout));
         String[] msg = new String[1];
         for (;;) {

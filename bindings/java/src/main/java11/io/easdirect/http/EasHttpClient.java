@@ -130,7 +130,9 @@ public final class EasHttpClient extends HttpClient {
 
         /** More URL hosts to send to the service, besides its name. */
         public Builder hostAliases(String... hosts) {
-            aliases.addAll(Arrays.asList(hosts));
+            for (String h : Objects.requireNonNull(hosts, "hosts")) {
+                aliases.add(Objects.requireNonNull(h, "host alias"));
+            }
             return this;
         }
 
