@@ -262,7 +262,8 @@ public final class EasClient implements AutoCloseable {
      */
     public void waitReady(Duration timeout) {
         Objects.requireNonNull(timeout, "timeout");
-        long deadline = System.nanoTime() + Math.max(0, saturatedNanos(timeout));
+        long start = System.nanoTime();
+        long deadline = start + Math.max(0, saturatedNanos(timeout));
         String[] msg = new String[1];
         for (;;) {
             long left = Math.max(0, (deadline - System.nanoTime()) / 1_000_000);
@@ -273,9 +274,13 @@ public final class EasClient implements AutoCloseable {
             }
             if (st != EasStatus.TIMEOUT.code() || left <= WAIT_SLICE_MS || interrupted) {
                 String m = msg[0];
-                if (interrupted && st == EasStatus.TIMEOUT.code()) {
-                    m = "interrupted while waiting for the instance list"
-                            + (m == null ? "" : "; " + m);
+                if (st == EasStatus.TIMEOUT.code()) {
+                    // The library's message is about the last slice of the wait: say the whole.
+                    m = (interrupted
+                                    ? "interrupted after " + (System.nanoTime() - start) / 1_000_000
+                                            + " ms of waiting for the instance list"
+                                    : "no instance list within " + timeout.toMillis() + " ms")
+                            + (m == null ? "" : "; last check: " + m);
                 }
                 throw EasException.of(st, m);
             }
