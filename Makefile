@@ -67,7 +67,9 @@ $(NACOS_PY):
 tools: $(CBINDGEN) $(RNACOS) $(NACOS_PY)
 
 test-rust: tools
+	rm -f target/tmp/netns-result.txt
 	EASDIRECT_CBINDGEN=$(CBINDGEN) EASDIRECT_RNACOS=$(RNACOS) EASDIRECT_NACOS_PYTHON=$(NACOS_PY) $(CARGO) test --release --workspace --locked
+	@cat target/tmp/netns-result.txt
 
 $(CBUILD):
 	mkdir -p $(CBUILD)
