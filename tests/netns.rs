@@ -68,14 +68,21 @@ fn in_a_network_namespace_of_its_own() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !started {
+        // unshare refused, or the namespace could not be set up (lo, the bind mount, port 53).
         assert!(
             !out.status.success(),
             "the namespace ran but no inner test started:\n{stdout}\n{stderr}"
         );
+        let why: Vec<&str> = stdout
+            .lines()
+            .chain(stderr.lines())
+            .filter(|l| l.contains("panicked") || l.contains("unshare") || l.contains(": "))
+            .take(3)
+            .collect();
         report(&format!(
-            "netns: SKIPPED: this machine cannot create a network namespace ({}); the inner_* \
-             tests did not run",
-            stderr.trim()
+            "netns: SKIPPED: this machine cannot create or set up a network namespace ({}); \
+             the inner_* tests did not run",
+            why.join(" / ")
         ));
         return;
     }
@@ -99,11 +106,13 @@ fn namespace() -> MutexGuard<'static, DnsServer> {
         .get_or_init(|| {
             let marker = std::env::var_os(INNER)
                 .expect("inner tests run only in the namespace: cargo test --test netns");
-            std::fs::write(&marker, b"").unwrap();
             loopback_up();
             let resolv = std::env::var_os("EASDIRECT_NETNS_RESOLV").unwrap();
             bind_mount(Path::new(&resolv), Path::new("/etc/resolv.conf"));
-            Mutex::new(DnsServer::start("127.0.0.1:53".parse().unwrap()).unwrap())
+            let server = DnsServer::start("127.0.0.1:53".parse().unwrap()).unwrap();
+            // Set up: from here on a failure is the tests' (before, the machine's: skipped).
+            std::fs::write(&marker, b"").unwrap();
+            Mutex::new(server)
         })
         .lock()
         .unwrap_or_else(|e| e.into_inner())
