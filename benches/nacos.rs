@@ -69,7 +69,8 @@ fn main() {
     println!("  eas://   {e:6.2} ns/pick");
     println!("  nacos:// {n:6.2} ns/pick   (nacos/eas = {:.2})", n / e);
 
-    println!("registration in rnacos -> first pick of the new instance (median of 7):");
+    const ROUNDS: u16 = 10;
+    println!("registration in rnacos -> first pick of the new instance (median of {ROUNDS}):");
     for refresh_ms in [100u32, 1000] {
         let c = Client::new(
             &format!("nacos://{}/svc", server.addr()),
@@ -78,8 +79,13 @@ fn main() {
         .unwrap();
         c.wait_ready(Duration::from_secs(10)).unwrap();
         let mut samples = Vec::new();
-        for round in 0..7u16 {
+        for round in 0..ROUNDS {
             let port = 30_000 + round + (refresh_ms as u16 % 7) * 100;
+            // A round starts just after the client published (it saw the last one at once):
+            // register at evenly spread points of the refresh cycle, not always at its start.
+            std::thread::sleep(Duration::from_millis(
+                u64::from(refresh_ms) * u64::from(round) / u64::from(ROUNDS),
+            ));
             let start = Instant::now();
             reg.register(port, 1000.0); // heavy, so that it is picked as soon as it is known
             loop {
