@@ -85,6 +85,7 @@ test-c: build | $(CBUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1 $(CBUILD)/test_api_asan
 	EASDIRECT_STORM_REPORTS=300 valgrind --fair-sched=yes --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp $(CBUILD)/test_api_shared
+	bash tests/c/run-examples.sh
 
 ## The Java binding: one JUnit 5 suite on JDK 25 (Panama), JDK 17 (JNI) and JDK 25 with JNI
 ## forced; Maven downloads go to $(CACHE)/m2.
