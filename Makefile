@@ -25,7 +25,7 @@ CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
+.PHONY: demo test build install tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -38,6 +38,16 @@ test: build check-header lint test-rust test-c test-go test-python test-java tes
 
 build:
 	$(CARGO) build --release --workspace --locked
+
+## Installs the header, both libraries and pkg-config files (easdirect, easdirect-static):
+## `make install PREFIX=/usr/local` (DESTDIR for staging).
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/easdirect.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(RELEASE)/libeasdirect.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(RELEASE)/libeasdirect.so $(DESTDIR)$(PREFIX)/lib/
+	bindings/go/pkgconfig.sh --prefix $(PREFIX) --out $(DESTDIR)$(PREFIX)/lib/pkgconfig
 
 $(CBINDGEN):
 	$(CARGO) install cbindgen --version $(CBINDGEN_VERSION) --locked --root $(CACHE)/tools/cbindgen-$(CBINDGEN_VERSION)
