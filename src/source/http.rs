@@ -46,16 +46,24 @@ pub fn read_body(response: ureq::Response, what: &str) -> Result<Vec<u8>, String
             "{what}: body of {len} bytes is over the 16 MiB limit"
         ));
     }
-    let mut body = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_BODY_BYTES + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| format!("{what}: reading the body failed: {e}"))?;
-    if body.len() as u64 > MAX_BODY_BYTES {
-        return Err(format!("{what}: body is over the 16 MiB limit"));
+    // Read in chunks and refuse the one that would pass the limit, so that the buffer never
+    // grows past 16 MiB (`read_to_end` would double it to 32 MiB to look for one more byte).
+    let limit = MAX_BODY_BYTES as usize;
+    let mut body = Vec::with_capacity(announced.map_or(8192, |len| (len as usize).min(1 << 20)));
+    let mut reader = response.into_reader();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(body),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{what}: reading the body failed: {e}")),
+        };
+        if body.len() + n > limit {
+            return Err(format!("{what}: body is over the 16 MiB limit"));
+        }
+        body.extend_from_slice(&chunk[..n]);
     }
-    Ok(body)
 }
 
 /// The system resolver (getaddrinfo) has no timeout of its own that we control, so names are
