@@ -66,6 +66,7 @@ check-header: $(CBINDGEN)
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p easdirect -p easdirect-emulator --locked --quiet
 
 $(RNACOS):
 	$(CARGO) install rnacos --version $(RNACOS_VERSION) --locked --root $(CACHE)/tools/rnacos-$(RNACOS_VERSION)

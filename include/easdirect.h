@@ -126,7 +126,7 @@ typedef struct eas_instance {
    */
   uint32_t weight;
   /**
-   * NUL-terminated "ip:port" or "[ipv6]:port".
+   * NUL-terminated `ip:port` or `[ipv6]:port`.
    */
   char host[64];
   /**
@@ -404,7 +404,7 @@ enum eas_status eas_client_new_with_source(eas_source_fetch_fn fetch,
                                            struct eas_error **err);
 
 /**
- * Adds one Nacos server, "host[:port]" (port 8848 by default; several may be given separated
+ * Adds one Nacos server, `host[:port]` (port 8848 by default; several may be given separated
  * by ',' or ';').
  */
 enum eas_status eas_server_list_add(eas_server_list *list, const char *server);

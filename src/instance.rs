@@ -20,7 +20,7 @@ pub struct Instance {
     pub port: u16,
     /// The source's weight; 0 means known but never picked.
     pub weight: u32,
-    /// NUL-terminated "ip:port" or "[ipv6]:port".
+    /// NUL-terminated `ip:port` or `[ipv6]:port`.
     pub host: [c_char; 64],
     /// Always zero.
     pub reserved: [u8; 4],

@@ -18,7 +18,7 @@ pub struct Target {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetSpec {
-    /// EAS discovery API at `authority` (host[:port]); `https` for `eas+https://`.
+    /// EAS discovery API at `authority` (`host[:port]`); `https` for `eas+https://`.
     Eas {
         https: bool,
         authority: String,

@@ -158,7 +158,7 @@ pub struct eas_server_list(Vec<String>);
 pub type eas_server_list_fn =
     Option<extern "C" fn(user_data: *mut c_void, list: *mut eas_server_list) -> i32>;
 
-/// Adds one Nacos server, "host[:port]" (port 8848 by default; several may be given separated
+/// Adds one Nacos server, `host[:port]` (port 8848 by default; several may be given separated
 /// by ',' or ';').
 #[no_mangle]
 pub extern "C" fn eas_server_list_add(
