@@ -61,14 +61,16 @@ impl CallbackGate {
     /// contained and reported as `Some(Err(()))`.
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> Option<Result<R, ()>> {
         let mut current = self.state.load(Ordering::Acquire);
+        let inside = RUNNING_HERE.with(Cell::get) == self.me();
         let running = loop {
             let (state, this_process) = unpack(current);
             let running = pack(RUNNING);
             let next = match state {
                 IDLE => running,
-                // A run in the parent at fork: over here.
-                RUNNING if !this_process && RUNNING_HERE.with(Cell::get) != self.me() => running,
-                END_AFTER_RUN if !this_process => {
+                // A run in the parent at fork: over here (unless this thread is that run, which
+                // forked from inside it).
+                RUNNING if !this_process && !inside => running,
+                END_AFTER_RUN if !this_process && !inside => {
                     if self
                         .state
                         .compare_exchange(current, pack(ENDED), Ordering::AcqRel, Ordering::Acquire)
@@ -116,6 +118,7 @@ impl CallbackGate {
             let next = match state {
                 IDLE => pack(ENDED),
                 RUNNING if inside => current & !3 | END_AFTER_RUN,
+                END_AFTER_RUN if inside => return,
                 // A run in the parent at fork (see `run`).
                 RUNNING | END_AFTER_RUN if !this_process => pack(ENDED),
                 // Another thread is running it: wait for that run to return.
