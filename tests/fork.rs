@@ -10,18 +10,10 @@ use easdirect::{Client, Instance, Options};
 use easdirect_emulator::{Emulator, Endpoint};
 
 fn wait_child(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: `pid` is our child; `status` is a valid out pointer.
-    let got = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(got, pid);
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    }
+    wait_child_for(pid, Duration::from_secs(60)).unwrap()
 }
 
-/// Like `wait_child`, but a child still running after `limit` is killed and reported as hung.
+/// The child's exit code; a child still running after `limit` is killed and reported as hung.
 fn wait_child_for(pid: libc::pid_t, limit: Duration) -> Result<i32, &'static str> {
     let deadline = Instant::now() + limit;
     loop {
