@@ -188,7 +188,11 @@ mod tests {
             "junk",
             {"ip":"10.0.0.3","port":80,"weight":0},
             {"ip":"::1","port":81,"weight":2.6},
-            {"ip":"10.0.0.4","port":82,"weight":null}]}}"#;
+            {"ip":"10.0.0.4","port":82,"weight":null},
+            {"ip":"10.0.0.5","port":83,"weight":1e309},
+            {"ip":"10.0.0.6","port":1e309},
+            {"ip":"10.0.0.7","port":-1e309,"weight":-1e309},
+            {"ip":"10.0.0.8","port":100000000000000000000000}]}}"#;
         let list = parse_upstreams(body).unwrap();
         assert_eq!(
             hosts(&list),

@@ -591,6 +591,9 @@ mod tests {
             {"ip":"10.0.0.4","port":8080,"weight":0.0001},
             {"ip":"10.0.0.5","port":8080,"weight":0},
             {"ip":"10.0.0.6","port":8080,"weight":-1},
+            {"ip":"10.0.0.7","port":8080,"weight":1e309},
+            {"ip":"10.0.0.8","port":8080,"weight":1e306},
+            {"ip":"10.0.0.9","port":1e309,"metadata":{"big":1e400}},
             {"ip":"bad","port":8080}]}"#;
         assert_eq!(
             hosts(&parse_v1(body).unwrap()),
