@@ -11,6 +11,7 @@ use crate::eject::{monotonic_ms, EjectionPolicy, Ejector};
 use crate::error::{Error, ErrorKind};
 use crate::instance::Instance;
 use crate::pick::Picker;
+use crate::redact;
 use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
 use crate::snapshot_file;
@@ -22,7 +23,7 @@ use crate::source::nacos::{
 };
 use crate::source::static_list::StaticSource;
 use crate::source::{normalize, Source};
-use crate::target::{redact_target, Target, TargetSpec};
+use crate::target::{Target, TargetSpec};
 use crate::tls;
 
 /// Counters of a client, as `eas_stats` reports them.
@@ -188,7 +189,7 @@ impl Client {
         Ok(Client::start(
             settings,
             make_source,
-            redact_target(target),
+            redact::accepted_target(target),
             parsed.kind != SourceKind::Static,
             None,
         ))

@@ -2,7 +2,8 @@
 //! a supported source lists), behind a C ABI.
 //!
 //! Module map (the safe core, then the C ABI):
-//! - [`target`], [`config`]: target strings and option keys.
+//! - [`target`], [`config`]: target strings and option keys; [`redact`]: what of a target or
+//!   URL may be printed.
 //! - [`source`]: discovery sources (`eas`, `static`); each fetch gives a list or an error.
 //! - [`instance`]: the 128-byte instance record the C ABI hands out.
 //! - [`pick`]: the smooth weighted round-robin cycle and the per-thread cursors of a pick.
@@ -20,6 +21,7 @@ pub mod eject;
 pub mod error;
 pub mod instance;
 pub mod pick;
+pub mod redact;
 pub mod refresher;
 pub mod snapshot;
 mod snapshot_file;

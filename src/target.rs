@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use crate::config::{Options, SourceKind};
 use crate::error::Error;
 use crate::instance::{parse_ip, DEFAULT_WEIGHT};
+use crate::redact;
 use crate::source::nacos::{with_default_port, Servers, DEFAULT_ADDRESS_SERVER_PORT, DEFAULT_PORT};
 
 /// A parsed target.
@@ -38,60 +39,75 @@ pub enum TargetSpec {
 
 impl Target {
     pub fn parse(text: &str) -> Result<Target, Error> {
+        let shown = redact::target(text);
+        let said = Said(&shown);
         let Some((scheme, rest)) = text.split_once("://") else {
-            return Err(Error::invalid(format!(
-                "target \"{}\" has no scheme: expected eas://, eas+https://, nacos://, nacos+https://, nacos+endpoint://, dns:// or static://",
-                redact_target(text)
-            )));
+            return Err(said.error(format!("has no scheme: expected {SCHEMES}")));
         };
         let (body, query) = match rest.split_once('?') {
             Some((b, q)) => (b, Some(q)),
             None => (rest, None),
         };
-        let query = parse_query(query.unwrap_or(""))?;
         let (kind, spec) = match scheme {
-            "eas" | "eas+http" => (SourceKind::Eas, parse_eas(body, false)?),
-            "eas+https" => (SourceKind::Eas, parse_eas(body, true)?),
-            "static" => (SourceKind::Static, TargetSpec::Static(parse_static(body)?)),
-            "nacos" => (SourceKind::Nacos, parse_nacos(body, false, false)?),
-            "nacos+https" => (SourceKind::Nacos, parse_nacos(body, true, false)?),
-            "nacos+endpoint" => (SourceKind::Nacos, parse_nacos(body, false, true)?),
-            "dns" => (SourceKind::Dns, parse_dns(body)?),
+            "eas" | "eas+http" => (SourceKind::Eas, parse_eas(body, false, said)?),
+            "eas+https" => (SourceKind::Eas, parse_eas(body, true, said)?),
+            "static" => (
+                SourceKind::Static,
+                TargetSpec::Static(parse_static(body, said)?),
+            ),
+            "nacos" => (SourceKind::Nacos, parse_nacos(body, false, false, said)?),
+            "nacos+https" => (SourceKind::Nacos, parse_nacos(body, true, false, said)?),
+            "nacos+endpoint" => (SourceKind::Nacos, parse_nacos(body, false, true, said)?),
+            "dns" => (SourceKind::Dns, parse_dns(body, said)?),
             other => {
-                return Err(Error::invalid(format!(
-                    "target scheme \"{other}://\" is unknown: expected eas://, eas+https://, nacos://, nacos+https://, nacos+endpoint://, dns:// or static://"
-                )))
+                let named = said
+                    .piece(other)
+                    .map_or(String::new(), |s| format!(" \"{s}://\""));
+                return Err(said.error(format!("has an unknown scheme{named}: expected {SCHEMES}")));
             }
         };
+        // After the body: a body that cannot be read ends the parse before a query that may
+        // be part of a password is looked at.
+        let query = parse_query(query.unwrap_or(""), said)?;
         Ok(Target { kind, spec, query })
     }
 }
 
-/// A target as it may be printed: without userinfo or query values.
-pub fn redact_target(text: &str) -> String {
-    let without_query = text.split('?').next().unwrap_or("");
-    match without_query.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://{host}"),
-            None => without_query.to_owned(),
-        },
-        None => without_query.to_owned(),
+const SCHEMES: &str =
+    "eas://, eas+https://, nacos://, nacos+https://, nacos+endpoint://, dns:// or static://";
+
+/// How a message about a target quotes it: the target as `redact::target` prints it, and a
+/// piece of the text only when that printed form shows it already, so that no message can
+/// carry a part of a secret (a password holding `/` or `?` splits the text in odd places).
+#[derive(Clone, Copy)]
+struct Said<'a>(&'a str);
+
+impl Said<'_> {
+    fn error(self, why: impl std::fmt::Display) -> Error {
+        Error::invalid(format!("target \"{}\" {why}", self.0))
+    }
+
+    /// `piece`, when printing it shows nothing the printed target does not.
+    fn piece(self, piece: &str) -> Option<&str> {
+        (!piece.is_empty() && self.0.contains(piece)).then_some(piece)
+    }
+
+    /// ` "piece"` (with a leading space) when the piece may be printed, else nothing.
+    fn quoted(self, piece: &str) -> String {
+        self.piece(piece)
+            .map_or(String::new(), |p| format!(" \"{}\"", p.escape_default()))
     }
 }
 
-fn parse_eas(body: &str, https: bool) -> Result<TargetSpec, Error> {
+fn parse_eas(body: &str, https: bool, said: Said) -> Result<TargetSpec, Error> {
     let Some((authority, service)) = body.split_once('/') else {
-        return Err(Error::invalid(format!(
-            "target \"eas://{body}\" has no service: expected eas://endpoint[:port]/service"
-        )));
+        return Err(said.error("has no service: expected eas://endpoint[:port]/service"));
     };
     if authority.contains('@') {
-        return Err(Error::invalid(
-            "target endpoint must not carry userinfo (user@host): EAS discovery takes no credentials",
-        ));
+        return Err(said.error("carries userinfo (user@host): EAS discovery takes no credentials"));
     }
-    check_authority(authority)?;
-    check_service(service)?;
+    check_authority(authority, said)?;
+    check_service(service, said)?;
     Ok(TargetSpec::Eas {
         https,
         authority: authority.to_owned(),
@@ -99,12 +115,11 @@ fn parse_eas(body: &str, https: bool) -> Result<TargetSpec, Error> {
     })
 }
 
-fn parse_dns(body: &str) -> Result<TargetSpec, Error> {
-    let bad = |why: &str| {
-        Err(Error::invalid(format!(
-            "target \"dns://{body}\" {why}: expected dns://name:port"
-        )))
-    };
+fn parse_dns(body: &str, said: Said) -> Result<TargetSpec, Error> {
+    let bad = |why: &str| Err(said.error(format!("{why}: expected dns://name:port")));
+    if body.contains('@') {
+        return bad("carries userinfo (user@host): DNS takes no credentials");
+    }
     let Some((name, port)) = body.rsplit_once(':') else {
         return bad("has no port");
     };
@@ -132,16 +147,21 @@ fn parse_dns(body: &str) -> Result<TargetSpec, Error> {
     })
 }
 
-fn parse_nacos(body: &str, https: bool, address_server: bool) -> Result<TargetSpec, Error> {
+fn parse_nacos(
+    body: &str,
+    https: bool,
+    address_server: bool,
+    said: Said,
+) -> Result<TargetSpec, Error> {
     let Some((hosts, service)) = body.split_once('/') else {
-        return Err(Error::invalid(format!(
-            "target \"nacos://{body}\" has no service: expected nacos://host[:port][,host[:port]...]/service"
-        )));
+        return Err(
+            said.error("has no service: expected nacos://host[:port][,host[:port]...]/service")
+        );
     };
     if hosts.contains('@') {
-        return Err(Error::invalid(
-            "target must not carry userinfo (user@host): use the username and password options",
-        ));
+        return Err(
+            said.error("carries userinfo (user@host): use the username and password options")
+        );
     }
     let entries: Vec<&str> = hosts
         .split([',', ';'])
@@ -149,15 +169,17 @@ fn parse_nacos(body: &str, https: bool, address_server: bool) -> Result<TargetSp
         .filter(|h| !h.is_empty())
         .collect();
     if entries.is_empty() {
-        return Err(Error::invalid("nacos target lists no server"));
+        return Err(said.error("lists no Nacos server"));
     }
     for entry in &entries {
-        check_authority(entry)?;
+        check_authority(entry, said)?;
     }
-    check_service_chars(service, true)?;
+    check_service_chars(service, true, said)?;
     let servers = if address_server {
         if entries.len() != 1 {
-            return Err(Error::invalid("nacos+endpoint:// takes one address server"));
+            return Err(
+                said.error("names more than one address server: nacos+endpoint:// takes one")
+            );
         }
         Servers::AddressServer(with_default_port(entries[0], DEFAULT_ADDRESS_SERVER_PORT))
     } else {
@@ -175,14 +197,15 @@ fn parse_nacos(body: &str, https: bool, address_server: bool) -> Result<TargetSp
     })
 }
 
-fn check_authority(authority: &str) -> Result<(), Error> {
+fn check_authority(authority: &str, said: Said) -> Result<(), Error> {
     let bad = |why: &str| {
-        Err(Error::invalid(format!(
-            "target endpoint \"{authority}\" {why}"
+        Err(said.error(format!(
+            "has an endpoint{} that {why}",
+            said.quoted(authority)
         )))
     };
     if authority.is_empty() {
-        return bad("is empty");
+        return Err(said.error("has an empty endpoint"));
     }
     let (host, port) = split_host_port(authority);
     if host.is_empty() {
@@ -205,7 +228,6 @@ fn check_authority(authority: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Splits `host[:port]` or `[v6][:port]`.
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     if authority.starts_with('[') {
         match authority.find(']') {
@@ -223,30 +245,30 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn check_service(service: &str) -> Result<(), Error> {
-    check_service_chars(service, false)
+fn check_service(service: &str, said: Said) -> Result<(), Error> {
+    check_service_chars(service, false, said)
 }
 
-/// A service name goes into a URL path (EAS) or a query (Nacos, which also allows ':' and '@',
-/// as Dubbo names use): only characters that need no encoding in a path are accepted.
-fn check_service_chars(service: &str, nacos: bool) -> Result<(), Error> {
+/// A service name goes into a URL path (EAS) or a query (Nacos, which also allows ':', as Dubbo
+/// names use): only characters that need no encoding in a path are accepted. Not '@': in a
+/// target it reads as the end of userinfo (`nacos://user:pa/ss@host/svc`), and Nacos group
+/// names come from the `group` option.
+fn check_service_chars(service: &str, nacos: bool, said: Said) -> Result<(), Error> {
     if service.is_empty() {
-        return Err(Error::invalid("target has an empty service name"));
+        return Err(said.error("has an empty service name"));
     }
     let ok = service.len() <= 256
         && service.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '_' | '-' | '.')
-                || (nacos && matches!(c, ':' | '@'))
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || (nacos && c == ':')
         })
         && service != "."
         && service != "..";
     if !ok {
-        return Err(Error::invalid(format!(
-            "target service name \"{}\" may only contain letters, digits, '_', '-', '.'{}",
-            service.escape_default(),
+        return Err(said.error(format!(
+            "has a service name{} that may only contain letters, digits, '_', '-', '.'{}",
+            said.quoted(service),
             if nacos {
-                ", ':' and '@'"
+                " and ':'"
             } else {
                 " and nothing else"
             }
@@ -255,18 +277,25 @@ fn check_service_chars(service: &str, nacos: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn parse_static(body: &str) -> Result<Vec<(IpAddr, u16, u32)>, Error> {
+fn parse_static(body: &str, said: Said) -> Result<Vec<(IpAddr, u16, u32)>, Error> {
     let mut out = Vec::new();
-    for item in body.split(',') {
+    for (number, item) in body.split(',').enumerate() {
         let item = item.trim();
         if item.is_empty() {
             continue;
         }
         let bad = |why: &str| {
-            Err(Error::invalid(format!(
-                "static target item \"{item}\" {why}: expected ip:port[*weight]"
+            let named = match said.piece(item) {
+                Some(item) => format!("\"{item}\""),
+                None => format!("{}", number + 1),
+            };
+            Err(said.error(format!(
+                "has an item {named} that {why}: expected ip:port[*weight]"
             )))
         };
+        if item.contains('@') {
+            return bad("carries userinfo (user@host): a static list takes no credentials");
+        }
         let (addr, weight) = match item.split_once('*') {
             Some((a, w)) => match w.parse::<u32>() {
                 Ok(w) => (a, w),
@@ -285,34 +314,70 @@ fn parse_static(body: &str) -> Result<Vec<(IpAddr, u16, u32)>, Error> {
         out.push((ip, port, weight));
     }
     if out.is_empty() {
-        return Err(Error::invalid("static target lists no instance"));
+        return Err(said.error("lists no instance"));
     }
     if out.iter().all(|&(_, _, w)| w == 0) {
         // A fixed list is never fetched again: it could never become ready.
-        return Err(Error::invalid(
-            "static target lists no instance of positive weight",
-        ));
+        return Err(said.error("lists no instance of positive weight"));
     }
     Ok(out)
 }
 
-fn parse_query(query: &str) -> Result<Options, Error> {
+/// Options given as query parameters. A message names the key (never a value: it may be a
+/// secret) when the key has the shape of an option key; after a secret parameter nothing is
+/// named, since a secret holding an unencoded `&` reads as more parameters.
+fn parse_query(query: &str, said: Said) -> Result<Options, Error> {
     let mut options = Options::new();
+    // `@` after `?`: what reads as a query may be part of a password holding `?`.
+    let unclear = said.0.ends_with("***");
+    let mut after_secret = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let unnamed = || {
+            said.error(if unclear {
+                "has a query parameter that is not valid (not named: '@' after '?' cannot be told from userinfo; percent-encode '@' as %40)"
+            } else if after_secret {
+                "has a query parameter after a secret one that is not valid (not named: percent-encode '&' in secrets)"
+            } else {
+                "has a query parameter whose key is not an option key (letters, digits and '_')"
+            })
+        };
+        let quiet = unclear || after_secret;
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(k)?;
-        let value = percent_decode(v)?;
+        let key = match percent_decode(k) {
+            Ok(key)
+                if !key.is_empty()
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                key
+            }
+            _ => return Err(unnamed()),
+        };
+        let Ok(value) = percent_decode(v) else {
+            return Err(if quiet {
+                unnamed()
+            } else {
+                said.error(format!(
+                    "gives option \"{key}\" a value with a bad percent escape or that is not UTF-8"
+                ))
+            });
+        };
         if options.get(&key).is_some() {
-            return Err(Error::invalid(format!(
-                "target query gives option \"{key}\" twice"
-            )));
+            return Err(if quiet {
+                unnamed()
+            } else {
+                said.error(format!("gives option \"{key}\" twice"))
+            });
         }
-        options.set(&key, &value)?;
+        if let Err(e) = options.set(&key, &value) {
+            return Err(if quiet { unnamed() } else { e });
+        }
+        after_secret |= redact::is_secret_param(&key);
     }
     Ok(options)
 }
 
-fn percent_decode(text: &str) -> Result<String, Error> {
+/// Decodes `%XX` escapes and `+`; `Err` for a bad escape or text that is not UTF-8.
+fn percent_decode(text: &str) -> Result<String, ()> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -323,12 +388,7 @@ fn percent_decode(text: &str) -> Result<String, Error> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
-                let Some(b) = hex else {
-                    return Err(Error::invalid(format!(
-                        "target query has a bad percent escape in \"{text}\""
-                    )));
-                };
-                out.push(b);
+                out.push(hex.ok_or(())?);
                 i += 3;
             }
             b'+' => {
@@ -341,8 +401,7 @@ fn percent_decode(text: &str) -> Result<String, Error> {
             }
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| Error::invalid("target query decodes to text that is not UTF-8"))
+    String::from_utf8(out).map_err(|_| ())
 }
 
 #[cfg(test)]
@@ -452,6 +511,38 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_at_sign_in_a_query_value_is_no_userinfo() {
+        let t = Target::parse("nacos://h/svc?username=a@b.example&namespace=dev").unwrap();
+        assert_eq!(t.query.get("username"), Some("a@b.example"));
+        // In a service name it would be: `nacos://u:pa/ss@host/svc`.
+        let err = Target::parse("nacos://u:pa/ss@h/svc").unwrap_err();
+        assert!(
+            !err.message.contains("pa") && !err.message.contains("ss@"),
+            "{err}"
+        );
+        // ...but a message about such a target names nothing after the '?'.
+        let err = Target::parse("nacos://h/svc?username=a@b&bogus=1").unwrap_err();
+        assert!(!err.message.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn messages_name_the_offending_piece_when_it_holds_no_secret() {
+        let err = Target::parse("static://10.0.0.1:80,10.0.0.2").unwrap_err();
+        assert!(err.message.contains("\"10.0.0.2\""), "{err}");
+        let err = Target::parse("eas://h:80/a b").unwrap_err();
+        assert!(err.message.contains("\"a b\""), "{err}");
+        let err = Target::parse("eas://h/s?bogus=1").unwrap_err();
+        assert!(err.message.contains("bogus"), "{err}");
+        // A password holding '/' makes "u:pw" read as an endpoint: it is not named.
+        let err = Target::parse("eas://u:pw/x@h/s").unwrap_err();
+        assert!(!err.message.contains("pw"), "{err}");
+        assert!(err.message.contains("eas://***@h/s"), "{err}");
+        // After a secret parameter nothing is named: an unencoded '&' splits secrets.
+        let err = Target::parse("nacos://h/s?password=pa&ss=1").unwrap_err();
+        assert!(!err.message.contains("ss"), "{err}");
     }
 
     #[test]

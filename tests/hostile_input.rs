@@ -116,3 +116,49 @@ proptest! {
         }
     }
 }
+
+/// A secret of uppercase runs joined by the characters that split a URL in odd places; nothing
+/// else in a target or a message has four uppercase letters in a row.
+fn arb_secret() -> impl Strategy<Value = String> {
+    prop::collection::vec(("[A-Z]{4,6}", "[/?@#&=:%]{0,2}"), 1..4)
+        .prop_map(|parts| parts.into_iter().map(|(a, b)| a + &b).collect())
+}
+
+fn shows_a_secret(text: &str) -> bool {
+    text.as_bytes()
+        .windows(4)
+        .any(|w| w.iter().all(u8::is_ascii_uppercase))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_message_about_a_target_shows_a_secret_in_it(
+        scheme in prop_oneof![
+            Just("eas://"), Just("eas+https://"), Just("nacos://"), Just("nacos+https://"),
+            Just("nacos+endpoint://"), Just("dns://"), Just("static://"), Just(""), Just("ftp://"),
+        ],
+        shape in 0..6usize,
+        secret in arb_secret(),
+        tail in prop_oneof![Just(""), Just("/svc"), Just("/a/b"), Just(":0/svc"), Just("/svc?bogus=1")],
+    ) {
+        let host = "127.0.0.1:1";
+        let text = match shape {
+            0 => format!("{scheme}user:{secret}@{host}{tail}"),
+            1 => format!("{scheme}{secret}@{host}{tail}"),
+            2 => format!("{scheme}{host}/svc?password={secret}{tail}"),
+            3 => format!("{scheme}{host}/svc?secret_key={secret}&group=g{tail}"),
+            4 => format!("{scheme}127.0.0.1:2,user:{secret}@{host}{tail}"),
+            _ => format!("{scheme}{host}{tail}?username=u&password={secret}&x=1"),
+        };
+        match easdirect::Client::new(&text, &Options::new()) {
+            Err(e) => prop_assert!(!shows_a_secret(&e.message), "{text:?} -> {:?}", e.message),
+            Ok(client) => {
+                prop_assert!(!shows_a_secret(client.target()), "{text:?} -> {:?}", client.target());
+                let debug = format!("{:?}", Target::parse(&text));
+                prop_assert!(!shows_a_secret(&debug), "{text:?} -> {debug}");
+            }
+        }
+    }
+}

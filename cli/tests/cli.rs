@@ -114,6 +114,25 @@ fn list_against_a_dead_endpoint_fails_naming_the_url() {
 }
 
 #[test]
+fn a_rejected_target_is_printed_without_its_password() {
+    for target in [
+        "eas://user:t0psecret@127.0.0.1:1",
+        "nacos://user:t0p/secret@127.0.0.1:1/svc",
+        "dns://user:t0psecret@host:80",
+        "static://user:t0psecret@127.0.0.1:80",
+        "user:t0p?secret@127.0.0.1:80",
+    ] {
+        let out = run(&["list", target, "--timeout-ms", "100"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target}: {out:?}");
+        assert!(stderr.contains("***@") || stderr.contains("***"), "{stderr}");
+        for fragment in ["t0p", "secret"] {
+            assert!(!stderr.contains(fragment), "{target}: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn list_of_an_unknown_service_names_the_status() {
     let emu = Emulator::start().unwrap();
     let out = run(&["list", &emu.target("nope"), "--timeout-ms", "500"]);

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::http::{describe_transport, read_body};
 use super::{item_address, Source};
 use crate::instance::{weight_from_f64, Instance, DEFAULT_WEIGHT};
+use crate::redact;
 
 /// The documented discovery path.
 pub const DOCUMENTED_PATH: &str = "/exported/apis/eas.alibaba-inc.k8s.io/v1/upstreams/{service}";
@@ -62,7 +63,8 @@ impl EasSource {
             Err(ureq::Error::Status(code, _)) => return Err(Fetch::Status(code)),
             Err(ureq::Error::Transport(t)) => {
                 return Err(Fetch::Other(format!(
-                    "GET {url}: {}",
+                    "GET {}: {}",
+                    redact::url(url),
                     describe_transport(&t)
                 )))
             }
@@ -71,7 +73,7 @@ impl EasSource {
         if !(200..300).contains(&status) {
             return Err(Fetch::Status(status));
         }
-        read_body(response, &format!("GET {url}")).map_err(Fetch::Other)
+        read_body(response, &format!("GET {}", redact::url(url))).map_err(Fetch::Other)
     }
 }
 
@@ -100,23 +102,25 @@ impl Source for EasSource {
                     }
                     Err(Fetch::Status(code)) => {
                         return Err(format!(
-                            "GET {url} answered HTTP 404 and GET {other_url} answered HTTP {code}"
+                            "GET {} answered HTTP 404 and GET {} answered HTTP {code}",
+                            redact::url(&url),
+                            redact::url(&other_url)
                         ))
                     }
                     Err(Fetch::Other(message)) => return Err(message),
                 }
             }
-            Err(Fetch::Status(code)) => return Err(format!("GET {url} answered HTTP {code}")),
+            Err(Fetch::Status(code)) => {
+                return Err(format!("GET {} answered HTTP {code}", redact::url(&url)))
+            }
             Err(Fetch::Other(message)) => return Err(message),
         };
-        parse_upstreams(&body).map_err(|why| format!("GET {url}: {why}"))
+        parse_upstreams(&body).map_err(|why| format!("GET {}: {why}", redact::url(&url)))
     }
 
     fn describe(&self) -> String {
-        format!(
-            "GET {}",
-            self.url(self.custom_path.as_deref().unwrap_or(self.path))
-        )
+        let url = self.url(self.custom_path.as_deref().unwrap_or(self.path));
+        format!("GET {}", redact::url(&url))
     }
 }
 

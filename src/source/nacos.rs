@@ -16,6 +16,7 @@ use super::http::{describe_transport, read_body};
 use super::{item_address, Source};
 use crate::callback::{CallbackGate, EndFn};
 use crate::instance::{weight_from_f64, Instance};
+use crate::redact;
 
 /// Default Nacos server port.
 pub const DEFAULT_PORT: u16 = 8848;
@@ -219,7 +220,8 @@ impl NacosSource {
             let list = parse_server_list(&body);
             if list.is_empty() {
                 Err(Failure::Other(format!(
-                    "GET {url}: the address server lists no server"
+                    "GET {}: the address server lists no server",
+                    redact::url(&url)
                 )))
             } else {
                 Ok(list)
@@ -263,10 +265,14 @@ impl NacosSource {
                 Ok(r) => Ok(r),
                 Err(ureq::Error::Status(code, _)) => Err(Failure::Status(
                     code,
-                    format!("POST {url} (login as {username:?}) answered HTTP {code}"),
+                    format!(
+                        "POST {} (login as {username:?}) answered HTTP {code}",
+                        redact::url(&url)
+                    ),
                 )),
                 Err(ureq::Error::Transport(t)) => Err(Failure::Other(format!(
-                    "POST {url}: {}",
+                    "POST {}: {}",
+                    redact::url(&url),
                     describe_transport(&t)
                 ))),
             }
@@ -275,7 +281,8 @@ impl NacosSource {
             Err(Failure::Status(404 | 501, _)) => login("/v1/auth/users/login")?,
             other => other?,
         };
-        let body = read_body(response, "login").map_err(Failure::Other)?;
+        let base = redact::url(&base);
+        let body = read_body(response, &format!("login at {base}")).map_err(Failure::Other)?;
         let value: Value = serde_json::from_slice(&body)
             .map_err(|_| Failure::Other(format!("login at {base}: the answer is not JSON")))?;
         // Nacos 1.x/2.x answer the token at the top level; 3.x may wrap it in `data`.
@@ -417,10 +424,14 @@ impl Source for NacosSource {
             Api::V3 => "/v3/client/ns/instance/list",
             Api::V1 => "/v1/ns/instance/list",
         };
-        format!(
-            "GET {}://{server}{}{path} ({}/{}/{})",
+        let url = format!(
+            "{}://{server}{}{path}",
             self.scheme(),
-            self.config.context_path,
+            self.config.context_path
+        );
+        format!(
+            "GET {} ({}/{}/{})",
+            redact::url(&url),
             self.config.namespace,
             self.config.group,
             self.config.service
@@ -440,21 +451,20 @@ fn unix_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// Query parameters whose values are never printed.
-const SECRET_PARAMS: &[&str] = &["accessToken", "signature", "password"];
-
-/// The URL as it may be printed: public parameters only.
+/// The URL with its query parameters as it may be printed (see [`redact::url`]).
 fn shown_url(url: &str, params: &[(&str, String)]) -> String {
-    let shown: Vec<String> = params
-        .iter()
-        .filter(|(k, _)| !SECRET_PARAMS.contains(k))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if shown.is_empty() {
-        url.to_owned()
-    } else {
-        format!("{url}?{}", shown.join("&"))
+    let mut full = url.to_owned();
+    for (i, (k, v)) in params.iter().enumerate() {
+        full.push(if i == 0 && !url.contains('?') {
+            '?'
+        } else {
+            '&'
+        });
+        full.push_str(k);
+        full.push('=');
+        full.push_str(v);
     }
+    redact::url(&full)
 }
 
 fn get_text(agent: &ureq::Agent, url: &str, params: &[(&str, String)]) -> Result<String, Failure> {

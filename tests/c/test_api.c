@@ -107,6 +107,19 @@ static void test_client_new_errors(void) {
   CHECK(err != NULL && strstr(eas_error_message(err), "secret") == NULL);
   eas_error_free(err);
   err = NULL;
+  /* Whatever the shape: a password holding '/' or '?', no scheme, a static item. */
+  static const char *const leaky[] = {
+      "eas://user:t0psecret@127.0.0.1:1", "nacos://user:t0p/secret@h/svc",
+      "eas://user:t0p?secret@h/svc",      "user:t0psecret@127.0.0.1:80",
+      "static://user:t0psecret@1.2.3.4:80",
+  };
+  for (size_t i = 0; i < sizeof leaky / sizeof leaky[0]; i++) {
+    CHECK_STATUS(eas_client_new(leaky[i], NULL, &c, &err), EAS_STATUS_INVALID_ARGUMENT);
+    CHECK(err != NULL && strstr(eas_error_message(err), "t0p") == NULL &&
+          strstr(eas_error_message(err), "secret") == NULL);
+    eas_error_free(err);
+    err = NULL;
+  }
   eas_options *o = eas_options_new();
   CHECK_STATUS(eas_options_set(o, "group", "pai-eas", NULL), EAS_STATUS_OK);
   CHECK_STATUS(eas_client_new("eas://127.0.0.1:1/svc", o, &c, &err), EAS_STATUS_INVALID_ARGUMENT);
