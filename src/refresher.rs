@@ -86,6 +86,12 @@ pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
+/// Makes sure `fork_generation` counts forks from here on (for facilities that start before any
+/// pool or gate use, such as the `blocking` lanes).
+pub fn track_forks() {
+    ATFORK.call_once(register_atfork);
+}
+
 fn pool() -> &'static Pool {
     ATFORK.call_once(register_atfork);
     let generation = fork_generation();
