@@ -576,8 +576,9 @@ impl Inner {
                     }
                     if self.publish(list.clone()) {
                         if let Some(path) = &self.settings.snapshot_file {
-                            // A failed write never disturbs discovery.
-                            let _ = snapshot_file::save(path, &list);
+                            // Queued, never waited for: a failed or dropped write never
+                            // disturbs discovery.
+                            snapshot_file::save_in_background(path, list);
                         }
                     }
                     return;
@@ -596,7 +597,9 @@ impl Inner {
         }
         if first && !self.ready.load(Ordering::Acquire) {
             if let Some(path) = &self.settings.snapshot_file {
-                match snapshot_file::load(path) {
+                // Waited for at most the request timeout: a hung file system delays this
+                // refresh by that much, and never the next ones.
+                match snapshot_file::load_within(path, self.settings.request_timeout) {
                     Ok(list) => {
                         self.publish(normalize(list));
                     }

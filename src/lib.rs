@@ -10,10 +10,12 @@
 //! - [`snapshot`]: immutable published lists and their lock-free publication.
 //! - [`eject`]: failure ejection.
 //! - [`refresher`]: the shared background threads and fork handling.
+//! - [`blocking`]: the few shared threads for calls that may hang (name lookups, file I/O).
 //! - [`client`]: one target's discovery, selection, ejection and subscribers.
 //! - `ffi`: the `eas_*` C functions; it converts, checks pointers and contains panics.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod blocking;
 pub mod callback;
 pub mod client;
 pub mod config;

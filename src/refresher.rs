@@ -13,6 +13,17 @@
 //! a hung callback holds its own thread, never the other clients' refreshes. Threads outside the
 //! pool are bounded too (`MAX_OUTSIDE`); past that, callers' code runs counted, as any job.
 //!
+//! Blocking calls the library makes that may hang with no timeout of their own (system name
+//! lookups, snapshot-file I/O) run on the lanes of [`crate::blocking`], never on a thread of
+//! their own: the pool thread that needs one waits at most its request timeout, and a lookup
+//! or a file operation that hangs holds a lane thread, not a pool thread.
+//!
+//! The bound, whatever upstreams, DNS, file systems and callers' code do: at most
+//! `MAX_THREADS` (8) pool threads, plus at most `MAX_OUTSIDE` (56) threads running callers'
+//! code, plus at most `blocking::MAX_LOOKUP_THREADS` (4) name-lookup threads, plus at most
+//! `blocking::MAX_FILE_THREADS` (2) snapshot-file threads: 70 in all, and 14 when no caller's
+//! code is running. Every one of them exits after a while with nothing to do.
+//!
 //! Fork: the child gets a new, empty pool (the parent's threads do not exist there, and the
 //! parent's pool locks are never touched again). A client notices the new fork generation on its
 //! next call and schedules its refresh in the child's pool. Every lock a client's state takes
@@ -84,6 +95,12 @@ static ATFORK: Once = Once::new();
 #[inline]
 pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// Makes sure `fork_generation` counts forks from here on (for facilities that start before any
+/// pool or gate use, such as the `blocking` lanes).
+pub fn track_forks() {
+    ATFORK.call_once(register_atfork);
 }
 
 fn pool() -> &'static Pool {

@@ -92,10 +92,18 @@ fn in_a_network_namespace_of_its_own() {
         "inner tests failed in the namespace:\n{stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("5 passed"),
+        stdout.contains("6 passed"),
         "not every inner test ran:\n{stdout}"
     );
-    report("netns: 5 name-resolution tests ran in a network namespace of their own, and passed");
+    let threads: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.find("threads:").map(|at| &l[at..]))
+        .collect();
+    let threads = threads.join("; ");
+    report(&format!(
+        "netns: 6 name-resolution tests ran in a network namespace of their own, and passed \
+         ({threads})"
+    ));
 }
 
 /// The namespace's set-up, once per process: loopback up, our resolv.conf over the machine's,
@@ -363,4 +371,108 @@ fn inner_a_nacos_server_whose_name_does_not_resolve_is_skipped() {
             "failover within the fetch"
         );
     }
+}
+
+/// The threads of this process: all of them, and the library's (by their names' prefix;
+/// /proc truncates names to 15 bytes).
+fn threads() -> (usize, usize) {
+    let (mut all, mut ours) = (0, 0);
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        all += 1;
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("easdirect-") {
+            ours += 1;
+        }
+    }
+    (all, ours)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+#[ignore = "runs in a namespace, from in_a_network_namespace_of_its_own"]
+fn inner_hundreds_of_clients_of_names_that_never_resolve_keep_threads_within_the_bound() {
+    use easdirect::blocking::{MAX_FILE_THREADS, MAX_LOOKUP_THREADS};
+    use easdirect::refresher::MAX_THREADS;
+    // The documented bound when no caller's code runs (no callback source, no subscriber).
+    const BOUND: usize = MAX_THREADS + MAX_LOOKUP_THREADS + MAX_FILE_THREADS;
+    let dns = namespace();
+    dns.set_behaviour(Behaviour::Silent);
+    let (before, ours_before) = threads();
+    let fds_before = open_fds();
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "10").unwrap();
+    o.set("request_timeout_ms", "100").unwrap();
+    // 200 clients of 8 names: lookups of one name are shared, and the 8 names together ask
+    // for more lookup threads than the lane has.
+    let clients: Vec<Client> = (0..200)
+        .map(|i| {
+            let target = format!("eas://silent{}.easdirect.test:8080/svc", i % 8);
+            Client::new(&target, &o).unwrap()
+        })
+        .collect();
+    let (mut peak, mut ours_peak, mut others_peak) = (before, ours_before, before - ours_before);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let (all, ours) = threads();
+        peak = peak.max(all);
+        ours_peak = ours_peak.max(ours);
+        others_peak = others_peak.max(all - ours);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let failed: u64 = clients
+        .iter()
+        .map(|c| c.stats().unwrap().refresh_failed)
+        .sum();
+    let errors: Vec<String> = clients.iter().map(last_error).collect();
+    println!(
+        "threads: {before} before ({ours_before} of the library's), {peak} at the peak with 200 clients of names that never \
+         resolve ({ours_peak} of the library's; bound {BOUND}), \
+         {failed} fetches failed in 4 s"
+    );
+    assert!(
+        peak <= before + BOUND && ours_peak <= BOUND,
+        "{peak} threads at the peak, {before} before ({ours_peak} of the library's): over the \
+         documented bound of {BOUND}"
+    );
+    assert!(
+        failed >= 200,
+        "every client's fetches go on ending: {failed}"
+    );
+    for err in &errors {
+        // On its timeout, or with glibc's own answer once it gives up on a lookup.
+        assert!(
+            err.contains("took longer than") || err.contains("Dns Failed"),
+            "a fetch ends on its timeout: {err}"
+        );
+    }
+    assert!(errors.iter().any(|e| e.contains("took longer than 100 ms")));
+
+    let t = Instant::now();
+    drop(clients);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "closing waits for no lookup"
+    );
+    // Lookups still hanging end when glibc gives up (one try of one second); then the lookup
+    // threads have nothing to do and exit, and the resolver's sockets are closed.
+    eventually("the lookup threads exit", 30, || {
+        let lookups = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("easdirect-looku"))
+            })
+            .count();
+        lookups == 0 && open_fds() <= fds_before
+    });
+    let (after, ours_after) = threads();
+    println!("threads: {after} after closing ({ours_after} of the library's, idle pool threads)");
+    assert!(
+        after <= before + MAX_THREADS,
+        "{after} threads after, {before} before"
+    );
 }

@@ -4,8 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::http::resolve_bounded;
@@ -25,8 +23,6 @@ pub struct DnsSource {
     server: Option<SocketAddr>,
     timeout: Duration,
     next_id: u16,
-    /// A system-resolver lookup of ours still outstanding.
-    busy: Arc<AtomicBool>,
 }
 
 impl DnsSource {
@@ -37,7 +33,6 @@ impl DnsSource {
             server,
             timeout,
             next_id: (crate::pick::random_unit() * 65535.0) as u16,
-            busy: Arc::default(),
         }
     }
 
@@ -192,15 +187,11 @@ impl Source for DnsSource {
     fn fetch(&mut self) -> Result<Vec<Instance>, String> {
         let ips = match self.server {
             Some(server) => self.ask_server(server)?,
-            None => resolve_bounded(
-                &format!("{}:{}", self.name, self.port),
-                self.timeout,
-                &self.busy,
-            )
-            .map_err(|e| format!("resolving {}: {e}", self.name))?
-            .into_iter()
-            .map(|a| a.ip())
-            .collect(),
+            None => resolve_bounded(&format!("{}:{}", self.name, self.port), self.timeout)
+                .map_err(|e| format!("resolving {}: {e}", self.name))?
+                .into_iter()
+                .map(|a| a.ip())
+                .collect(),
         };
         Ok(ips
             .into_iter()

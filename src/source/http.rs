@@ -3,12 +3,11 @@
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::MAX_BODY_BYTES;
+use crate::blocking::{self, Refused};
 
 /// An agent for discovery requests: every request ends within `timeout`, redirects are never
 /// followed, and `tls` (when given) decides whom https trusts.
@@ -18,7 +17,7 @@ pub fn agent(timeout: Duration, tls: Option<Arc<rustls::ClientConfig>>) -> ureq:
         .redirects(0)
         .max_idle_connections(4)
         .max_idle_connections_per_host(1)
-        .resolver(BoundedResolver::new(timeout))
+        .resolver(BoundedResolver { timeout })
         .user_agent(concat!("libeasdirect/", env!("CARGO_PKG_VERSION")));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls);
@@ -67,66 +66,52 @@ pub fn read_body(response: ureq::Response, what: &str) -> Result<Vec<u8>, String
 }
 
 /// The system resolver (getaddrinfo) has no timeout of its own that we control, so names are
-/// resolved on a helper thread that the fetch waits for at most `timeout`. At most one lookup
-/// per agent is outstanding: while a hung one is still running, the next fetch fails at once
-/// instead of starting another thread.
+/// resolved on the process's lookup lane (`blocking::lookups`): a fetch waits at most `timeout`,
+/// the lane's few threads are all a hung resolver can hold, and the agents of many clients of
+/// one name share one lookup.
 struct BoundedResolver {
     timeout: Duration,
-    busy: Arc<AtomicBool>,
-}
-
-impl BoundedResolver {
-    fn new(timeout: Duration) -> BoundedResolver {
-        BoundedResolver {
-            timeout,
-            busy: Arc::new(AtomicBool::new(false)),
-        }
-    }
 }
 
 impl ureq::Resolver for BoundedResolver {
     fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
-        resolve_bounded(netloc, self.timeout, &self.busy)
+        resolve_bounded(netloc, self.timeout)
     }
 }
 
-/// Resolves `host:port` with the system resolver, waiting at most `timeout`; `busy` marks a
-/// lookup still outstanding for its owner (then this fails at once).
-pub fn resolve_bounded(
-    netloc: &str,
-    timeout: Duration,
-    busy: &Arc<AtomicBool>,
-) -> io::Result<Vec<SocketAddr>> {
+/// Resolves `host:port` with the system resolver, waiting at most `timeout`.
+pub fn resolve_bounded(netloc: &str, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
     // Addresses need no lookup.
     if let Ok(addr) = netloc.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }
-    if busy.swap(true, Ordering::AcqRel) {
-        return Err(io::Error::new(
+    let name = netloc.to_owned();
+    let got = blocking::lookups().call(netloc, timeout, move || {
+        name.to_socket_addrs()
+            .map(Iterator::collect::<Vec<SocketAddr>>)
+            .map_err(|e| (e.kind(), e.to_string()))
+    });
+    let ms = timeout.as_millis();
+    match got {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err((kind, message))) => Err(io::Error::new(kind, message)),
+        Err(Refused::TimedOut { started: true, .. }) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("resolving {netloc}: an earlier lookup has not finished"),
-        ));
-    }
-    let (tx, rx) = mpsc::channel();
-    let (name, flag) = (netloc.to_owned(), busy.clone());
-    let spawned = std::thread::Builder::new()
-        .name("easdirect-resolve".into())
-        .spawn(move || {
-            let result = name.to_socket_addrs().map(Iterator::collect);
-            flag.store(false, Ordering::Release);
-            let _ = tx.send(result);
-        });
-    if let Err(e) = spawned {
-        busy.store(false, Ordering::Release);
-        return Err(e);
-    }
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(_) => Err(io::Error::new(
+            format!("resolving {netloc} took longer than {ms} ms"),
+        )),
+        Err(Refused::TimedOut { running, .. }) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "resolving {netloc} took longer than {} ms",
-                timeout.as_millis()
+                "resolving {netloc} took longer than {ms} ms: it waited behind {running} \
+                 lookups that have not finished (the system resolver is not answering)"
+            ),
+        )),
+        Err(Refused::Saturated { running, queued }) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "resolving {netloc}: not started, the process's lookup threads are all busy \
+                 ({running} lookups running, {queued} waiting; the system resolver is not \
+                 answering)"
             ),
         )),
     }
