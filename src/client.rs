@@ -78,6 +78,9 @@ struct State {
     snapshot_file_note: Option<String>,
     generation: u64,
     subscriptions: Vec<Arc<Subscription>>,
+    /// Subscriptions that an unsubscribe or a close is ending, until their end is over: a
+    /// close that races with either still finds them, and waits for their `on_end`.
+    ending: Vec<Arc<Subscription>>,
     next_subscription: u64,
 }
 
@@ -251,6 +254,7 @@ impl Client {
                 snapshot_file_note: None,
                 generation: 0,
                 subscriptions: Vec::new(),
+                ending: Vec::new(),
                 next_subscription: 1,
             }),
             make_source,
@@ -435,23 +439,33 @@ impl Client {
         let found = {
             let (_gate, mut state) = gated(&self.inner.state);
             let at = state.subscriptions.iter().position(|s| s.id == id);
-            at.map(|i| state.subscriptions.remove(i))
+            let found = at.map(|i| state.subscriptions.remove(i));
+            if let Some(subscription) = &found {
+                state.ending.push(subscription.clone());
+            }
+            found
         };
         let subscription = found.ok_or(ErrorKind::InvalidArgument)?;
         subscription.gate.end();
+        self.inner.forget_ended();
         Ok(())
     }
 
-    /// Stops refreshes and callbacks; later calls return `Closed`. Idempotent.
+    /// Stops refreshes and callbacks; later calls return `Closed`. Idempotent, and safe to race
+    /// with any call: every close returns once every subscription's end is over (from inside a
+    /// callback, that callback's own end comes when it returns).
     pub fn close(&self) {
         self.inner.picker.closed.store(true, Ordering::Release);
-        let ended = {
+        let ending = {
             let (_gate, mut state) = gated(&self.inner.state);
-            std::mem::take(&mut state.subscriptions)
+            let closed = std::mem::take(&mut state.subscriptions);
+            state.ending.extend(closed);
+            state.ending.clone()
         };
-        for subscription in &ended {
+        for subscription in &ending {
             subscription.gate.end();
         }
+        self.inner.forget_ended();
         if let Some(source) = &self.inner.callback_source {
             source.gate.end();
         }
@@ -506,6 +520,12 @@ fn refresh(weak: Weak<Inner>, first: bool) {
 }
 
 impl Inner {
+    /// Drops the subscriptions whose end is over from the list of those ending.
+    fn forget_ended(&self) {
+        let (_gate, mut state) = gated(&self.state);
+        state.ending.retain(|s| !s.gate.is_ended());
+    }
+
     fn alive(&self) -> Result<(), Error> {
         if self.picker.closed.load(Ordering::Acquire) {
             return Err(ErrorKind::Closed.into());

@@ -509,6 +509,73 @@ fn subscribers_see_each_change_and_end_exactly_once() {
     );
 }
 
+/// A subscription whose end takes 30 ms and counts itself once over.
+fn subscribe_slow_to_end(c: &Client, over: &Arc<AtomicUsize>) -> u64 {
+    let over = over.clone();
+    c.subscribe(
+        Box::new(|_list: &[Instance]| {}),
+        Some(Box::new(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            over.fetch_add(1, Ordering::SeqCst);
+        })),
+    )
+    .unwrap()
+}
+
+#[test]
+fn every_one_of_concurrent_closes_returns_after_every_end_is_over() {
+    for _ in 0..5 {
+        let c = Arc::new(Client::new("static://127.0.0.1:1", &Options::new()).unwrap());
+        let over = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            subscribe_slow_to_end(&c, &over);
+        }
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let closers: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, over, barrier) = (c.clone(), over.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    c.close();
+                    over.load(Ordering::SeqCst)
+                })
+            })
+            .collect();
+        for closer in closers {
+            assert_eq!(
+                closer.join().unwrap(),
+                3,
+                "a close returned before an end was over"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_close_racing_an_unsubscribe_returns_after_that_end_is_over() {
+    for _ in 0..5 {
+        let c = Arc::new(Client::new("static://127.0.0.1:1", &Options::new()).unwrap());
+        let over = Arc::new(AtomicUsize::new(0));
+        let id = subscribe_slow_to_end(&c, &over);
+        let c2 = c.clone();
+        let unsubscriber = std::thread::spawn(move || c2.unsubscribe(id));
+        // Let the unsubscribe start its end, then close while it runs.
+        std::thread::sleep(Duration::from_millis(5));
+        c.close();
+        assert_eq!(
+            over.load(Ordering::SeqCst),
+            1,
+            "close returned before the end was over"
+        );
+        // The unsubscribe either ended it or found the client closed.
+        let result = unsubscriber.join().unwrap();
+        assert!(
+            matches!(result, Ok(()) | Err(ErrorKind::Closed)),
+            "{result:?}"
+        );
+    }
+}
+
 #[test]
 fn a_callback_may_unsubscribe_itself_and_close_ends_the_rest() {
     let c = Arc::new(Client::new("static://127.0.0.1:1", &Options::new()).unwrap());

@@ -125,7 +125,10 @@ fn a_rejected_target_is_printed_without_its_password() {
         let out = run(&["list", target, "--timeout-ms", "100"]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{target}: {out:?}");
-        assert!(stderr.contains("***@") || stderr.contains("***"), "{stderr}");
+        assert!(
+            stderr.contains("***@") || stderr.contains("***"),
+            "{stderr}"
+        );
         for fragment in ["t0p", "secret"] {
             assert!(!stderr.contains(fragment), "{target}: {stderr}");
         }
