@@ -19,7 +19,7 @@ use crate::source::callback::{CallbackShared, CallbackSource, FetchFn};
 use crate::source::dns::DnsSource;
 use crate::source::eas::EasSource;
 use crate::source::nacos::{
-    with_default_port, NacosConfig, NacosSource, Servers, DEFAULT_ADDRESS_SERVER_PORT,
+    server_entry, NacosConfig, NacosSource, Servers, DEFAULT_ADDRESS_SERVER_PORT,
 };
 use crate::source::static_list::StaticSource;
 use crate::source::{normalize, Source};
@@ -128,9 +128,17 @@ impl Client {
                     std::env::var("ALIBABA_ALIWARE_ENDPOINT_URL"),
                 ) {
                     (Some(provider), _) => Servers::Provider(provider.clone()),
-                    (None, Ok(endpoint)) if !endpoint.trim().is_empty() => Servers::AddressServer(
-                        with_default_port(&endpoint, DEFAULT_ADDRESS_SERVER_PORT),
-                    ),
+                    (None, Ok(endpoint)) if !endpoint.trim().is_empty() => {
+                        match server_entry(&endpoint, DEFAULT_ADDRESS_SERVER_PORT) {
+                            Some(server) => Servers::AddressServer(server),
+                            None => {
+                                return Err(Error::invalid(format!(
+                                    "environment variable ALIBABA_ALIWARE_ENDPOINT_URL (\"{}\") names no address server host[:port]",
+                                    redact::target(&endpoint)
+                                )))
+                            }
+                        }
+                    }
                     _ => servers.clone(),
                 };
                 let text = |key: &str, default: &str| merged.get(key).unwrap_or(default).to_owned();

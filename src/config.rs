@@ -92,6 +92,13 @@ pub fn check_option(key: &str, value: &str) -> Result<(), Error> {
         return Err(Error::invalid(format!("unknown option key \"{key}\"")));
     };
     let shown = if spec.secret { "(secret)" } else { value };
+    // Text options go into URLs, paths and messages: a line break there would forge a line of
+    // a log (secrets are never printed, so they may hold anything).
+    if !spec.secret && value.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "option \"{key}\" must not contain control characters (line breaks, tabs, ...)"
+        )));
+    }
     match spec.check {
         Check::Integer { min, max } => match value.trim().parse::<u64>() {
             Ok(v) if (min..=max).contains(&v) => Ok(()),
@@ -257,6 +264,24 @@ mod tests {
         let shown = format!("{o:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("nacos"));
+    }
+
+    #[test]
+    fn text_options_refuse_control_characters_but_secrets_may_hold_anything() {
+        let mut o = Options::new();
+        for (key, value) in [
+            ("namespace", "dev\r\nX-Forged: 1"),
+            ("context_path", "/nacos\n"),
+            ("discovery_path", "/api/{service}\t"),
+            ("snapshot_file", "/tmp/a\u{1b}[31m"),
+        ] {
+            let err = o.set(key, value).unwrap_err();
+            assert!(
+                err.message.contains(key) && err.message.contains("control"),
+                "{err}"
+            );
+        }
+        o.set("password", "p\tw").unwrap();
     }
 
     #[test]

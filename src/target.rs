@@ -198,36 +198,46 @@ fn parse_nacos(
 }
 
 fn check_authority(authority: &str, said: Said) -> Result<(), Error> {
-    let bad = |why: &str| {
-        Err(said.error(format!(
+    match authority_problem(authority) {
+        None => Ok(()),
+        Some("is empty") => Err(said.error("has an empty endpoint")),
+        Some(why) => Err(said.error(format!(
             "has an endpoint{} that {why}",
             said.quoted(authority)
-        )))
-    };
+        ))),
+    }
+}
+
+/// What is wrong with `authority` as a `host[:port]` or `[v6][:port]`, if anything: the one
+/// check of every server a target, the environment, an address server or a callback names.
+pub(crate) fn authority_problem(authority: &str) -> Option<&'static str> {
     if authority.is_empty() {
-        return Err(said.error("has an empty endpoint"));
+        return Some("is empty");
     }
     let (host, port) = split_host_port(authority);
     if host.is_empty() {
-        return bad("has no host");
+        return Some("has no host");
     }
     if let Some(port) = port {
         if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
-            return bad("has a port that is not 1-65535");
+            return Some("has a port that is not 1-65535");
         }
     }
     let host_ok = if host.starts_with('[') {
         parse_ip(host).is_some_and(|ip| ip.is_ipv6())
     } else {
-        host.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
     };
     if !host_ok {
-        return bad("is not a host name or address");
+        return Some("is not a host name or address");
     }
-    Ok(())
+    None
 }
 
+/// Splits `host[:port]` or `[v6][:port]`.
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     if authority.starts_with('[') {
         match authority.find(']') {

@@ -36,6 +36,20 @@ pub fn item_address(item: &serde_json::Value) -> Option<(std::net::IpAddr, u16)>
     Some((ip, port))
 }
 
+/// Text an upstream sent, as a message may quote it: at most 200 characters, control
+/// characters escaped (a hostile server cannot write lines of its own into a log).
+pub fn quoted_upstream(text: &str) -> String {
+    let mut shown: String = text
+        .chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(200).is_some() {
+        shown.push_str("...");
+    }
+    shown
+}
+
 /// Sorts instances into address order and keeps the first of each duplicate id.
 pub fn normalize(mut list: Vec<Instance>) -> Vec<Instance> {
     let mut seen = std::collections::HashSet::with_capacity(list.len());

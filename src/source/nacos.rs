@@ -73,15 +73,9 @@ impl ServerListProvider {
             Some(Err(())) => return Err("the server-list callback panicked".into()),
             None => return Err("the server-list callback has ended".into()),
         }
-        let list: Vec<String> = list
-            .iter()
-            .flat_map(|entry| entry.split([',', ';']))
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(|e| with_default_port(e, DEFAULT_PORT))
-            .collect();
+        let list = server_entries(list.iter().flat_map(|entry| entry.split([',', ';'])));
         if list.is_empty() {
-            return Err("the server-list callback listed no server".into());
+            return Err("the server-list callback listed no valid server (host[:port])".into());
         }
         Ok(list)
     }
@@ -504,13 +498,39 @@ fn get_text(agent: &ureq::Agent, url: &str, params: &[(&str, String)]) -> Result
     })
 }
 
-/// One `ip[:port]` a line; blank lines and `#` comments ignored; port defaults to 8848.
+/// One `ip[:port]` a line; blank lines and `#` comments ignored; port defaults to 8848; a line
+/// that is no server (an HTML error page, a path, userinfo) is skipped and the rest are used.
 pub fn parse_server_list(body: &str) -> Vec<String> {
-    body.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| with_default_port(l, DEFAULT_PORT))
-        .collect()
+    server_entries(body.lines().filter(|l| !l.trim_start().starts_with('#')))
+}
+
+/// The most servers taken from one list (an address server's answer, a callback's).
+pub const MAX_SERVERS: usize = 256;
+
+/// The valid `host[:port]` entries of `entries`, ports defaulted, the first `MAX_SERVERS`
+/// distinct ones in their order: whatever lists servers goes through this one check.
+fn server_entries<'a>(entries: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut list: Vec<String> = Vec::new();
+    for entry in entries.map(str::trim).filter(|e| !e.is_empty()) {
+        if let Some(server) = server_entry(entry, DEFAULT_PORT) {
+            if !list.contains(&server) {
+                list.push(server);
+            }
+            if list.len() == MAX_SERVERS {
+                break;
+            }
+        }
+    }
+    list
+}
+
+/// `entry` as `host:port` (port defaulted, a leading `http://` dropped), or `None` when it is
+/// no server.
+pub fn server_entry(entry: &str, port: u16) -> Option<String> {
+    let server = with_default_port(entry, port);
+    crate::target::authority_problem(&server)
+        .is_none()
+        .then_some(server)
 }
 
 /// `host` or `host:port` or `[v6]:port`, with `port` added when missing; a leading scheme is
@@ -543,7 +563,10 @@ pub fn parse_v3(body: &[u8]) -> Result<Vec<Instance>, String> {
         Some(0) => {}
         Some(code) => {
             let message = value.get("message").and_then(Value::as_str).unwrap_or("");
-            return Err(format!("Nacos answered code {code}: {message}"));
+            return Err(format!(
+                "Nacos answered code {code}: {}",
+                super::quoted_upstream(message)
+            ));
         }
         None => return Err("body has no code".into()),
     }
@@ -652,6 +675,32 @@ mod tests {
                 0xdf, 0x9c, 0x25, 0x9a, 0x7c, 0x79
             ])
         );
+    }
+
+    #[test]
+    fn server_lists_skip_what_is_no_server_and_keep_the_rest() {
+        let body = "<html>\n<body>502 Bad Gateway</body>\n10.0.0.1\n# comment\n\
+                    user:pw@10.0.0.2:8848\n10.0.0.3:99999\nh/path\n[::1]:9000\n10.0.0.1\n\
+                    nacos-2.local:8848\n";
+        assert_eq!(
+            parse_server_list(body),
+            vec!["10.0.0.1:8848", "[::1]:9000", "nacos-2.local:8848"]
+        );
+        let many: String = (0..1000)
+            .map(|i| format!("10.0.{}.{}\n", i / 256, i % 256))
+            .collect();
+        assert_eq!(parse_server_list(&many).len(), MAX_SERVERS);
+    }
+
+    #[test]
+    fn a_server_message_is_quoted_escaped_and_bounded() {
+        let body = format!(
+            r#"{{"code":500,"message":"boom\r\n2026-12-01 WARN forged line {}"}}"#,
+            "x".repeat(10_000)
+        );
+        let err = parse_v3(body.as_bytes()).unwrap_err();
+        assert!(!err.contains('\n') && !err.contains('\r'), "{err}");
+        assert!(err.contains("boom\\r\\n") && err.len() < 400, "{err}");
     }
 
     #[test]
