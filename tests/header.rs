@@ -41,10 +41,9 @@ fn checked_in_header_matches_cbindgen_output() {
 /// const` of the crate is a candidate) must be excluded in cbindgen.toml, not shipped.
 #[test]
 fn every_name_the_header_defines_is_eas_prefixed() {
-    let header = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("include/easdirect.h"),
-    )
-    .unwrap();
+    let header =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/easdirect.h"))
+            .unwrap();
     for line in header.lines() {
         if let Some(rest) = line.strip_prefix("#define ") {
             let name = rest.split_whitespace().next().unwrap_or("");

@@ -29,11 +29,17 @@ fn internal_is_added_only_when_namespace_and_pod_name_are_set() {
 
 #[test]
 fn an_address_server_from_the_environment_is_checked_and_printed_without_secrets() {
-    std::env::set_var("ALIBABA_ALIWARE_ENDPOINT_URL", "http://user:t0psecret@<html>/x");
+    std::env::set_var(
+        "ALIBABA_ALIWARE_ENDPOINT_URL",
+        "http://user:t0psecret@<html>/x",
+    );
     let err = Client::new("nacos://127.0.0.1:1/svc", &Options::new())
         .err()
         .expect("no address server in the environment's value");
     std::env::remove_var("ALIBABA_ALIWARE_ENDPOINT_URL");
-    assert!(err.message.contains("ALIBABA_ALIWARE_ENDPOINT_URL"), "{err}");
+    assert!(
+        err.message.contains("ALIBABA_ALIWARE_ENDPOINT_URL"),
+        "{err}"
+    );
     assert!(!err.message.contains("t0psecret"), "{err}");
 }
