@@ -467,6 +467,76 @@ mod tests {
         assert_eq!(parse(&long), None);
     }
 
+    /// The emulator's LLM backends write reports in vLLM's form; this parser reads them. (Here
+    /// rather than in tests/, because the parser is crate-private.)
+    mod from_the_emulator {
+        use super::*;
+        use easdirect_emulator::{Backend, LlmConfig};
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::net::TcpStream;
+        use std::time::Duration;
+
+        /// Sends one request asking for a report in `format`; the header it got, if any.
+        fn report_header(b: &Backend, format: Option<&str>) -> Option<String> {
+            let mut s = TcpStream::connect(b.addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let ask = format.map_or(String::new(), |f| format!("{FORMAT_HEADER}: {f}\r\n"));
+            write!(
+                s,
+                "GET / HTTP/1.1\r\nHost: llm\r\nx-tokens: 1\r\n{ask}Connection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut rd = BufReader::new(s);
+            let mut found = None;
+            loop {
+                let mut line = String::new();
+                rd.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case(HEADER) {
+                        found = Some(v.trim().to_string());
+                    }
+                }
+            }
+            let mut rest = Vec::new();
+            let _ = rd.read_to_end(&mut rest);
+            found
+        }
+
+        #[test]
+        fn emulator_reports_parse_in_both_forms() {
+            let b = Backend::start_llm(LlmConfig {
+                slots: 2,
+                base: Duration::ZERO,
+                per_token: Duration::from_millis(1),
+                ..LlmConfig::default()
+            })
+            .unwrap();
+            assert_eq!(report_header(&b, None), None);
+            for format in [FORMAT_TEXT, "json", "JSON"] {
+                let v = report_header(&b, Some(format)).unwrap();
+                // Alone on a 2-slot backend: itself running, half the KV cache.
+                assert_eq!(
+                    parse(&v),
+                    Some(report(Some(0), Some(1), Some(500))),
+                    "{format}: {v:?}"
+                );
+            }
+            b.llm()
+                .unwrap()
+                .set_config(LlmConfig {
+                    report_running: false,
+                    ..b.llm().unwrap().config()
+                })
+                .unwrap();
+            let v = report_header(&b, Some(FORMAT_TEXT)).unwrap();
+            assert_eq!(parse(&v), Some(report(Some(0), None, Some(500))), "{v:?}");
+        }
+    }
+
     fn check_in_range(r: &LoadReport) {
         assert!(r.waiting.is_none_or(|w| w <= MAX_COUNT));
         assert!(r.running.is_none_or(|w| w <= MAX_COUNT));
