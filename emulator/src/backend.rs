@@ -4,19 +4,23 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde_json::json;
 
 use crate::http::{Conn, Head, Parked, Response};
+use crate::llm::{Llm, LlmConfig};
 use crate::server::{lock, Flow, Handler, Server};
 
 /// How a [`Backend`] answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackendMode {
-    /// 200 with the JSON description of the request (the default).
+    /// 200 with the JSON description of the request (the default); an LLM backend serves it
+    /// as an LLM would (see [`Llm`]).
     #[default]
     Ok,
-    /// This status (e.g. 503, 429, 404) with the same JSON body plus `"status"`.
+    /// This status (e.g. 503, 429, 404) with the same JSON body plus `"status"`, at once (an
+    /// LLM backend neither queues nor serves the request).
     Status(u16),
     /// Reads the request and never answers; a parked request is answered under the new mode
     /// when the mode changes, and its connection closes when the backend stops.
@@ -38,6 +42,7 @@ struct BackendShared {
     port: u16,
     mode: Mutex<(BackendMode, u64)>,
     hits: AtomicU64,
+    llm: Option<Llm>,
 }
 
 impl BackendShared {
@@ -52,6 +57,7 @@ impl BackendShared {
 
 impl Handler for BackendShared {
     fn handle(&self, conn: &mut Conn, head: Head) -> Flow {
+        let arrived = Instant::now();
         let Ok(req) = conn.read_request(head) else {
             return Flow::Close;
         };
@@ -67,7 +73,13 @@ impl Handler for BackendShared {
         loop {
             let (mode, generation) = self.mode();
             let status = match mode {
-                BackendMode::Ok => 200,
+                BackendMode::Ok => match &self.llm {
+                    Some(llm) => {
+                        let me = format!("127.0.0.1:{}", self.port);
+                        return llm.serve(conn, req, arrived, &me);
+                    }
+                    None => 200,
+                },
                 BackendMode::Status(s) => {
                     body["status"] = json!(s);
                     s
@@ -90,6 +102,8 @@ impl Handler for BackendShared {
 /// keep-alive, bodies by Content-Length or chunked) with 200 and a small JSON body
 /// `{"backend":"127.0.0.1:PORT","path":TARGET,"method":M,"body_len":N}`.
 /// Dropping it stops it, like [`Backend::stop`].
+///
+/// [`Backend::start_llm`] starts one that serves like an LLM inference server instead.
 pub struct Backend {
     server: Server,
     shared: Arc<BackendShared>,
@@ -98,15 +112,34 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend on `127.0.0.1` and a free port.
     pub fn start() -> io::Result<Backend> {
+        Backend::start_kind(None)
+    }
+
+    /// Starts an LLM-like backend on `127.0.0.1` and a free port: slots, a queue, service times
+    /// by tokens, streaming and load reports as [`LlmConfig`] and [`Llm`] describe.
+    ///
+    /// # Panics
+    /// When `config` does not [`validate`](LlmConfig::validate).
+    pub fn start_llm(config: LlmConfig) -> io::Result<Backend> {
+        Backend::start_kind(Some(Llm::new(config)))
+    }
+
+    fn start_kind(llm: Option<Llm>) -> io::Result<Backend> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let (server, shared) = Server::bind(addr, "easdirect-backend", |addr| {
             Arc::new(BackendShared {
                 port: addr.port(),
                 mode: Mutex::new((BackendMode::Ok, 0)),
                 hits: AtomicU64::new(0),
+                llm,
             })
         })?;
         Ok(Backend { server, shared })
+    }
+
+    /// The LLM side (settings, counters) of a backend started by [`Backend::start_llm`].
+    pub fn llm(&self) -> Option<&Llm> {
+        self.shared.llm.as_ref()
     }
 
     /// The port it listens on (on 127.0.0.1).

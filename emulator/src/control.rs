@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::backend::BackendMode;
 use crate::emulator::{percent_decode, Shared};
 use crate::http::{Conn, Head, Request, Response};
+use crate::llm::LlmConfig;
 use crate::script::{Script, ScriptHandle};
 use crate::server::{lock, Flow};
 use crate::types::{Fault, Paths};
@@ -101,8 +102,21 @@ fn route(shared: &Shared, req: &Request) -> Result<Response, Response> {
                     .as_bool()
                     .ok_or_else(|| bad("field \"replace\" must be a boolean"))?,
             };
+            let llm = match (body.get("kind").map(Value::as_str), body.get("llm")) {
+                (None | Some(Some("echo")), None) => None,
+                (None | Some(Some("llm")), Some(settings)) => Some(
+                    LlmConfig::default()
+                        .updated(settings)
+                        .map_err(|e| bad(format!("field \"llm\": {e}")))?,
+                ),
+                (Some(Some("llm")), None) => Some(LlmConfig::default()),
+                (Some(Some("echo")), Some(_)) => {
+                    return Err(bad("field \"llm\" is only for \"kind\":\"llm\""))
+                }
+                _ => return Err(bad("field \"kind\" must be \"echo\" or \"llm\"")),
+            };
             let ports = shared
-                .add_backends(service, count as usize, replace)
+                .add_backends(service, count as usize, replace, llm.as_ref())
                 .map_err(|e| {
                     Response::json(500, &json!({"error": format!("starting backends: {e}")}))
                 })?;
@@ -143,6 +157,17 @@ fn route(shared: &Shared, req: &Request) -> Result<Response, Response> {
             }
             Response::empty(204)
         }
+        ("PUT", ["backends", port, "llm"]) => {
+            let no_llm = || Response::json(404, &json!({"error": "no such LLM backend"}));
+            let llm = port
+                .parse::<u16>()
+                .ok()
+                .and_then(|p| shared.llm(p))
+                .ok_or_else(no_llm)?;
+            let config = llm.config().updated(&body_json(req)?).map_err(bad)?;
+            llm.set_config(config).map_err(bad)?;
+            Response::empty(204)
+        }
         ("POST" | "PUT", ["script"]) => {
             let script = Script::from_json(&body_json(req)?).map_err(bad)?;
             let Some(me) = shared.me.upgrade() else {
@@ -160,7 +185,8 @@ fn route(shared: &Shared, req: &Request) -> Result<Response, Response> {
             Response::empty(204)
         }
         (_, ["state" | "fault" | "paths" | "backends" | "script"])
-        | (_, ["services" | "backends", _]) => Response::json(
+        | (_, ["services" | "backends", _])
+        | (_, ["backends", _, "llm"]) => Response::json(
             405,
             &json!({"error": format!("{method} is not allowed on {path}")}),
         ),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::backend::{Backend, BackendMode};
-use crate::http::{Conn, Head, Parked, Response};
+use crate::http::{chunk, Conn, Head, Parked, Response};
+use crate::llm::{Llm, LlmConfig};
 use crate::script::{Action, Script, ScriptHandle};
 use crate::server::{lock, reachable, Flow, Handler, Server};
 use crate::types::{Endpoint, Fault, Paths};
@@ -31,21 +32,25 @@ pub(crate) struct BackendEntry {
     pub backend: Option<Backend>,
     /// Hits counted when it was killed.
     pub final_hits: u64,
+    /// The LLM side of an LLM backend; it outlives a kill, so its counters stay readable.
+    pub llm: Option<Llm>,
 }
 
 impl BackendEntry {
     pub fn to_json(&self) -> Value {
+        let kind = if self.llm.is_some() { "llm" } else { "echo" };
         let (mode, hits) = match &self.backend {
-            Some(b) => (b.mode(), b.hits()),
-            None => {
-                return json!({"ip": "127.0.0.1", "port": self.port, "service": self.service,
-                              "mode": "dead", "hits": self.final_hits})
-            }
+            Some(b) => (Some(b.mode()), b.hits()),
+            None => (None, self.final_hits),
         };
         let mut v = json!({"ip": "127.0.0.1", "port": self.port, "service": self.service,
-                           "mode": mode.name(), "hits": hits});
-        if let BackendMode::Status(s) = mode {
+                           "kind": kind, "mode": mode.map_or("dead", BackendMode::name),
+                           "hits": hits});
+        if let Some(BackendMode::Status(s)) = mode {
             v["status"] = json!(s);
+        }
+        if let Some(llm) = &self.llm {
+            v["llm"] = llm.to_json();
         }
         v
     }
@@ -168,11 +173,21 @@ impl Shared {
         answer_body(service, st.services.get(service).unwrap_or(&empty))
     }
 
-    /// Starts `count` backends and lists them under `service` (weight 100), after the items it
-    /// has (or instead of them when `replace`). Returns their ports.
-    pub fn add_backends(&self, service: &str, count: usize, replace: bool) -> io::Result<Vec<u16>> {
+    /// Starts `count` backends (LLM-like ones with `llm`) and lists them under `service`
+    /// (weight 100), after the items it has (or instead of them when `replace`). Returns their
+    /// ports.
+    pub fn add_backends(
+        &self,
+        service: &str,
+        count: usize,
+        replace: bool,
+        llm: Option<&LlmConfig>,
+    ) -> io::Result<Vec<u16>> {
         let backends = (0..count)
-            .map(|_| Backend::start())
+            .map(|_| match llm {
+                Some(c) => Backend::start_llm(c.clone()),
+                None => Backend::start(),
+            })
             .collect::<io::Result<Vec<_>>>()?;
         let ports: Vec<u16> = backends.iter().map(Backend::port).collect();
         let mut st = lock(&self.state);
@@ -194,6 +209,7 @@ impl Shared {
             .extend(backends.into_iter().map(|b| BackendEntry {
                 service: service.to_string(),
                 port: b.port(),
+                llm: b.llm().cloned(),
                 backend: Some(b),
                 final_hits: 0,
             }));
@@ -231,6 +247,11 @@ impl Shared {
             }
         }
         true
+    }
+
+    pub fn llm(&self, port: u16) -> Option<Llm> {
+        let st = lock(&self.state);
+        st.backends.iter().find(|e| e.port == port)?.llm.clone()
     }
 
     pub fn state_json(&self) -> Value {
@@ -388,13 +409,6 @@ impl Shared {
 /// The page [`Fault::Html`] sends.
 const HTML: &str = "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\
 <body><h1>502 Bad Gateway</h1><p>emulated gateway page</p></body></html>\n";
-
-fn chunk(data: &[u8]) -> Vec<u8> {
-    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-    out
-}
 
 fn endless_chunked(conn: &mut Conn, service: &str, changed: &dyn Fn() -> bool) -> io::Result<()> {
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
@@ -577,7 +591,28 @@ impl Emulator {
     /// Starts `count` [`Backend`]s and adds them to `service`'s list (weight 100), after the
     /// items it already has; returns their ports. They stop with the emulator.
     pub fn add_backends(&self, service: &str, count: usize) -> io::Result<Vec<u16>> {
-        self.shared.add_backends(service, count, false)
+        self.shared.add_backends(service, count, false, None)
+    }
+
+    /// Starts `count` LLM-like backends ([`Backend::start_llm`]) with `config` and adds them to
+    /// `service`'s list like [`add_backends`](Emulator::add_backends); returns their ports.
+    ///
+    /// # Panics
+    /// When `config` does not [`validate`](LlmConfig::validate).
+    pub fn add_llm_backends(
+        &self,
+        service: &str,
+        count: usize,
+        config: &LlmConfig,
+    ) -> io::Result<Vec<u16>> {
+        self.shared
+            .add_backends(service, count, false, Some(config))
+    }
+
+    /// The LLM side (settings, counters) of an LLM backend started by
+    /// [`add_llm_backends`](Emulator::add_llm_backends), killed or not.
+    pub fn llm(&self, port: u16) -> Option<Llm> {
+        self.shared.llm(port)
     }
 
     /// Sets the mode of a backend started by [`add_backends`](Emulator::add_backends); false if

@@ -134,6 +134,21 @@ impl Response {
         self
     }
 
+    /// The status line and headers of a body sent in chunks (`Transfer-Encoding: chunked`).
+    pub fn chunked_head_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let mut s = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (k, v) in &self.headers {
+            s.push_str(&format!("{k}: {v}\r\n"));
+        }
+        s.push_str("Transfer-Encoding: chunked\r\n");
+        s.push_str(if keep_alive {
+            "Connection: keep-alive\r\n\r\n"
+        } else {
+            "Connection: close\r\n\r\n"
+        });
+        s.into_bytes()
+    }
+
     /// The status line and headers, announcing `content_length` body bytes.
     pub fn head_bytes(&self, content_length: usize, keep_alive: bool) -> Vec<u8> {
         let mut s = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
@@ -179,6 +194,14 @@ pub(crate) fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Status",
     }
+}
+
+/// One chunk of a chunked body (an empty `data` is the last chunk).
+pub(crate) fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -445,6 +468,22 @@ impl Conn {
             }
             thread::sleep((deadline - now).min(Duration::from_millis(10)));
         }
+    }
+
+    /// Whether the client has closed its side (or the socket failed), without waiting and
+    /// without consuming anything it sent.
+    pub fn client_closed(&self) -> bool {
+        let mut probe = [0u8; 1];
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let closed = match self.stream.peek(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !is_timeout(&e),
+        };
+        let _ = self.stream.set_nonblocking(false);
+        closed
     }
 
     /// Waits, sending nothing, until `abort` becomes true, the server stops or the client closes.

@@ -36,14 +36,38 @@
 //! | `PUT /_emulator/fault` | `{"fault":NAME,"status":503}` (NAME in [`FAULT_NAMES`]; `status` only for `"status"`, default 503) | 204; 400 naming `fault` or `status` |
 //! | `PUT /_emulator/paths` | `{"paths":"both"\|"documented_only"\|"new_only"}` | 204; 400 |
 //! | `POST /_emulator/backends` | `{"service":"svc","count":3,"replace":false}` (count 1-64, default 1) | 200 `[{"ip":"127.0.0.1","port":P},...]` |
+//! | `POST /_emulator/backends` | `{"service":"svc","count":2,"kind":"llm","llm":{"slots":2,"speed":0.5}}` (`llm`: any subset of the settings below) | 200, as above; 400 naming the field |
 //! | `PUT /_emulator/backends/{port}` | `{"mode":"ok"\|"status"\|"hang"\|"dead","status":503}` | 204; 404 for an unknown port |
-//! | `GET /_emulator/backends` | | `[{"ip","port","service","mode","status"?,"hits"}]` |
+//! | `PUT /_emulator/backends/{port}/llm` | any subset of the LLM settings | 204; 400 naming the field; 404 unless an LLM backend |
+//! | `GET /_emulator/backends` | | `[{"ip","port","service","kind":"echo"\|"llm","mode","status"?,"hits","llm"?}]` |
 //! | `POST /_emulator/script` | a script (below); replaces the running one | 204; 400 |
 //! | `DELETE /_emulator/script` | | 204 |
 //!
 //! `POST /_emulator/backends` starts [`Backend`]s and appends them (weight 100) to the service's
 //! items (`"replace":true` replaces the items instead). A `dead` backend is stopped but stays
 //! listed, so clients meet a refused connection.
+//!
+//! # LLM backends
+//!
+//! A backend of kind `llm` ([`Backend::start_llm`], [`Emulator::add_llm_backends`]) serves any
+//! request in `ok` mode as an LLM inference server would: `slots` requests at once, the others
+//! waiting first come first; each holds its slot for `(base + per_token x tokens) / speed`.
+//! Tokens come from the `x-tokens` header, else a JSON body's `max_tokens`, else a seeded
+//! log-normal draw of mean `mean_tokens` (capped at `max_tokens`; a count that is not a
+//! non-negative integer is a 400). The answer is JSON
+//! `{"backend","object":"text_completion","path","tokens","queued_ms","choices":[{"text",..}],"usage"}`,
+//! or, when the body has `"stream": true` or the `x-stream: true` header is sent, an SSE stream
+//! (`text/event-stream`, chunked): the head at the first token's time (`base / speed` after
+//! the slot), then one `data: {...}` event per token `per_token / speed` apart, then
+//! `data: [DONE]`. A request that carries `endpoint-load-metrics-format: text` (or `json`) gets
+//! an `endpoint-load-metrics` header as vLLM writes it, counting itself as running:
+//! `TEXT named_metrics.kv_cache_usage_perc=0.5, named_metrics.num_requests_waiting=3.0,
+//! named_metrics.num_requests_running=2.0` (KV-cache use = running / slots; the running figure
+//! only while `report_running`, which vLLM itself does not send). The other modes apply as for
+//! any backend (`status` answers at once, unqueued). The settings, in JSON (defaults shown):
+//! `{"slots":4,"base_ms":20.0,"per_token_ms":1.0,"mean_tokens":100,"tokens_sigma":1.0,
+//! "max_tokens":4096,"speed":1.0,"seed":1,"report_running":true}`; `GET /_emulator/backends`
+//! lists them with the counters `"running"`, `"waiting"`, `"served"`, `"abandoned"`.
 //!
 //! # Scripts
 //!
@@ -71,11 +95,16 @@ mod backend;
 mod control;
 mod emulator;
 mod http;
+mod llm;
 mod script;
 mod server;
 mod types;
 
 pub use backend::{Backend, BackendMode};
 pub use emulator::{Emulator, DOCUMENTED_PREFIX, NEW_PREFIX};
+pub use llm::{
+    Llm, LlmConfig, LlmCounters, ServedRequest, LOAD_FORMAT_HEADER, LOAD_HEADER, STREAM_HEADER,
+    TOKENS_HEADER,
+};
 pub use script::{Action, Script, ScriptHandle, Step};
 pub use types::{Endpoint, Fault, Paths, FAULT_NAMES};
