@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use crate::eject::{monotonic_ms, monotonic_ns};
 use crate::error::ErrorKind;
 use crate::instance::Instance;
-use crate::snapshot::{next_pos, Snapshot, SnapshotCell};
+use crate::snapshot::{next_pos, SkipHint, Snapshot, SnapshotCell};
 
 /// Smallest cap on the cycle length; the cap is `max(MIN_CYCLE_CAP, 16 * n)`.
 pub const MIN_CYCLE_CAP: usize = 65_536;
@@ -277,6 +277,8 @@ struct Cursor {
     snapshot: Arc<Snapshot>,
     generation: u64,
     position: u32,
+    /// What this thread's last search past ejected entries of `snapshot` found.
+    hint: SkipHint,
 }
 
 /// Per-thread cursors, most recently used first.
@@ -321,13 +323,13 @@ impl Picker {
                 *out = snapshot.instances[index];
                 return Some(());
             }
-            let index = if exclude.is_empty() {
-                snapshot.walk(&mut cursor.position, exclude, now)?
-            } else {
+            let index = match now {
+                Some(now) if exclude.is_empty() => {
+                    snapshot.next_unejected(&mut cursor.position, &mut cursor.hint, now)
+                }
                 // A pick with exclusions (a retry) takes no turn from this thread's cycle, so
                 // that plain picks keep their exact proportions around it.
-                let mut position = cursor.position;
-                snapshot.walk(&mut position, exclude, now)?
+                _ => snapshot.pick_excluding(cursor.position, &mut cursor.hint, exclude, now)?,
             };
             *out = snapshot.instances[index];
             Some(())
@@ -342,13 +344,39 @@ impl Picker {
                     return Err(ErrorKind::NoInstance);
                 }
                 let mut position = (seed() % snapshot.cycle.len() as u64) as u32;
-                let index = snapshot
-                    .walk(&mut position, exclude, now)
-                    .ok_or(ErrorKind::NoInstance)?;
+                let mut hint = SkipHint::default();
+                let index = match now {
+                    Some(now) if exclude.is_empty() => {
+                        snapshot.next_unejected(&mut position, &mut hint, now)
+                    }
+                    _ => snapshot
+                        .pick_excluding(position, &mut hint, exclude, now)
+                        .ok_or(ErrorKind::NoInstance)?,
+                };
                 *out = snapshot.instances[index];
                 Ok(())
             }
         }
+    }
+
+    /// Ejects the instance at `index` of `snapshot` until `deadline_ms`. Raises the horizon
+    /// first, then stores the deadline (Release) and the bounds over it: a picker that sees the
+    /// deadline, or a bound that covers it, also sees a horizon that covers it.
+    pub(crate) fn eject_until(&self, snapshot: &Snapshot, index: usize, deadline_ms: u64) {
+        self.eject_horizon.fetch_max(deadline_ms, Ordering::AcqRel);
+        snapshot.store_deadline(index, deadline_ms);
+    }
+
+    /// Raises the horizon to `horizon_ms` (a publish: a picker may still be on the previous
+    /// snapshot for an instant, and its ejections must still be honoured).
+    pub(crate) fn raise_horizon(&self, horizon_ms: u64) {
+        self.eject_horizon.fetch_max(horizon_ms, Ordering::AcqRel);
+    }
+
+    /// Sets the horizon to `horizon_ms`, the latest deadline in force, lowering it when
+    /// ejections have ended, so that picks stop reading the clock.
+    pub(crate) fn set_horizon(&self, horizon_ms: u64) {
+        self.eject_horizon.store(horizon_ms, Ordering::Release);
     }
 
     /// `Some(now)` while an ejection may be in force, so that only then a pick reads the clock.
@@ -385,6 +413,7 @@ impl ThreadCursors {
                     generation: snapshot.generation,
                     snapshot,
                     position,
+                    hint: SkipHint::default(),
                 });
                 let last = self.cursors.len() - 1;
                 self.cursors.swap(0, last);
@@ -397,6 +426,7 @@ impl ThreadCursors {
             cursor.generation = snapshot.generation;
             cursor.snapshot = snapshot;
             cursor.position = position;
+            cursor.hint = SkipHint::default();
         }
         Some(&mut self.cursors[0])
     }
@@ -571,5 +601,82 @@ mod tests {
         let cycle = build_cycle(&weights);
         assert!(cycle.len() <= 160_000);
         assert!(cycle.len() >= 10_000);
+    }
+
+    fn picker_with(weights: &[u32]) -> (Arc<Picker>, Arc<Snapshot>) {
+        let instances = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Instance::new(
+                    std::net::Ipv4Addr::from(0x0a00_0001 + i as u32).into(),
+                    80,
+                    w,
+                )
+            })
+            .collect();
+        let picker = Arc::new(Picker::default());
+        let snapshot = Arc::new(Snapshot::new(1, instances));
+        picker.cell.store(snapshot.clone());
+        (picker, snapshot)
+    }
+
+    fn pick(picker: &Arc<Picker>, exclude: &[u64]) -> Option<u64> {
+        let mut out = Instance::ZEROED;
+        picker.select(exclude, &mut out).ok().map(|()| out.id)
+    }
+
+    #[test]
+    fn an_ejection_raises_the_horizon_and_the_instance_is_skipped() {
+        let (picker, snap) = picker_with(&[1, 1, 1]);
+        let far = monotonic_ms() + 60_000;
+        picker.eject_until(&snap, 1, far);
+        assert_eq!(picker.eject_horizon.load(Ordering::Relaxed), far);
+        for _ in 0..30 {
+            assert_ne!(pick(&picker, &[]), Some(snap.instances[1].id));
+        }
+        // Every one ejected: panic mode, still in weighted order.
+        picker.eject_until(&snap, 0, far);
+        picker.eject_until(&snap, 2, far);
+        let mut counts = [0; 3];
+        for _ in 0..30 {
+            let id = pick(&picker, &[]).unwrap();
+            counts[snap.index_of(id).unwrap()] += 1;
+        }
+        assert_eq!(counts, [10, 10, 10]);
+    }
+
+    #[test]
+    fn retries_with_skewed_weights_never_return_an_excluded_id_nor_take_a_turn() {
+        let (picker, snap) = picker_with(&[1_000, 1, 0, 3, 1_000]);
+        let ids: Vec<u64> = snap.instances.iter().map(|i| i.id).collect();
+        let heavy = [ids[0], ids[4]];
+        let far = monotonic_ms() + 60_000;
+        let mut plain = std::collections::HashMap::new();
+        for round in 0..2 * snap.cycle.len() {
+            *plain.entry(pick(&picker, &[]).unwrap()).or_insert(0) += 1;
+            let retried = pick(&picker, &heavy).unwrap();
+            assert!(retried == ids[1] || retried == ids[3]);
+            if round == snap.cycle.len() {
+                picker.eject_until(&snap, 3, far);
+            }
+            assert_eq!(pick(&picker, &ids), None);
+        }
+        // The retries took no turn: plain picks kept their proportions (minus the ejected
+        // one's turns in the second cycle, which went to the next entries).
+        assert!(plain[&ids[1]] >= 2);
+        assert!(plain[&ids[0]] >= 1_000 && plain[&ids[4]] >= 1_000);
+    }
+
+    #[test]
+    fn retries_keep_exact_proportions_of_plain_picks() {
+        let (picker, snap) = picker_with(&[5, 1, 1]);
+        let mut counts = [0; 3];
+        for _ in 0..70 {
+            let id = pick(&picker, &[]).unwrap();
+            counts[snap.index_of(id).unwrap()] += 1;
+            let _ = pick(&picker, &[id]);
+        }
+        assert_eq!(counts, [50, 10, 10]);
     }
 }
