@@ -201,6 +201,9 @@ impl Snapshot {
         let Some(now) = now_ms else {
             return self.first_candidate(start, exclude);
         };
+        if self.cycle_deadlines.root() > now {
+            return self.first_candidate(start, exclude); // every candidate is ejected
+        }
         let mut from = start;
         let mut scratch = SkipHint::default();
         for hit in 0..EXCLUDED_HITS {
@@ -273,11 +276,13 @@ impl Snapshot {
     /// for a few entries, then in address order from the instance at `start`.
     fn first_candidate(&self, start: usize, exclude: &[u64]) -> Option<usize> {
         let len = self.cycle.len();
-        for step in 0..EXCLUDED_HITS.min(len) {
-            let index = self.cycle[(start + step) % len] as usize;
+        let mut pos = start;
+        for _ in 0..EXCLUDED_HITS.min(len) {
+            let index = self.cycle[pos] as usize;
             if !self.is_excluded(index, exclude) {
                 return Some(index);
             }
+            pos = next_pos(pos, len) as usize;
         }
         let m = self.pickable.len();
         let from = self.pickable_rank(start);
