@@ -323,16 +323,7 @@ impl Picker {
                 *out = snapshot.instances[index];
                 return Some(());
             }
-            let index = match now {
-                Some(now) if exclude.is_empty() => {
-                    snapshot.next_unejected(&mut cursor.position, &mut cursor.hint, now)
-                }
-                // A pick with exclusions (a retry) takes no turn from this thread's cycle, so
-                // that plain picks keep their exact proportions around it.
-                _ => snapshot.pick_excluding(cursor.position, &mut cursor.hint, exclude, now)?,
-            };
-            *out = snapshot.instances[index];
-            Some(())
+            cursor.pick_carefully(exclude, now, out)
         });
         match picked {
             Ok(Some(())) => Ok(()),
@@ -388,6 +379,31 @@ impl Picker {
         }
         let now = monotonic_ms();
         (now < horizon).then_some(now)
+    }
+}
+
+impl Cursor {
+    /// A pick while an ejection may be in force or with exclusions: out of line, so that the
+    /// common path stays small.
+    #[cold]
+    #[inline(never)]
+    fn pick_carefully(
+        &mut self,
+        exclude: &[u64],
+        now: Option<u64>,
+        out: &mut Instance,
+    ) -> Option<()> {
+        let snapshot = &self.snapshot;
+        let index = match now {
+            Some(now) if exclude.is_empty() => {
+                snapshot.next_unejected(&mut self.position, &mut self.hint, now)
+            }
+            // A pick with exclusions (a retry) takes no turn from this thread's cycle, so that
+            // plain picks keep their exact proportions around it.
+            _ => snapshot.pick_excluding(self.position, &mut self.hint, exclude, now)?,
+        };
+        *out = snapshot.instances[index];
+        Some(())
     }
 }
 
