@@ -384,8 +384,7 @@ impl Picker {
 
 impl Cursor {
     /// A pick while an ejection may be in force or with exclusions: out of line, so that the
-    /// common path stays small.
-    #[cold]
+    /// common path stays small (not `#[cold]`: that would keep its own callees out of line).
     #[inline(never)]
     fn pick_carefully(
         &mut self,

@@ -201,9 +201,6 @@ impl Snapshot {
         let Some(now) = now_ms else {
             return self.first_candidate(start, exclude);
         };
-        if self.cycle_deadlines.root() > now {
-            return self.first_candidate(start, exclude); // every candidate is ejected
-        }
         let mut from = start;
         let mut scratch = SkipHint::default();
         for hit in 0..EXCLUDED_HITS {
@@ -331,9 +328,12 @@ impl Snapshot {
 /// at most the true minimum (stale only by being too low, which costs a look, never a wrong
 /// skip). Expiry needs no writer: time passing makes bounds fall behind `now` by itself.
 struct DeadlineTree {
-    /// `levels[0][b]` bounds leaves `b x FANOUT ..`; `levels[l + 1][b]` bounds
-    /// `levels[l][b x FANOUT ..]`; the last level has one entry.
-    levels: Box<[Box<[AtomicU64]>]>,
+    /// Every level, one after the other: in level 0 entry b bounds leaves `b x FANOUT ..`;
+    /// in level l + 1 entry b bounds entries `b x FANOUT ..` of level l; the last level is
+    /// the root alone, the last entry.
+    bounds: Box<[AtomicU64]>,
+    /// Where each level starts in `bounds`, and where the last one ends.
+    level_starts: Box<[usize]>,
     leaves: usize,
 }
 
@@ -344,24 +344,35 @@ impl DeadlineTree {
     fn new(leaves: usize) -> DeadlineTree {
         // No leaf at all: the root says "all ejected", and searches find nothing.
         let initial = if leaves == 0 { u64::MAX } else { 0 };
-        let mut levels = Vec::new();
+        let mut level_starts = vec![0];
         let mut len = leaves.div_ceil(Self::FANOUT).max(1);
         loop {
-            levels.push((0..len).map(|_| AtomicU64::new(initial)).collect());
+            level_starts.push(level_starts[level_starts.len() - 1] + len);
             if len == 1 {
                 break;
             }
             len = len.div_ceil(Self::FANOUT);
         }
+        let total = level_starts[level_starts.len() - 1];
         DeadlineTree {
-            levels: levels.into(),
+            bounds: (0..total).map(|_| AtomicU64::new(initial)).collect(),
+            level_starts: level_starts.into(),
             leaves,
         }
     }
 
     #[inline]
     fn root(&self) -> u64 {
-        self.levels[self.levels.len() - 1][0].load(Ordering::Acquire)
+        self.bounds[self.bounds.len() - 1].load(Ordering::Acquire)
+    }
+
+    fn levels(&self) -> usize {
+        self.level_starts.len() - 1
+    }
+
+    #[inline]
+    fn level(&self, level: usize) -> &[AtomicU64] {
+        &self.bounds[self.level_starts[level]..self.level_starts[level + 1]]
     }
 
     /// Whether entry `idx` of `level` starts at or after leaf `hi`.
@@ -377,7 +388,7 @@ impl DeadlineTree {
             let end = (start + Self::FANOUT).min(self.leaves);
             (start..end).map(leaf).min().unwrap_or(u64::MAX)
         } else {
-            let below = &self.levels[level - 1];
+            let below = self.level(level - 1);
             let end = (start + Self::FANOUT).min(below.len());
             below[start..end]
                 .iter()
@@ -389,7 +400,8 @@ impl DeadlineTree {
 
     /// Recomputes the bounds over `changed` (ascending leaves whose deadlines have risen).
     fn raise(&self, changed: &[u32], leaf: impl Fn(usize) -> u64) {
-        for (level, entries) in self.levels.iter().enumerate() {
+        for level in 0..self.levels() {
+            let entries = self.level(level);
             let shift = Self::SHIFT * (level as u32 + 1);
             let mut last = None;
             for &q in changed {
@@ -405,8 +417,8 @@ impl DeadlineTree {
 
     /// Recomputes every bound.
     fn rebuild(&self, leaf: impl Fn(usize) -> u64) {
-        for (level, entries) in self.levels.iter().enumerate() {
-            for (block, entry) in entries.iter().enumerate() {
+        for level in 0..self.levels() {
+            for (block, entry) in self.level(level).iter().enumerate() {
                 entry.store(self.block_min(level, block, &leaf), Ordering::Release);
             }
         }
@@ -440,7 +452,7 @@ impl DeadlineTree {
         };
         // The rest of `lo`'s own block first.
         let (mut level, mut idx) = (0, lo / Self::FANOUT);
-        let bound = self.levels[0][idx].load(Ordering::Acquire);
+        let bound = self.level(0)[idx].load(Ordering::Acquire);
         if bound > now {
             *skipped = (*skipped).min(bound);
         } else if let Some(q) = scan(lo, idx, skipped) {
@@ -449,16 +461,17 @@ impl DeadlineTree {
         loop {
             // Step right, climbing while at the start of a parent's block.
             idx += 1;
-            while idx % Self::FANOUT == 0 && level + 1 < self.levels.len() {
+            while idx % Self::FANOUT == 0 && level + 1 < self.levels() {
                 level += 1;
                 idx /= Self::FANOUT;
             }
             // Look into entries that may hold a leaf in time, leftmost first.
             loop {
-                if Self::starts_at_or_after(level, idx, hi) || idx >= self.levels[level].len() {
+                let entries = self.level(level);
+                if Self::starts_at_or_after(level, idx, hi) || idx >= entries.len() {
                     return None;
                 }
-                let bound = self.levels[level][idx].load(Ordering::Acquire);
+                let bound = entries[idx].load(Ordering::Acquire);
                 if bound > now {
                     *skipped = (*skipped).min(bound);
                     break;
