@@ -190,6 +190,7 @@ impl Snapshot {
     /// (panic mode). After `EXCLUDED_HITS` excluded entries it looks in address order from
     /// the cursor's instance instead, so that its cost stays O(exclusions x log n) even when
     /// excluded instances hold most of the cycle. `None` when no candidate is left.
+    #[inline]
     pub fn pick_excluding(
         &self,
         cursor: u32,
@@ -198,9 +199,39 @@ impl Snapshot {
         now_ms: Option<u64>,
     ) -> Option<usize> {
         let start = cursor as usize;
+        let index = self.cycle[start] as usize;
         let Some(now) = now_ms else {
+            if !self.is_excluded(index, exclude) {
+                return Some(index); // the common retry: the entry at the cursor will do
+            }
             return self.first_candidate(start, exclude);
         };
+        if self.ejected_until[index].load(Ordering::Acquire) <= now {
+            if !self.is_excluded(index, exclude) {
+                return Some(index);
+            }
+        } else if hint.from as usize == start && now < hint.until {
+            // The entries from the cursor are still ejected: on from where the last search
+            // from here ended.
+            let found = self.cycle[hint.to as usize] as usize;
+            let in_time = self.ejected_until[found].load(Ordering::Acquire) <= now;
+            if in_time && !self.is_excluded(found, exclude) {
+                return Some(found);
+            }
+        }
+        self.pick_excluding_further(start, hint, exclude, now)
+    }
+
+    fn pick_excluding_further(
+        &self,
+        start: usize,
+        hint: &mut SkipHint,
+        exclude: &[u64],
+        now: u64,
+    ) -> Option<usize> {
+        if self.cycle_deadlines.root() > now {
+            return self.first_candidate(start, exclude); // every candidate is ejected
+        }
         let mut from = start;
         let mut scratch = SkipHint::default();
         for hit in 0..EXCLUDED_HITS {
@@ -233,6 +264,9 @@ impl Snapshot {
                 return Some(to);
             }
         }
+        if self.cycle_deadlines.root() > now {
+            return None; // every entry is ejected: known at once (panic mode)
+        }
         self.search_unejected(start, first, hint, now)
     }
 
@@ -244,9 +278,6 @@ impl Snapshot {
         hint: &mut SkipHint,
         now: u64,
     ) -> Option<usize> {
-        if self.cycle_deadlines.root() > now {
-            return None; // every entry is ejected: known at once
-        }
         let leaf = |pos: usize| self.deadline_at(pos);
         let mut skipped = first;
         let len = self.cycle.len();
@@ -271,6 +302,7 @@ impl Snapshot {
 
     /// The first instance that is not excluded, ejected or not: in cycle order from `start`
     /// for a few entries, then in address order from the instance at `start`.
+    #[inline]
     fn first_candidate(&self, start: usize, exclude: &[u64]) -> Option<usize> {
         let len = self.cycle.len();
         let mut pos = start;
