@@ -346,13 +346,13 @@ impl Client {
         if snapshot.instances[index].weight == 0 {
             return Ok(()); // never picked, so never ejected
         }
+        // O(log n) under the lock: the count in force comes from the ejector's ordered set,
+        // the pickable count from the snapshot, and an ejection touches only the instance's own
+        // cycle positions.
         let now = monotonic_ms();
         if let Some(until) = state.ejector.on_failure(id, now, snapshot.pickable()) {
-            // The horizon first: a picker that sees the deadline then also sees a horizon that
-            // makes it look (raising is enough here; a refresh lowers it exactly).
-            let horizon = &self.inner.picker.eject_horizon;
-            horizon.fetch_max(until, Ordering::AcqRel);
-            snapshot.ejected_until[index].store(until, Ordering::Release);
+            // Raising the horizon is enough here; a refresh lowers it exactly.
+            self.inner.picker.eject_until(&snapshot, index, until);
         }
         Ok(())
     }
@@ -400,7 +400,7 @@ impl Client {
         self.inner.alive().map_err(|e| e.kind)?;
         let snapshot = self.inner.picker.cell.load();
         let ejected = {
-            let (_gate, state) = gated(&self.inner.state);
+            let (_gate, mut state) = gated(&self.inner.state);
             state.ejector.ejected(monotonic_ms())
         };
         Ok(Stats {
@@ -657,18 +657,11 @@ impl Inner {
             state.generation += 1;
             snapshot.generation = state.generation;
             state.ejector.retain(|id| snapshot.index_of(id).is_some());
-            for (index, inst) in snapshot.instances.iter().enumerate() {
-                snapshot.ejected_until[index]
-                    .store(state.ejector.until(inst.id), Ordering::Relaxed);
-            }
+            let now = monotonic_ms();
+            snapshot.restore_deadlines(state.ejector.deadlines(), now);
             // Never lowered here: a picker may still be on the previous snapshot for an
             // instant, and its ejections must still be honoured. The next refresh lowers it.
-            let now = monotonic_ms();
-            let horizon = state
-                .ejector
-                .horizon(now)
-                .max(self.picker.eject_horizon.load(Ordering::Acquire));
-            self.picker.eject_horizon.store(horizon, Ordering::Release);
+            self.picker.raise_horizon(state.ejector.horizon(now));
             self.picker.cell.store(Arc::new(snapshot));
         }
         self.ready.store(true, Ordering::Release);
@@ -679,9 +672,9 @@ impl Inner {
     /// Sets the ejection horizon to the latest deadline in force, lowering it when ejections
     /// have ended (a publish only ever raises it).
     fn refresh_horizon(&self) {
-        let (_gate, state) = gated(&self.state);
+        let (_gate, mut state) = gated(&self.state);
         let horizon = state.ejector.horizon(monotonic_ms());
-        self.picker.eject_horizon.store(horizon, Ordering::Release);
+        self.picker.set_horizon(horizon);
     }
 
     fn notify_subscribers(&self) {
