@@ -68,6 +68,8 @@ struct Inner {
     state: Mutex<State>,
     /// The caller's fetch function, for a callback source: ended on close.
     callback_source: Option<Arc<CallbackShared>>,
+    /// Writes each new list to `snapshot_file`, when set.
+    snapshot_saver: Option<Arc<snapshot_file::Saver>>,
 }
 
 struct State {
@@ -241,6 +243,10 @@ impl Client {
             max_ms: settings.ejection_max_ms,
             max_percent: settings.max_ejection_percent,
         };
+        let snapshot_saver = settings
+            .snapshot_file
+            .as_deref()
+            .map(snapshot_file::Saver::new);
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             picker: Arc::new(Picker::default()),
@@ -267,6 +273,7 @@ impl Client {
             }),
             make_source,
             callback_source,
+            snapshot_saver,
         });
         if inner.refreshes {
             let weak = Arc::downgrade(&inner);
@@ -477,6 +484,11 @@ impl Client {
         if let Some(source) = &self.inner.callback_source {
             source.gate.end();
         }
+        // The newest list reaches the file before close returns (a short-lived process keeps
+        // it), waiting at most the request timeout when the file system hangs.
+        if let Some(saver) = &self.inner.snapshot_saver {
+            saver.flush(self.inner.settings.request_timeout);
+        }
     }
 }
 
@@ -602,11 +614,11 @@ impl Inner {
                         let (_gate, mut state) = gated(&self.state);
                         state.last_error = None;
                     }
-                    if self.publish(list.clone()) {
-                        if let Some(path) = &self.settings.snapshot_file {
+                    if let Some(generation) = self.publish(list.clone()) {
+                        if let Some(saver) = &self.snapshot_saver {
                             // Queued, never waited for: a failed or dropped write never
                             // disturbs discovery.
-                            snapshot_file::save_in_background(path, list);
+                            saver.queue(generation, list);
                         }
                     }
                     return;
@@ -640,22 +652,24 @@ impl Inner {
         }
     }
 
-    /// Publishes `list` unless it equals the current one; true when it published.
-    fn publish(&self, list: Vec<Instance>) -> bool {
+    /// Publishes `list` unless it equals the current one; its generation when it published.
+    fn publish(&self, list: Vec<Instance>) -> Option<u64> {
         if self.picker.closed.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         if let Some(current) = self.picker.cell.load() {
             if current.same_list(&list) {
-                return false;
+                return None;
             }
         }
+        let generation;
         // The cycle is computed outside the lock; only the swap is under it.
         let mut snapshot = Snapshot::new(0, list);
         {
             let (_gate, mut state) = gated(&self.state);
             state.generation += 1;
             snapshot.generation = state.generation;
+            generation = state.generation;
             state.ejector.retain(|id| snapshot.index_of(id).is_some());
             let now = monotonic_ms();
             snapshot.restore_deadlines(state.ejector.deadlines(), now);
@@ -666,7 +680,7 @@ impl Inner {
         }
         self.ready.store(true, Ordering::Release);
         self.notify_subscribers();
-        true
+        Some(generation)
     }
 
     /// Sets the ejection horizon to the latest deadline in force, lowering it when ejections
