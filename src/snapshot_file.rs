@@ -16,7 +16,7 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -253,19 +253,10 @@ fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     // The size may change under us: read in chunks and stop past the limit, never trusting it.
-    let mut body = Vec::with_capacity(meta.len() as usize);
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = match file.read(&mut chunk) {
-            Ok(0) => return Ok(body),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading failed: {e}")),
-        };
-        if (body.len() + n) as u64 > MAX_FILE_BYTES {
-            return Err("over the 16 MiB limit (it grew while being read)".into());
-        }
-        body.extend_from_slice(&chunk[..n]);
+    match crate::source::read_capped(&mut file, MAX_FILE_BYTES, meta.len() as usize) {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err("over the 16 MiB limit (it grew while being read)".into()),
+        Err(e) => Err(format!("reading failed: {e}")),
     }
 }
 
