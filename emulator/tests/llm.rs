@@ -87,6 +87,11 @@ fn requests_beyond_the_slots_wait_their_turn() {
     }
     assert!(total >= 1000 * MS, "two rounds of 500 ms: {total:?}");
     assert!(total < Duration::from_secs(10), "{total:?}");
+    // A request is noted once its answer is written: the client may have read it first.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while llm.counters().served < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let c = llm.counters();
     assert_eq!((c.running, c.waiting, c.served), (0, 0, 4));
     let served = llm.take_served();
@@ -257,7 +262,14 @@ fn a_streamed_answer_arrives_token_by_token() {
     let r = read_reply(&mut rd, false).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text().matches("data: ").count(), 3, "{}", r.text());
-    let served = b.llm().unwrap().take_served();
+    // The backend notes a request once its last chunk is written: the client may read that
+    // chunk first.
+    let mut served = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served.len() < 2 && Instant::now() < deadline {
+        served.extend(b.llm().unwrap().take_served());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(served.len(), 2);
     assert!(served.iter().all(|s| s.streamed));
     assert_eq!(served[0].tokens, 5);
