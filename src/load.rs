@@ -49,7 +49,9 @@ pub struct Figures {
     pub sample_ns: u64,
 }
 
-/// One instance's figures, in the exact 64-byte layout of the C ABI's `eas_instance_stats`.
+/// The figures of one instance of the current list, from this client's calls and the
+/// instance's load reports (eas_client_instance_stats). 64 bytes: the layout is the C ABI's
+/// `eas_instance_stats`, asserted by every binding; it never grows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InstanceStats {
@@ -63,11 +65,12 @@ pub struct InstanceStats {
     pub attempts: u64,
     /// @24 every failure the ejection state saw: failed attempts and eas_report_failure calls.
     pub failures: u64,
-    /// @32 what peak_ewma uses (µs); 0 before the first sample.
+    /// @32 what peak_ewma uses: the peak EWMA of the time to response headers, in
+    /// microseconds; 0 before the first sample.
     pub latency_ewma_us: u32,
     /// @36 KV-cache use 0-1000, from its last load report.
     pub reported_kv_permille: u32,
-    /// @40 0 when neither ejected nor backing off.
+    /// @40 until when (unix ms) it is out of picks, ejected or backing off; 0 when neither.
     pub ejected_until_unix_ms: u64,
     /// @48 time of the last load report; 0 if none.
     pub report_unix_ms: u64,
