@@ -192,6 +192,41 @@ mod tests {
     }
 
     #[test]
+    fn peak_ewma_charges_an_instance_without_a_sample_the_median() {
+        let s = snapshot(&[1, 1, 1, 2]);
+        s.loads[0].take_latency(10_000.0, 0, 10_000);
+        s.loads[1].take_latency(30_000.0, 0, 10_000);
+        let table = LoadTable::default();
+        table.refresh_median(1, || Some(s.loads.to_vec()));
+        let median = table.median_ewma_us();
+        assert_eq!(median, 20_000.0);
+        assert_eq!(peak_ewma_cost(&s, 2, median), 20_000.0);
+        // ewma x (in_flight + 1) / weight
+        let _a = s.loads[0].start();
+        let _b = s.loads[0].start();
+        assert_eq!(peak_ewma_cost(&s, 0, median), 30_000.0);
+        assert_eq!(
+            peak_ewma_cost(&s, 3, median),
+            10_000.0,
+            "weight 2 halves it"
+        );
+        // Refreshed at most every 100 ms.
+        s.loads[2].take_latency(90_000.0, 0, 10_000);
+        table.refresh_median(50, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_ewma_us(), 20_000.0);
+        table.refresh_median(101, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_ewma_us(), 30_000.0);
+    }
+
+    #[test]
+    fn peak_ewma_without_any_sample_counts_every_ewma_as_equal() {
+        let s = snapshot(&[1, 1]);
+        let _busy = s.loads[1].start();
+        assert_eq!(peak_ewma_cost(&s, 0, 0.0), 1.0);
+        assert_eq!(peak_ewma_cost(&s, 1, 0.0), 2.0);
+    }
+
+    #[test]
     fn the_less_loaded_of_two_wins() {
         let s = snapshot(&[1, 1]);
         let _busy = s.loads[0].start();

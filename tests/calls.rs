@@ -683,6 +683,69 @@ fn least_request_sends_less_to_a_slow_llm_backend() {
     assert_eq!(total_in_flight(&c), 0);
 }
 
+#[test]
+fn peak_ewma_sends_sequential_calls_to_the_faster_llm_backend() {
+    let emu = Emulator::start().unwrap();
+    let llm = LlmConfig {
+        slots: 4,
+        base: Duration::from_millis(5),
+        per_token: Duration::from_millis(1),
+        ..LlmConfig::default()
+    };
+    let ports = emu.add_llm_backends("llm", 2, &llm).unwrap();
+    emu.llm(ports[0]).unwrap().set_speed(0.2); // 5x slower to its headers
+    let c = Client::new(&emu.target("llm"), &options(&[("lb_policy", "peak_ewma")])).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    let mut used = Vec::new();
+    for _ in 0..30 {
+        let mut call = c.call(None, 0).unwrap();
+        let inst = call.next().unwrap();
+        let (status, _) = get(addr_of(&inst), &[(TOKENS_HEADER, "5")]);
+        call.record(Outcome::Response(status), &[]).unwrap();
+        call.finish(Body::Done).unwrap();
+        used.push(inst.port);
+    }
+    // Nothing is in flight between calls, so least_request would tie; peak_ewma does not,
+    // once both have a sample.
+    assert!(
+        used[10..].iter().all(|&p| p == ports[1]),
+        "the slow one is {}: {used:?}",
+        ports[0]
+    );
+    let s = stats_by_id(&c);
+    let ewma = |port: u16| {
+        let id = c
+            .instances()
+            .unwrap()
+            .iter()
+            .find(|i| i.port == port)
+            .unwrap()
+            .id;
+        s[&id].latency_ewma_us
+    };
+    assert!(ewma(ports[0]) > 2 * ewma(ports[1]), "{s:?}");
+}
+
+#[test]
+fn a_timeout_is_a_latency_sample_of_the_time_waited() {
+    let c = fixed(
+        1,
+        &[("lb_policy", "peak_ewma"), ("max_ejection_percent", "0")],
+    );
+    let mut call = c.call(None, 0).unwrap();
+    let inst = call.next().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    call.record(Outcome::Timeout, &[]).unwrap();
+    let s = stats_by_id(&c)[&inst.id];
+    assert!(s.latency_ewma_us >= 30_000, "{s:?}");
+    // Failures and back-offs give none.
+    let before = s.latency_ewma_us;
+    let mut call = c.call(None, 0).unwrap();
+    call.next().unwrap();
+    call.record(Outcome::Response(500), &[]).unwrap();
+    assert_eq!(stats_by_id(&c)[&inst.id].latency_ewma_us, before);
+}
+
 /// An HTTP date (IMF-fixdate) for `t`.
 fn http_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
