@@ -176,6 +176,248 @@ pub fn pick(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instance::{parse_ip, Instance};
+    use crate::load::LoadTable;
+
+    /// A snapshot of `hosts` (`ip:port` or `[v6]:port`) with weights, in the order given.
+    fn snapshot(hosts: &[(&str, u32)]) -> Snapshot {
+        let list: Vec<Instance> = hosts
+            .iter()
+            .map(|&(host, w)| {
+                let (ip, port) = host.rsplit_once(':').unwrap();
+                Instance::new(parse_ip(ip).unwrap(), port.parse().unwrap(), w)
+            })
+            .collect();
+        let mut s = Snapshot::new(1, list);
+        s.loads = LoadTable::default().attach(&s.instances);
+        s
+    }
+
+    fn order_of(s: &Snapshot, key: &[u8]) -> Vec<String> {
+        Ring::new(s)
+            .order(key_hash(key), s.instances.len())
+            .map(|i| s.instances[i].host_str().to_owned())
+            .collect()
+    }
+
+    fn pick_of(s: &Snapshot, key: &[u8], tried: &[u64]) -> String {
+        let ring = Ring::new(s);
+        let i = pick(s, &ring, key_hash(key), tried, 0, &CallSettings::default()).unwrap();
+        s.instances[i].host_str().to_owned()
+    }
+
+    const LIST: [(&str, u32); 4] = [
+        ("10.0.0.1:8000", 100),
+        ("10.0.0.2:8000", 100),
+        ("10.0.0.3:8000", 200),
+        ("[fd00::4]:8000", 100),
+    ];
+
+    /// The orders a separate implementation of the documented ring (Python, from the module
+    /// documentation alone) computes for these keys: any process gets the same.
+    #[test]
+    fn key_orders_are_the_documented_ones_whatever_the_order_of_the_list() {
+        let want: [(&[u8], [&str; 4]); 5] = [
+            (
+                b"session-1",
+                [
+                    "[fd00::4]:8000",
+                    "10.0.0.2:8000",
+                    "10.0.0.3:8000",
+                    "10.0.0.1:8000",
+                ],
+            ),
+            (
+                b"session-2",
+                [
+                    "10.0.0.2:8000",
+                    "[fd00::4]:8000",
+                    "10.0.0.3:8000",
+                    "10.0.0.1:8000",
+                ],
+            ),
+            (
+                b"conversation-42",
+                [
+                    "10.0.0.3:8000",
+                    "[fd00::4]:8000",
+                    "10.0.0.2:8000",
+                    "10.0.0.1:8000",
+                ],
+            ),
+            (
+                b"",
+                [
+                    "[fd00::4]:8000",
+                    "10.0.0.2:8000",
+                    "10.0.0.3:8000",
+                    "10.0.0.1:8000",
+                ],
+            ),
+            (
+                b"\x00\xff",
+                [
+                    "10.0.0.3:8000",
+                    "10.0.0.2:8000",
+                    "[fd00::4]:8000",
+                    "10.0.0.1:8000",
+                ],
+            ),
+        ];
+        let mut reversed = LIST;
+        reversed.reverse();
+        let shuffled = [LIST[2], LIST[0], LIST[3], LIST[1]];
+        for list in [&LIST, &reversed, &shuffled] {
+            let s = snapshot(list);
+            for (key, order) in &want {
+                assert_eq!(
+                    order_of(&s, key),
+                    order.to_vec(),
+                    "key {key:?}, list {list:?}"
+                );
+                assert_eq!(pick_of(&s, key, &[]), order[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn retries_follow_the_keys_order() {
+        let s = snapshot(&LIST);
+        let order = order_of(&s, b"session-1");
+        let mut tried = Vec::new();
+        for want in &order {
+            let got = pick_of(&s, b"session-1", &tried);
+            assert_eq!(&got, want);
+            tried.push(s.instances.iter().find(|i| i.host_str() == got).unwrap().id);
+        }
+        let ring = Ring::new(&s);
+        let settings = CallSettings::default();
+        assert_eq!(
+            pick(&s, &ring, key_hash(b"session-1"), &tried, 0, &settings),
+            None
+        );
+    }
+
+    fn hosts(n: usize) -> Vec<(String, u32)> {
+        (1..=n)
+            .map(|i| (format!("10.1.{}.{}:9000", i / 250, i % 250), 100))
+            .collect()
+    }
+
+    fn owners(list: &[(String, u32)], keys: usize) -> Vec<String> {
+        let borrowed: Vec<(&str, u32)> = list.iter().map(|(h, w)| (h.as_str(), *w)).collect();
+        let s = snapshot(&borrowed);
+        (0..keys)
+            .map(|k| pick_of(&s, format!("key-{k}").as_bytes(), &[]))
+            .collect()
+    }
+
+    #[test]
+    fn a_list_change_moves_about_one_nth_of_the_keys() {
+        let ten = hosts(10);
+        let before = owners(&ten, 1000);
+        let eleven = hosts(11);
+        let added = &eleven[10].0;
+        let after = owners(&eleven, 1000);
+        let moved: Vec<usize> = (0..1000).filter(|&k| before[k] != after[k]).collect();
+        assert!(
+            (40..=150).contains(&moved.len()),
+            "{} of 1000 moved",
+            moved.len()
+        );
+        assert!(
+            moved.iter().all(|&k| &after[k] == added),
+            "keys move only to the new one"
+        );
+        // Removing one moves only its own keys.
+        let nine: Vec<(String, u32)> = ten[1..].to_vec();
+        let after = owners(&nine, 1000);
+        for k in 0..1000 {
+            if before[k] != ten[0].0 {
+                assert_eq!(before[k], after[k], "key {k} moved without cause");
+            }
+        }
+    }
+
+    #[test]
+    fn a_thousand_keys_spread_within_one_and_a_half_times_the_weight_share() {
+        for weights in [
+            vec![100u32; 5],
+            vec![100, 100, 200, 300, 100],
+            vec![100; 10],
+            vec![1, 2, 3, 4],
+        ] {
+            let list: Vec<(String, u32)> = hosts(weights.len())
+                .into_iter()
+                .zip(&weights)
+                .map(|((h, _), &w)| (h, w))
+                .collect();
+            let total: u32 = weights.iter().sum();
+            let got = owners(&list, 1000);
+            for (host, w) in &list {
+                let share = 1000.0 * f64::from(*w) / f64::from(total);
+                let n = got.iter().filter(|h| *h == host).count() as f64;
+                assert!(
+                    n <= share * 1.5 && n >= share / 1.5,
+                    "weights {weights:?}: {host} got {n} keys for a share of {share}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_loaded_instance_sheds_keys_to_the_next_in_ring_order() {
+        let s = snapshot(&LIST);
+        let order = order_of(&s, b"session-1");
+        let index = |host: &str| {
+            s.instances
+                .iter()
+                .position(|i| i.host_str() == host)
+                .unwrap()
+        };
+        let first = index(&order[0]);
+        // Total weight 500, c = 1.25: with 3 in flight on the first (weight 100) and 1
+        // elsewhere, its bound is ceil(1.25 x 5 x 100 / 500) = 2 < 3 + 1.
+        let _held: Vec<_> = (0..3).map(|_| s.loads[first].start()).collect();
+        let _other = s.loads[index("10.0.0.1:8000")].start();
+        assert_eq!(pick_of(&s, b"session-1", &[]), order[1]);
+        // A larger load factor keeps it: ceil(4 x 5 x 100 / 500) = 4 >= 3 + 1.
+        let ring = Ring::new(&s);
+        let loose = CallSettings {
+            affinity_load_factor: 4.0,
+            ..CallSettings::default()
+        };
+        let i = pick(&s, &ring, key_hash(b"session-1"), &[], 0, &loose).unwrap();
+        assert_eq!(i, first);
+    }
+
+    #[test]
+    fn held_out_instances_are_skipped_in_ring_order_and_all_held_out_is_panic_mode() {
+        let s = snapshot(&LIST);
+        let order = order_of(&s, b"session-2");
+        let index = |host: &str| {
+            s.instances
+                .iter()
+                .position(|i| i.host_str() == host)
+                .unwrap()
+        };
+        s.ejected_until[index(&order[0])].store(100, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(pick_of(&s, b"session-2", &[]), order[1]);
+        for i in 0..4 {
+            s.ejected_until[i].store(100, std::sync::atomic::Ordering::Relaxed);
+        }
+        assert_eq!(
+            pick_of(&s, b"session-2", &[]),
+            order[0],
+            "panic mode keeps the order"
+        );
+    }
+
+    #[test]
+    fn weight_zero_gets_no_point() {
+        let s = snapshot(&[("10.0.0.1:8000", 0), ("10.0.0.2:8000", 100)]);
+        assert_eq!(order_of(&s, b"k"), vec!["10.0.0.2:8000".to_owned()]);
+    }
 
     #[test]
     fn the_hash_is_the_documented_one() {

@@ -746,6 +746,53 @@ fn a_timeout_is_a_latency_sample_of_the_time_waited() {
     assert_eq!(stats_by_id(&c)[&inst.id].latency_ewma_us, before);
 }
 
+#[test]
+fn keyed_calls_pick_the_same_instance_in_every_client_whatever_the_list_order() {
+    let a = Client::new(
+        "static://10.9.3.1:80,10.9.3.2:80*200,10.9.3.3:80,[fd00::9]:80",
+        &options(&[("lb_policy", "round_robin")]),
+    )
+    .unwrap();
+    let b = Client::new(
+        "static://[fd00::9]:80,10.9.3.3:80,10.9.3.2:80*200,10.9.3.1:80",
+        &options(&[("lb_policy", "least_request")]),
+    )
+    .unwrap();
+    let mut hosts = HashSet::new();
+    for k in 0..200 {
+        let key = format!("conversation-{k}");
+        let pick = |c: &Client| {
+            let mut call = c.call(Some(key.as_bytes()), 0).unwrap();
+            let inst = call.next().unwrap();
+            call.record(Outcome::Response(200), &[]).unwrap();
+            inst.host_str().to_owned()
+        };
+        let (from_a, from_b) = (pick(&a), pick(&b));
+        assert_eq!(from_a, from_b, "key {key}");
+        assert_eq!(pick(&a), from_a, "the same again");
+        hosts.insert(from_a);
+    }
+    assert_eq!(hosts.len(), 4, "keys spread over every instance");
+}
+
+#[test]
+fn concurrent_calls_with_one_key_spill_over_and_come_back() {
+    let c = fixed(4, &[]);
+    let mut first = c.call(Some(b"session-7"), 0).unwrap();
+    let home = first.next().unwrap();
+    // One in flight on its instance: the bound (ceil(1.25 x 2 x 100 / 400) = 1) sends the
+    // next call with the same key to the next instance in the key's order.
+    let mut second = c.call(Some(b"session-7"), 0).unwrap();
+    let spill = second.next().unwrap();
+    assert_ne!(spill.id, home.id);
+    drop((first, second));
+    let mut again = c.call(Some(b"session-7"), 0).unwrap();
+    assert_eq!(again.next().unwrap().id, home.id);
+    // A retry goes to the next in the key's order: the instance it spilled to.
+    again.record(Outcome::ConnectFailed, &[]).unwrap();
+    assert_eq!(again.next().unwrap().id, spill.id);
+}
+
 /// An HTTP date (IMF-fixdate) for `t`.
 fn http_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
