@@ -132,6 +132,7 @@ bench: bench-rust bench-c bench-nacos bench-go bench-python bench-java
 
 bench-rust:
 	$(CARGO) bench --bench pick
+	$(CARGO) bench --bench publish
 
 bench-nacos: $(RNACOS)
 	EASDIRECT_RNACOS=$(RNACOS) $(CARGO) bench --bench nacos

@@ -21,7 +21,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::AtomicPtr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -104,36 +104,17 @@ struct Lanes {
 
 static LANES: AtomicPtr<Lanes> = AtomicPtr::new(std::ptr::null_mut());
 
-/// This process's lanes, made afresh in a child after fork (the pattern of `refresher::pool`).
+/// This process's lanes, made afresh in a child after fork (see `refresher::per_fork`).
 fn lanes() -> &'static Lanes {
-    refresher::track_forks();
-    let generation = fork_generation();
-    let current = LANES.load(Ordering::Acquire);
-    // SAFETY: lanes are leaked, never freed, so any non-null pointer stays valid.
-    if let Some(lanes) = unsafe { current.as_ref() } {
-        if lanes.fork_generation == generation {
-            return lanes;
-        }
-    }
-    let fresh = Box::into_raw(Box::new(Lanes {
-        fork_generation: generation,
-        lookups: Lane::leaked("easdirect-lookup", MAX_LOOKUP_THREADS),
-        file_io: Lane::leaked("easdirect-file", MAX_FILE_THREADS),
-    }));
-    // Lanes inherited from the parent are left as they are: their locks may be held by threads
-    // that do not exist here.
-    match LANES.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
-        // SAFETY: `fresh` was just leaked from a Box and is never freed.
-        Ok(_) => unsafe { &*fresh },
-        Err(winner) => {
-            // SAFETY: `fresh` was never shared (its two lanes leak, unused: a lost race happens
-            // at most once per fork generation); `winner` is leaked like every other.
-            unsafe {
-                drop(Box::from_raw(fresh));
-                &*winner
-            }
-        }
-    }
+    refresher::per_fork(
+        &LANES,
+        |lanes| lanes.fork_generation,
+        |generation| Lanes {
+            fork_generation: generation,
+            lookups: Lane::leaked("easdirect-lookup", MAX_LOOKUP_THREADS),
+            file_io: Lane::leaked("easdirect-file", MAX_FILE_THREADS),
+        },
+    )
 }
 
 /// The lane for system name lookups.

@@ -1,5 +1,6 @@
 //! A client: one target's discovery, its published snapshots, ejection state and subscribers.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// The caller's fetch function, for a callback source: ended on close.
     callback_source: Option<Arc<CallbackShared>>,
+    /// Writes each new list to `snapshot_file`, when set.
+    snapshot_saver: Option<Arc<snapshot_file::Saver>>,
     /// The service the target names ("" for static and callback sources).
     service: String,
     /// Per-instance load state of calls, by instance id.
@@ -258,6 +261,10 @@ impl Client {
             max_ms: settings.ejection_max_ms,
             max_percent: settings.max_ejection_percent,
         };
+        let snapshot_saver = settings
+            .snapshot_file
+            .as_deref()
+            .map(snapshot_file::Saver::new);
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             picker: Arc::new(Picker::default()),
@@ -284,6 +291,7 @@ impl Client {
             }),
             make_source,
             callback_source,
+            snapshot_saver,
             service,
             loads: LoadTable::default(),
             rings: RingCache::default(),
@@ -443,7 +451,7 @@ impl Client {
         self.inner.alive().map_err(|e| e.kind)?;
         let snapshot = self.inner.picker.cell.load();
         let ejected = {
-            let (_gate, state) = gated(&self.inner.state);
+            let (_gate, mut state) = gated(&self.inner.state);
             state.ejector.ejected(monotonic_ms())
         };
         Ok(Stats {
@@ -520,6 +528,11 @@ impl Client {
         if let Some(source) = &self.inner.callback_source {
             source.gate.end();
         }
+        // The newest list reaches the file before close returns (a short-lived process keeps
+        // it), waiting at most the request timeout when the file system hangs.
+        if let Some(saver) = &self.inner.snapshot_saver {
+            saver.flush(self.inner.settings.request_timeout);
+        }
     }
 }
 
@@ -583,16 +596,24 @@ impl Inner {
         if let Some(load) = snapshot.loads.get(index) {
             load.count_failure();
         }
+        // O(log n) under the lock: the count in force comes from the ejector's ordered set,
+        // the pickable count from the snapshot, and an ejection touches only the instance's own
+        // cycle positions.
         let now = monotonic_ms();
         if let Some(until) = state.ejector.on_failure(id, now, snapshot.pickable()) {
-            // The horizon first: a picker that sees the deadline then also sees a horizon that
-            // makes it look (raising is enough here; a refresh lowers it exactly).
-            let horizon = &self.picker.eject_horizon;
-            horizon.fetch_max(until, Ordering::AcqRel);
-            // The later of an ejection and a back-off holds.
-            snapshot.ejected_until[index].fetch_max(until, Ordering::AcqRel);
+            // Raising the horizon is enough here; a refresh lowers it exactly.
+            self.hold_out(&snapshot, index, until);
         }
         Ok(())
+    }
+
+    /// Keeps the instance at `index` of `snapshot` out of picks until `until_ms`, unless a
+    /// later deadline (an ejection or a back-off) already holds: deadlines only rise within a
+    /// snapshot. Called under the state lock.
+    fn hold_out(&self, snapshot: &Snapshot, index: usize, until_ms: u64) {
+        if until_ms > snapshot.ejected_until[index].load(Ordering::Acquire) {
+            self.picker.eject_until(snapshot, index, until_ms);
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -651,9 +672,7 @@ impl Inner {
             return;
         };
         let until = load.back_off_until(monotonic_ms().saturating_add(wait_ms));
-        // The horizon first, as for an ejection.
-        self.picker.eject_horizon.fetch_max(until, Ordering::AcqRel);
-        snapshot.ejected_until[index].fetch_max(until, Ordering::AcqRel);
+        self.hold_out(&snapshot, index, until);
     }
 
     /// Drops the subscriptions whose end is over from the list of those ending.
@@ -730,11 +749,11 @@ impl Inner {
                         let (_gate, mut state) = gated(&self.state);
                         state.last_error = None;
                     }
-                    if self.publish(list.clone()) {
-                        if let Some(path) = &self.settings.snapshot_file {
+                    if let Some(generation) = self.publish(list.clone()) {
+                        if let Some(saver) = &self.snapshot_saver {
                             // Queued, never waited for: a failed or dropped write never
                             // disturbs discovery.
-                            snapshot_file::save_in_background(path, list);
+                            saver.queue(generation, list);
                         }
                     }
                     return;
@@ -768,58 +787,64 @@ impl Inner {
         }
     }
 
-    /// Publishes `list` unless it equals the current one; true when it published.
-    fn publish(&self, list: Vec<Instance>) -> bool {
+    /// Publishes `list` unless it equals the current one; its generation when it published.
+    fn publish(&self, list: Vec<Instance>) -> Option<u64> {
         if self.picker.closed.load(Ordering::Acquire) {
-            return false;
+            return None;
         }
         if let Some(current) = self.picker.cell.load() {
             if current.same_list(&list) {
-                return false;
+                return None;
             }
         }
+        let generation;
         // The cycle is computed outside the lock; only the swap is under it.
         let mut snapshot = Snapshot::new(0, list);
         {
             let (_gate, mut state) = gated(&self.state);
             state.generation += 1;
             snapshot.generation = state.generation;
+            generation = state.generation;
             state.ejector.retain(|id| snapshot.index_of(id).is_some());
             snapshot.loads = self.loads.attach(&snapshot.instances);
-            for (index, inst) in snapshot.instances.iter().enumerate() {
-                // Back-offs count as ejections for picks; the later of the two holds.
-                let until = state
-                    .ejector
-                    .until(inst.id)
-                    .max(snapshot.loads[index].backoff_until());
-                snapshot.ejected_until[index].store(until, Ordering::Relaxed);
+            let now = monotonic_ms();
+            // Back-offs hold instances out of picks as ejections do; the later of the two
+            // holds. The ejector never sees back-offs (they are no failure and do not count
+            // against max_ejection_percent), so they are merged in here.
+            let mut deadlines: HashMap<u64, u64> = state.ejector.deadlines().collect();
+            for (inst, load) in snapshot.instances.iter().zip(snapshot.loads.iter()) {
+                let backoff = load.backoff_until();
+                if backoff > now {
+                    let until = deadlines.entry(inst.id).or_default();
+                    *until = (*until).max(backoff);
+                }
             }
+            snapshot.restore_deadlines(deadlines, now);
             // Never lowered here: a picker may still be on the previous snapshot for an
             // instant, and its ejections must still be honoured. The next refresh lowers it.
-            let now = monotonic_ms();
-            let horizon = state
-                .ejector
-                .horizon(now)
-                .max(self.loads.backoff_horizon(now))
-                .max(self.picker.eject_horizon.load(Ordering::Acquire));
-            self.picker.eject_horizon.store(horizon, Ordering::Release);
+            self.picker.raise_horizon(
+                state
+                    .ejector
+                    .horizon(now)
+                    .max(self.loads.backoff_horizon(now)),
+            );
             self.picker.cell.store(Arc::new(snapshot));
         }
         self.ready.store(true, Ordering::Release);
         self.notify_subscribers();
-        true
+        Some(generation)
     }
 
     /// Sets the ejection horizon to the latest deadline in force, lowering it when ejections
     /// have ended (a publish only ever raises it).
     fn refresh_horizon(&self) {
-        let (_gate, state) = gated(&self.state);
+        let (_gate, mut state) = gated(&self.state);
         let now = monotonic_ms();
         let horizon = state
             .ejector
             .horizon(now)
             .max(self.loads.backoff_horizon(now));
-        self.picker.eject_horizon.store(horizon, Ordering::Release);
+        self.picker.set_horizon(horizon);
     }
 
     fn notify_subscribers(&self) {

@@ -1,7 +1,7 @@
 //! Failure ejection: consecutive failures eject an instance for a time that doubles on each
 //! re-ejection, with a cap on how many instances may be out at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Monotonic milliseconds from a coarse clock (a vDSO read, no system call on Linux).
 #[inline]
@@ -48,6 +48,11 @@ struct Health {
 pub struct Ejector {
     policy: EjectionPolicy,
     health: HashMap<u64, Health>,
+    /// (deadline, id) of the ejections that may be in force, so that the count in force and
+    /// the horizon cost O(log n) rather than a scan of every instance.
+    in_force: BTreeSet<(u64, u64)>,
+    /// Ejections with a deadline at or before this time have left `in_force`.
+    expired_to: u64,
 }
 
 impl Ejector {
@@ -55,11 +60,14 @@ impl Ejector {
         Ejector {
             policy,
             health: HashMap::new(),
+            in_force: BTreeSet::new(),
+            expired_to: 0,
         }
     }
 
     /// Records a failure of `id` at `now`; `pickable` is the count of instances of positive
     /// weight. Returns the new ejection deadline when the failure ejects the instance.
+    /// O(log n).
     pub fn on_failure(&mut self, id: u64, now: u64, pickable: usize) -> Option<u64> {
         let ejected_now = self.ejected(now);
         let allowed = self.max_ejected(pickable);
@@ -78,7 +86,9 @@ impl Ejector {
             .min(policy.max_ms);
         health.ejections = health.ejections.saturating_add(1);
         health.consecutive_failures = 0;
+        self.in_force.remove(&(health.until_ms, id));
         health.until_ms = now.saturating_add(duration);
+        self.in_force.insert((health.until_ms, id));
         Some(health.until_ms)
     }
 
@@ -96,24 +106,48 @@ impl Ejector {
         self.health.get(&id).map_or(0, |h| h.until_ms)
     }
 
-    /// Instances ejected at `now`.
-    pub fn ejected(&self, now: u64) -> usize {
-        self.health.values().filter(|h| h.until_ms > now).count()
+    /// Instances ejected at `now`. O(log n) per ejection that ended since the last call.
+    pub fn ejected(&mut self, now: u64) -> usize {
+        if now < self.expired_to {
+            // A time before one already asked about (only tests do this): counted exactly.
+            return self.health.values().filter(|h| h.until_ms > now).count();
+        }
+        self.expire(now);
+        self.in_force.len()
     }
 
     /// The latest deadline in force at `now`, 0 when none.
-    pub fn horizon(&self, now: u64) -> u64 {
-        self.health
-            .values()
-            .map(|h| h.until_ms)
-            .filter(|&u| u > now)
-            .max()
-            .unwrap_or(0)
+    pub fn horizon(&mut self, now: u64) -> u64 {
+        if now < self.expired_to {
+            let deadlines = self.health.values().map(|h| h.until_ms);
+            return deadlines.filter(|&u| u > now).max().unwrap_or(0);
+        }
+        self.expire(now);
+        self.in_force.last().map_or(0, |&(until, _)| until)
+    }
+
+    /// `(id, deadline)` of every instance that was ever ejected (the deadline may be past).
+    pub fn deadlines(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let ejected = self.health.iter().filter(|(_, h)| h.until_ms > 0);
+        ejected.map(|(&id, h)| (id, h.until_ms))
     }
 
     /// Forgets instances that left the list.
     pub fn retain(&mut self, present: impl Fn(u64) -> bool) {
         self.health.retain(|&id, _| present(id));
+        self.in_force.retain(|&(_, id)| present(id));
+    }
+
+    /// Drops the ejections that ended at or before `now` from `in_force`.
+    fn expire(&mut self, now: u64) {
+        while self
+            .in_force
+            .first()
+            .is_some_and(|&(until, _)| until <= now)
+        {
+            self.in_force.pop_first();
+        }
+        self.expired_to = now;
     }
 
     fn max_ejected(&self, pickable: usize) -> usize {
@@ -198,5 +232,60 @@ mod tests {
         e.retain(|id| id != 1);
         assert_eq!(e.until(1), 0);
         assert_eq!(e.horizon(0), 0);
+    }
+
+    #[test]
+    fn the_count_in_force_and_the_horizon_follow_the_deadlines() {
+        let mut e = Ejector::new(policy(1, 100));
+        assert_eq!(e.on_failure(1, 0, 4), Some(100));
+        assert_eq!(e.on_failure(2, 50, 4), Some(150));
+        assert_eq!(e.on_failure(3, 60, 4), Some(160));
+        assert_eq!((e.ejected(60), e.horizon(60)), (3, 160));
+        assert_eq!((e.ejected(100), e.horizon(100)), (2, 160));
+        assert_eq!((e.ejected(159), e.horizon(159)), (1, 160));
+        assert_eq!((e.ejected(160), e.horizon(160)), (0, 0));
+        // Re-ejected after its ejection ended: one entry, the new deadline (doubled).
+        assert_eq!(e.on_failure(1, 200, 4), Some(400));
+        assert_eq!((e.ejected(200), e.horizon(200)), (1, 400));
+        assert_eq!(e.until(1), 400);
+    }
+
+    #[test]
+    fn a_time_before_one_already_asked_about_is_answered_exactly() {
+        let mut e = Ejector::new(policy(1, 100));
+        e.on_failure(1, 0, 4);
+        e.on_failure(2, 50, 4);
+        assert_eq!(e.ejected(120), 1);
+        assert_eq!((e.ejected(60), e.horizon(60)), (2, 150));
+        assert_eq!((e.ejected(150), e.horizon(150)), (0, 0));
+    }
+
+    #[test]
+    fn the_share_in_force_counts_only_ejections_that_have_not_ended() {
+        let mut e = Ejector::new(policy(1, 50));
+        assert!(e.on_failure(1, 0, 4).is_some());
+        assert!(e.on_failure(2, 0, 4).is_some());
+        assert_eq!(e.on_failure(3, 10, 4), None, "2 of 4 out");
+        // The first two ended: room again.
+        assert!(e.on_failure(3, 100, 4).is_some());
+    }
+
+    #[test]
+    fn instances_that_leave_leave_the_count_in_force() {
+        let mut e = Ejector::new(policy(1, 100));
+        e.on_failure(1, 0, 4);
+        e.on_failure(2, 0, 4);
+        e.retain(|id| id == 2);
+        assert_eq!((e.ejected(10), e.horizon(10)), (1, 100));
+        let deadlines: Vec<(u64, u64)> = e.deadlines().collect();
+        assert_eq!(deadlines, [(2, 100)]);
+    }
+
+    #[test]
+    fn past_deadlines_are_kept_for_the_record() {
+        let mut e = Ejector::new(policy(1, 100));
+        e.on_failure(7, 0, 4);
+        assert_eq!(e.ejected(500), 0);
+        assert_eq!(e.deadlines().collect::<Vec<_>>(), [(7, 100)]);
     }
 }

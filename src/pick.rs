@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use crate::eject::{monotonic_ms, monotonic_ns};
 use crate::error::ErrorKind;
 use crate::instance::Instance;
-use crate::snapshot::{next_pos, Snapshot, SnapshotCell};
+use crate::snapshot::{next_pos, SkipHint, Snapshot, SnapshotCell};
 
 /// Smallest cap on the cycle length; the cap is `max(MIN_CYCLE_CAP, 16 * n)`.
 pub const MIN_CYCLE_CAP: usize = 65_536;
@@ -17,6 +17,8 @@ pub const MIN_CYCLE_CAP: usize = 65_536;
 /// (after reduction by the common divisor and, above the cap, proportional scaling), interleaved
 /// as nginx's smooth weighted round-robin does (5,1,1 gives 0 0 1 0 2 0 0). Weight-0 entries
 /// never appear. Empty when no weight is positive.
+///
+/// Costs O(total x log(distinct weights)) steps plus O(n log n) to group the weights.
 pub fn build_cycle(weights: &[u32]) -> Vec<u32> {
     let scaled = scale_weights(weights);
     let total: u64 = scaled.iter().map(|&w| u64::from(w)).sum();
@@ -24,52 +26,192 @@ pub fn build_cycle(weights: &[u32]) -> Vec<u32> {
         return Vec::new();
     }
     // Instances of equal weight are picked among themselves in index order, so nginx's scan
-    // over n instances reduces to a scan over the distinct weights, each group keeping how many
+    // over n instances reduces to one over the distinct weights, each group keeping how many
     // picks it has had. Ties between groups go to the lowest instance index, as in nginx.
+    let mut members: Vec<u32> = (0..scaled.len() as u32)
+        .filter(|&i| scaled[i as usize] > 0)
+        .collect();
+    members.sort_unstable_by_key(|&i| (scaled[i as usize], i));
     let mut groups: Vec<Group> = Vec::new();
-    for (index, &w) in scaled.iter().enumerate() {
-        if w == 0 {
-            continue;
-        }
-        match groups.iter_mut().find(|g| g.weight == w) {
-            Some(g) => g.members.push(index as u32),
-            None => groups.push(Group {
-                weight: w,
-                members: vec![index as u32],
-                picks: 0,
-            }),
-        }
-    }
-    let total = total as i128;
-    let mut cycle = Vec::with_capacity(total as usize);
-    for step in 0..total {
-        // After `step + 1` rounds of "current += weight", a member that has been picked k times
-        // holds (step + 1) * weight - k * total; the group's best member is its least-picked one.
-        let mut best: Option<(i128, u32, usize)> = None;
-        for (gi, g) in groups.iter().enumerate() {
-            let size = g.members.len() as u64;
-            let k = g.picks / size;
-            let member = g.members[(g.picks % size) as usize];
-            let current = (step + 1) * i128::from(g.weight) - i128::from(k) * total;
-            let better = match best {
-                None => true,
-                Some((bc, bm, _)) => current > bc || (current == bc && member < bm),
-            };
-            if better {
-                best = Some((current, member, gi));
+    let mut group_weights: Vec<u64> = Vec::new();
+    for (at, &index) in members.iter().enumerate() {
+        let weight = u64::from(scaled[index as usize]);
+        match (groups.last_mut(), group_weights.last()) {
+            (Some(g), Some(&w)) if w == weight => g.len += 1,
+            _ => {
+                groups.push(Group {
+                    start: at as u32,
+                    len: 1,
+                    next: 0,
+                });
+                group_weights.push(weight);
             }
         }
-        let (_, member, gi) = best.expect("at least one group has a positive weight");
-        groups[gi].picks += 1;
-        cycle.push(member);
     }
-    cycle
+    Tournament::new(groups, group_weights, &members, total).run()
 }
 
+/// The instances of one weight: `members[start..start + len]`, ascending.
 struct Group {
-    weight: u32,
-    members: Vec<u32>,
-    picks: u64,
+    start: u32,
+    len: u32,
+    /// Picks in the current round: the best member is `members[start + next]`.
+    next: u32,
+}
+
+/// A group as the tournament sees it: the best member of a group holds
+/// `step x weight + offset` after `step` rounds of "current += weight", where the offset is
+/// -(rounds the group completed) x total.
+#[derive(Clone, Copy)]
+#[repr(align(32))]
+struct Entry {
+    weight: i64,
+    offset: i64,
+    /// The group's best member (the least-picked one, lowest index first).
+    member: u32,
+    group: u32,
+    /// The earliest step at which a certificate in this node's subtree fails (u64::MAX:
+    /// never; leaves never fail).
+    due: u64,
+}
+
+impl Entry {
+    /// A leaf with no group: it loses to every group.
+    const NONE: Entry = Entry {
+        weight: 0,
+        offset: i64::MIN / 4,
+        member: u32::MAX,
+        group: u32::MAX,
+        due: u64::MAX,
+    };
+
+    #[inline]
+    fn value(&self, step: u64) -> i64 {
+        step as i64 * self.weight + self.offset
+    }
+}
+
+/// A kinetic tournament over the weight groups. A group's value is linear in the step; each
+/// inner node holds the winner of its two children (a copy, so that deciding a node reads only
+/// its children) and, through `due`, the step at which its loser overtakes it (its
+/// certificate). A step settles the path of the group just picked and the nodes whose
+/// certificate has failed, so the whole cycle costs O(total x log(groups)) node settlements;
+/// certificate failures are few (each needs two lines to cross).
+struct Tournament<'a> {
+    groups: Vec<Group>,
+    members: &'a [u32],
+    total: i64,
+    /// Leaves (a power of two): group g is node `leaves + g`; node 1 is the root.
+    leaves: usize,
+    nodes: Vec<Entry>,
+}
+
+impl<'a> Tournament<'a> {
+    fn new(groups: Vec<Group>, weights: Vec<u64>, members: &'a [u32], total: u64) -> Self {
+        // Values stay within a few totals of 0 and steps are at most `total`, so total^2 must
+        // fit in an i64 (the cap keeps totals far below this: 16 entries per instance).
+        assert!(total <= 1 << 31, "a cycle of {total} entries is too long");
+        let leaves = groups.len().next_power_of_two();
+        let mut nodes = vec![Entry::NONE; 2 * leaves];
+        for (g, (group, &weight)) in groups.iter().zip(&weights).enumerate() {
+            nodes[leaves + g] = Entry {
+                weight: weight as i64,
+                offset: 0,
+                member: members[group.start as usize],
+                group: g as u32,
+                due: u64::MAX,
+            };
+        }
+        let mut tournament = Tournament {
+            groups,
+            members,
+            total: total as i64,
+            leaves,
+            nodes,
+        };
+        for node in (1..leaves).rev() {
+            tournament.settle(node, 1);
+        }
+        tournament
+    }
+
+    fn run(mut self) -> Vec<u32> {
+        let total = self.total as u64;
+        let mut cycle = Vec::with_capacity(total as usize);
+        for step in 1..=total {
+            let winner = self.nodes[1];
+            cycle.push(winner.member);
+            if step == total {
+                break;
+            }
+            let g = winner.group as usize;
+            let leaf = &mut self.nodes[self.leaves + g];
+            let group = &mut self.groups[g];
+            group.next += 1;
+            if group.next == group.len {
+                group.next = 0;
+                leaf.offset -= self.total;
+            }
+            leaf.member = self.members[(group.start + group.next) as usize];
+            // The picked group holds less from now on: its path is settled again for the
+            // next step, and with it every subtree beside the path whose certificate failed.
+            let next = step + 1;
+            let mut node = self.leaves + g;
+            while node > 1 {
+                let sibling = node ^ 1;
+                if self.nodes[sibling].due <= next {
+                    self.repair(sibling, next);
+                }
+                node /= 2;
+                self.settle(node, next);
+            }
+        }
+        cycle
+    }
+
+    /// Brings the subtree of `node` up to date for `step`.
+    fn repair(&mut self, node: usize, step: u64) {
+        if self.nodes[node].due > step {
+            return;
+        }
+        self.repair(2 * node, step);
+        self.repair(2 * node + 1, step);
+        self.settle(node, step);
+    }
+
+    /// Decides `node` at `step` from its children, which are up to date: the higher value
+    /// wins, on a tie the lower member index (nginx's order).
+    #[inline]
+    fn settle(&mut self, node: usize, step: u64) {
+        let (a, b) = (&self.nodes[2 * node], &self.nodes[2 * node + 1]);
+        let (va, vb) = (a.value(step), b.value(step));
+        let (win, lose) = if vb > va || (vb == va && b.member < a.member) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        let due = overtaken_at(win, lose, step).min(a.due).min(b.due);
+        self.nodes[node] = Entry { due, ..*win };
+    }
+}
+
+/// The first step after `step` at which `lose` beats `win` (which beats it at `step`), if
+/// neither is picked meanwhile.
+#[inline]
+fn overtaken_at(win: &Entry, lose: &Entry, step: u64) -> u64 {
+    if lose.weight <= win.weight {
+        return u64::MAX; // the gap never narrows (an empty leaf has weight 0)
+    }
+    let gap = (win.value(step) - lose.value(step)) as u64;
+    let narrowing = (lose.weight - win.weight) as u64;
+    let (quotient, remainder) = (gap / narrowing, gap % narrowing);
+    // On a tie the lower member index wins: then an equal value is enough to overtake.
+    let steps = if lose.member < win.member {
+        quotient + u64::from(remainder != 0)
+    } else {
+        quotient + 1
+    };
+    step + steps
 }
 
 /// Reduces weights by their greatest common divisor and scales them down proportionally when
@@ -135,6 +277,8 @@ struct Cursor {
     snapshot: Arc<Snapshot>,
     generation: u64,
     position: u32,
+    /// What this thread's last search past ejected entries of `snapshot` found.
+    hint: SkipHint,
 }
 
 /// Per-thread cursors, most recently used first.
@@ -179,16 +323,7 @@ impl Picker {
                 *out = snapshot.instances[index];
                 return Some(());
             }
-            let index = if exclude.is_empty() {
-                snapshot.walk(&mut cursor.position, exclude, now)?
-            } else {
-                // A pick with exclusions (a retry) takes no turn from this thread's cycle, so
-                // that plain picks keep their exact proportions around it.
-                let mut position = cursor.position;
-                snapshot.walk(&mut position, exclude, now)?
-            };
-            *out = snapshot.instances[index];
-            Some(())
+            cursor.pick_carefully(exclude, now, out)
         });
         match picked {
             Ok(Some(())) => Ok(()),
@@ -200,13 +335,39 @@ impl Picker {
                     return Err(ErrorKind::NoInstance);
                 }
                 let mut position = (seed() % snapshot.cycle.len() as u64) as u32;
-                let index = snapshot
-                    .walk(&mut position, exclude, now)
-                    .ok_or(ErrorKind::NoInstance)?;
+                let mut hint = SkipHint::default();
+                let index = match now {
+                    Some(now) if exclude.is_empty() => {
+                        snapshot.next_unejected(&mut position, &mut hint, now)
+                    }
+                    _ => snapshot
+                        .pick_excluding(position, &mut hint, exclude, now)
+                        .ok_or(ErrorKind::NoInstance)?,
+                };
                 *out = snapshot.instances[index];
                 Ok(())
             }
         }
+    }
+
+    /// Ejects the instance at `index` of `snapshot` until `deadline_ms`. Raises the horizon
+    /// first, then stores the deadline (Release) and the bounds over it: a picker that sees the
+    /// deadline, or a bound that covers it, also sees a horizon that covers it.
+    pub(crate) fn eject_until(&self, snapshot: &Snapshot, index: usize, deadline_ms: u64) {
+        self.eject_horizon.fetch_max(deadline_ms, Ordering::AcqRel);
+        snapshot.store_deadline(index, deadline_ms);
+    }
+
+    /// Raises the horizon to `horizon_ms` (a publish: a picker may still be on the previous
+    /// snapshot for an instant, and its ejections must still be honoured).
+    pub(crate) fn raise_horizon(&self, horizon_ms: u64) {
+        self.eject_horizon.fetch_max(horizon_ms, Ordering::AcqRel);
+    }
+
+    /// Sets the horizon to `horizon_ms`, the latest deadline in force, lowering it when
+    /// ejections have ended, so that picks stop reading the clock.
+    pub(crate) fn set_horizon(&self, horizon_ms: u64) {
+        self.eject_horizon.store(horizon_ms, Ordering::Release);
     }
 
     /// `Some(now)` while an ejection may be in force, so that only then a pick reads the clock.
@@ -218,6 +379,30 @@ impl Picker {
         }
         let now = monotonic_ms();
         (now < horizon).then_some(now)
+    }
+}
+
+impl Cursor {
+    /// A pick while an ejection may be in force or with exclusions: out of line, so that the
+    /// common path stays small (not `#[cold]`: that would keep its own callees out of line).
+    #[inline(never)]
+    fn pick_carefully(
+        &mut self,
+        exclude: &[u64],
+        now: Option<u64>,
+        out: &mut Instance,
+    ) -> Option<()> {
+        let snapshot = &self.snapshot;
+        let index = match now {
+            Some(now) if exclude.is_empty() => {
+                snapshot.next_unejected(&mut self.position, &mut self.hint, now)
+            }
+            // A pick with exclusions (a retry) takes no turn from this thread's cycle, so that
+            // plain picks keep their exact proportions around it.
+            _ => snapshot.pick_excluding(self.position, &mut self.hint, exclude, now)?,
+        };
+        *out = snapshot.instances[index];
+        Some(())
     }
 }
 
@@ -243,6 +428,7 @@ impl ThreadCursors {
                     generation: snapshot.generation,
                     snapshot,
                     position,
+                    hint: SkipHint::default(),
                 });
                 let last = self.cursors.len() - 1;
                 self.cursors.swap(0, last);
@@ -255,6 +441,7 @@ impl ThreadCursors {
             cursor.generation = snapshot.generation;
             cursor.snapshot = snapshot;
             cursor.position = position;
+            cursor.hint = SkipHint::default();
         }
         Some(&mut self.cursors[0])
     }
@@ -317,6 +504,41 @@ mod tests {
                 b as u32
             })
             .collect()
+    }
+
+    /// Weight sets of every shape: many distinct weights, zeros, ties, and weights large
+    /// enough to hit the cap.
+    fn weight_sets() -> impl proptest::strategy::Strategy<Value = Vec<u32>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            prop::collection::vec(0u32..8, 1..40),
+            prop::collection::vec(0u32..2_000, 1..60),
+            prop::collection::vec(prop_oneof![Just(0u32), 1u32..5, 900u32..1_100], 1..80),
+            prop::collection::vec(prop_oneof![1u32..3, 1_000_000u32..50_000_000], 1..30),
+            prop::collection::vec(any::<u32>(), 1..8),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 400, ..Default::default() })]
+
+        #[test]
+        fn random_weight_sets_give_exactly_the_nginx_sequence(weights in weight_sets()) {
+            let cycle = build_cycle(&weights);
+            let scaled = scale_weights(&weights);
+            let total: u64 = scaled.iter().map(|&w| u64::from(w)).sum();
+            proptest::prop_assert_eq!(cycle.len() as u64, total);
+            proptest::prop_assert_eq!(cycle, nginx(&scaled, total as usize));
+        }
+    }
+
+    #[test]
+    fn two_thousand_distinct_weights_give_exactly_the_nginx_sequence() {
+        // 2,000 instances, 2,000 distinct weights, a tie at each weight: under the cap.
+        let weights: Vec<u32> = (0..4_000u32).map(|i| 1 + (i * 7919) % 2_000).collect();
+        let cycle = build_cycle(&weights);
+        let scaled = scale_weights(&weights);
+        assert_eq!(cycle, nginx(&scaled, cycle.len()));
     }
 
     #[test]
@@ -394,5 +616,82 @@ mod tests {
         let cycle = build_cycle(&weights);
         assert!(cycle.len() <= 160_000);
         assert!(cycle.len() >= 10_000);
+    }
+
+    fn picker_with(weights: &[u32]) -> (Arc<Picker>, Arc<Snapshot>) {
+        let instances = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Instance::new(
+                    std::net::Ipv4Addr::from(0x0a00_0001 + i as u32).into(),
+                    80,
+                    w,
+                )
+            })
+            .collect();
+        let picker = Arc::new(Picker::default());
+        let snapshot = Arc::new(Snapshot::new(1, instances));
+        picker.cell.store(snapshot.clone());
+        (picker, snapshot)
+    }
+
+    fn pick(picker: &Arc<Picker>, exclude: &[u64]) -> Option<u64> {
+        let mut out = Instance::ZEROED;
+        picker.select(exclude, &mut out).ok().map(|()| out.id)
+    }
+
+    #[test]
+    fn an_ejection_raises_the_horizon_and_the_instance_is_skipped() {
+        let (picker, snap) = picker_with(&[1, 1, 1]);
+        let far = monotonic_ms() + 60_000;
+        picker.eject_until(&snap, 1, far);
+        assert_eq!(picker.eject_horizon.load(Ordering::Relaxed), far);
+        for _ in 0..30 {
+            assert_ne!(pick(&picker, &[]), Some(snap.instances[1].id));
+        }
+        // Every one ejected: panic mode, still in weighted order.
+        picker.eject_until(&snap, 0, far);
+        picker.eject_until(&snap, 2, far);
+        let mut counts = [0; 3];
+        for _ in 0..30 {
+            let id = pick(&picker, &[]).unwrap();
+            counts[snap.index_of(id).unwrap()] += 1;
+        }
+        assert_eq!(counts, [10, 10, 10]);
+    }
+
+    #[test]
+    fn retries_with_skewed_weights_never_return_an_excluded_id_nor_take_a_turn() {
+        let (picker, snap) = picker_with(&[1_000, 1, 0, 3, 1_000]);
+        let ids: Vec<u64> = snap.instances.iter().map(|i| i.id).collect();
+        let heavy = [ids[0], ids[4]];
+        let far = monotonic_ms() + 60_000;
+        let mut plain = std::collections::HashMap::new();
+        for round in 0..2 * snap.cycle.len() {
+            *plain.entry(pick(&picker, &[]).unwrap()).or_insert(0) += 1;
+            let retried = pick(&picker, &heavy).unwrap();
+            assert!(retried == ids[1] || retried == ids[3]);
+            if round == snap.cycle.len() {
+                picker.eject_until(&snap, 3, far);
+            }
+            assert_eq!(pick(&picker, &ids), None);
+        }
+        // The retries took no turn: plain picks kept their proportions (minus the ejected
+        // one's turns in the second cycle, which went to the next entries).
+        assert!(plain[&ids[1]] >= 2);
+        assert!(plain[&ids[0]] >= 1_000 && plain[&ids[4]] >= 1_000);
+    }
+
+    #[test]
+    fn retries_keep_exact_proportions_of_plain_picks() {
+        let (picker, snap) = picker_with(&[5, 1, 1]);
+        let mut counts = [0; 3];
+        for _ in 0..70 {
+            let id = pick(&picker, &[]).unwrap();
+            counts[snap.index_of(id).unwrap()] += 1;
+            let _ = pick(&picker, &[id]);
+        }
+        assert_eq!(counts, [50, 10, 10]);
     }
 }

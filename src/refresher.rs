@@ -97,34 +97,44 @@ pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
-/// Makes sure `fork_generation` counts forks from here on (for facilities that start before any
-/// pool or gate use, such as the `blocking` lanes).
-pub fn track_forks() {
-    ATFORK.call_once(register_atfork);
+fn pool() -> &'static Pool {
+    per_fork(
+        &POOL,
+        |pool| pool.fork_generation,
+        |generation| Pool {
+            fork_generation: generation,
+            state: Mutex::new(PoolState::default()),
+            wake: Condvar::new(),
+        },
+    )
 }
 
-fn pool() -> &'static Pool {
+/// This process's value of a facility that lives once per fork generation (the refresher pool,
+/// the `blocking` lanes): `cell` holds a leaked one, `made_in` says which generation it was made
+/// in, and a child after fork makes its own with `make`. The parent's is left as it is, never
+/// freed: its locks may be held by threads that do not exist in the child.
+pub(crate) fn per_fork<T>(
+    cell: &AtomicPtr<T>,
+    made_in: impl Fn(&T) -> u64,
+    make: impl FnOnce(u64) -> T,
+) -> &'static T {
     ATFORK.call_once(register_atfork);
     let generation = fork_generation();
-    let current = POOL.load(Ordering::Acquire);
-    // SAFETY: pools are leaked, never freed, so any non-null pointer stays valid.
-    if let Some(pool) = unsafe { current.as_ref() } {
-        if pool.fork_generation == generation {
-            return pool;
+    let current = cell.load(Ordering::Acquire);
+    // SAFETY: values put in `cell` are leaked, never freed, so any non-null pointer stays
+    // valid.
+    if let Some(value) = unsafe { current.as_ref() } {
+        if made_in(value) == generation {
+            return value;
         }
     }
-    let fresh = Box::into_raw(Box::new(Pool {
-        fork_generation: generation,
-        state: Mutex::new(PoolState::default()),
-        wake: Condvar::new(),
-    }));
-    // A pool inherited from the parent is left as it is: its locks may be held by threads that
-    // do not exist here.
-    match POOL.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+    let fresh = Box::into_raw(Box::new(make(generation)));
+    match cell.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: `fresh` was just leaked from a Box and is never freed.
         Ok(_) => unsafe { &*fresh },
         Err(winner) => {
-            // SAFETY: `fresh` was never shared; `winner` is a leaked pool like every other.
+            // SAFETY: `fresh` was never shared (what it holds may leak: a lost race happens at
+            // most once per fork generation); `winner` is leaked like every other.
             unsafe {
                 drop(Box::from_raw(fresh));
                 &*winner

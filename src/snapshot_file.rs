@@ -16,12 +16,15 @@ use std::collections::hash_map::RandomState;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::blocking::{self, Refused};
 use crate::instance::{parse_ip, Instance};
@@ -29,14 +32,74 @@ use crate::instance::{parse_ip, Instance};
 /// The largest snapshot file read; a bigger one is ignored, unread.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Queues a save of `list` to `path` on the file lane; a newer list for the same path replaces
-/// one still queued. False when the lane is full (the save is dropped: a failed write never
-/// disturbs discovery).
-pub fn save_in_background(path: &str, list: Vec<Instance>) -> bool {
-    let owned = path.to_owned();
-    blocking::file_io().submit(path, move || {
-        let _ = save(&owned, &list);
-    })
+/// One client's saves to its `snapshot_file`: queued on the file lane as lists are published,
+/// written in generation order (a save of an older list never lands after a newer one), and
+/// flushed by `close` so that a short-lived process does not lose its last list.
+pub struct Saver {
+    path: String,
+    /// The newest generation queued for writing.
+    wanted: AtomicU64,
+    /// The newest generation written; held while writing, so that this client's writes never
+    /// overlap or go back in time.
+    written: Mutex<u64>,
+    /// The newest list queued, for `flush`.
+    newest: Mutex<Option<(u64, Vec<Instance>)>>,
+}
+
+impl Saver {
+    pub fn new(path: &str) -> Arc<Saver> {
+        Arc::new(Saver {
+            path: path.to_owned(),
+            wanted: AtomicU64::new(0),
+            written: Mutex::new(0),
+            newest: Mutex::new(None),
+        })
+    }
+
+    /// Queues a save of `list`, the list of `generation`; a newer list of the same path replaces
+    /// one still queued. False when the lane is full (the save is dropped: a failed write never
+    /// disturbs discovery; `flush` tries again).
+    pub fn queue(self: &Arc<Self>, generation: u64, list: Vec<Instance>) -> bool {
+        self.wanted.fetch_max(generation, Ordering::AcqRel);
+        *lock(&self.newest) = Some((generation, list.clone()));
+        let me = self.clone();
+        blocking::file_io().submit(&self.path, move || me.write(generation, &list))
+    }
+
+    /// Writes the newest queued list unless it is written already, waiting at most `timeout`
+    /// (a hung file system costs the caller that and no more). True when it is on disk.
+    pub fn flush(self: &Arc<Self>, timeout: Duration) -> bool {
+        let wanted = self.wanted.load(Ordering::Acquire);
+        if wanted == 0 || *lock(&self.written) >= wanted {
+            return true;
+        }
+        let Some((generation, list)) = lock(&self.newest).clone() else {
+            return true;
+        };
+        let me = self.clone();
+        let key = format!("flush {}", self.path);
+        blocking::file_io()
+            .call(&key, timeout, move || {
+                me.write(generation, &list);
+                *lock(&me.written) >= generation
+            })
+            .unwrap_or(false)
+    }
+
+    fn write(&self, generation: u64, list: &[Instance]) {
+        let mut written = lock(&self.written);
+        if *written >= generation {
+            return;
+        }
+        if save(&self.path, list).is_ok() {
+            *written = generation;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A save that panicked leaves nothing half-updated here.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Loads `path` on the file lane, waiting at most `timeout`; the error says why the file is not
@@ -190,19 +253,10 @@ fn read_regular(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     // The size may change under us: read in chunks and stop past the limit, never trusting it.
-    let mut body = Vec::with_capacity(meta.len() as usize);
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = match file.read(&mut chunk) {
-            Ok(0) => return Ok(body),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading failed: {e}")),
-        };
-        if (body.len() + n) as u64 > MAX_FILE_BYTES {
-            return Err("over the 16 MiB limit (it grew while being read)".into());
-        }
-        body.extend_from_slice(&chunk[..n]);
+    match crate::source::read_capped(&mut file, MAX_FILE_BYTES, meta.len() as usize) {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err("over the 16 MiB limit (it grew while being read)".into()),
+        Err(e) => Err(format!("reading failed: {e}")),
     }
 }
 

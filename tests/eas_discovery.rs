@@ -584,7 +584,8 @@ fn a_callback_may_unsubscribe_itself_and_close_ends_the_rest() {
     let (c2, id2, e) = (c.clone(), my_id.clone(), ended.clone());
     let calls = Arc::new(AtomicUsize::new(0));
     let calls2 = calls.clone();
-    let lock = my_id.lock().unwrap();
+    // Held until the id is written: the callback (on another thread) waits for it.
+    let mut lock = my_id.lock().unwrap();
     let id = c
         .subscribe(
             Box::new(move |_list: &[Instance]| {
@@ -597,8 +598,8 @@ fn a_callback_may_unsubscribe_itself_and_close_ends_the_rest() {
             })),
         )
         .unwrap();
+    *lock = id;
     drop(lock);
-    *my_id.lock().unwrap() = id;
     eventually("the callback ended its subscription", || {
         ended.load(Ordering::SeqCst) == 1
     });

@@ -261,9 +261,46 @@ fn a_file_system_that_does_not_answer_delays_the_first_refresh_by_the_request_ti
         eventually("the new list", || c.select().unwrap().port == port);
     }
     assert!(!path.exists(), "nothing written while the lane is stuck");
+    // Close flushes the newest list, and a file system that does not answer costs it the
+    // request timeout, not a hang.
+    let closing = Instant::now();
+    c.close();
+    assert!(
+        closing.elapsed() < Duration::from_secs(5),
+        "close waited on the file system"
+    );
+    assert!(!path.exists());
     // The file system answers again: the newest list, and only it, is written.
     hung.store(false, Ordering::Release);
     eventually("the newest list is saved", || {
         saved_ports(&path) == Some(vec![50004])
     });
+}
+
+#[test]
+fn a_closed_client_has_saved_its_newest_list() {
+    let _serial = serial();
+    let dir = TempDir::new("close");
+    // A fixed list is published inside `Client::new`; closing at once must not lose it.
+    let path = dir.path("static.json");
+    let mut options = Options::new();
+    options
+        .set("snapshot_file", path.to_str().unwrap())
+        .unwrap();
+    let c = Client::new("static://127.0.0.1:7001,127.0.0.1:7002", &options).unwrap();
+    c.close();
+    assert_eq!(saved_ports(&path), Some(vec![7001, 7002]));
+    // And after list changes, the newest one.
+    let emu = Emulator::start().unwrap();
+    let path = dir.path("eas.json");
+    emu.set_endpoints(SVC, vec![Endpoint::new("127.0.0.1", 50001, 100)]);
+    let c = eas_client(&emu, &path);
+    c.wait_ready(Duration::from_secs(5)).unwrap();
+    for port in 50002..50006 {
+        emu.set_endpoints(SVC, vec![Endpoint::new("127.0.0.1", port, 100)]);
+        eventually("the new list", || c.select().unwrap().port == port);
+    }
+    drop(c);
+    assert_eq!(saved_ports(&path), Some(vec![50005]));
+    assert!(dir.temporaries().is_empty(), "{:?}", dir.temporaries());
 }

@@ -1,7 +1,7 @@
 //! The HTTP agent every HTTP source uses: a whole-request timeout, no redirects, a small
 //! connection pool, and name resolution that cannot outlast the timeout.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,23 +45,11 @@ pub fn read_body(response: ureq::Response, what: &str) -> Result<Vec<u8>, String
             "{what}: body of {len} bytes is over the 16 MiB limit"
         ));
     }
-    // Read in chunks and refuse the one that would pass the limit, so that the buffer never
-    // grows past 16 MiB (`read_to_end` would double it to 32 MiB to look for one more byte).
-    let limit = MAX_BODY_BYTES as usize;
-    let mut body = Vec::with_capacity(announced.map_or(8192, |len| (len as usize).min(1 << 20)));
-    let mut reader = response.into_reader();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let n = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(body),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{what}: reading the body failed: {e}")),
-        };
-        if body.len() + n > limit {
-            return Err(format!("{what}: body is over the 16 MiB limit"));
-        }
-        body.extend_from_slice(&chunk[..n]);
+    let capacity = announced.map_or(8192, |len| (len as usize).min(1 << 20));
+    match super::read_capped(&mut response.into_reader(), MAX_BODY_BYTES, capacity) {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err(format!("{what}: body is over the 16 MiB limit")),
+        Err(e) => Err(format!("{what}: reading the body failed: {e}")),
     }
 }
 

@@ -36,6 +36,31 @@ pub fn item_address(item: &serde_json::Value) -> Option<(std::net::IpAddr, u16)>
     Some((ip, port))
 }
 
+/// Reads `reader` to its end, `Ok(None)` when it holds more than `limit` bytes: read in chunks,
+/// refusing the one that would pass the limit, so that the buffer never grows past it (what
+/// `read_to_end` would double to look for one more byte, and a size announced beforehand is
+/// never trusted). `capacity` is a first guess of the size.
+pub(crate) fn read_capped(
+    reader: &mut impl std::io::Read,
+    limit: u64,
+    capacity: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut body = Vec::with_capacity(capacity.min(limit as usize));
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(Some(body)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if (body.len() + n) as u64 > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Text an upstream sent, as a message may quote it: at most 200 characters, control
 /// characters escaped (a hostile server cannot write lines of its own into a log).
 pub fn quoted_upstream(text: &str) -> String {

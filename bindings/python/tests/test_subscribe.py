@@ -143,13 +143,17 @@ def test_client_released_inside_its_own_callback(emulator):
     holder = [easdirect.Client(emulator.target())]
     holder[0].wait_ready(5)
     done = threading.Event()
+    subscribed = threading.Event()
 
     def on_change(instances):
+        # Until subscribe() has returned, the main thread still holds a reference.
+        assert subscribed.wait(5)
         holder.clear()  # the last reference: the finalizer runs on this library thread
         gc.collect()
         done.set()
 
     sub = holder[0].subscribe(on_change)
+    subscribed.set()
     assert done.wait(5)
     wait_for(lambda: not sub.active)  # closed by the finalizer, ended once the callback returned
     assert internals._deferred_free  # eas_client_free is not called from inside a callback
