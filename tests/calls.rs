@@ -277,6 +277,70 @@ fn a_429_without_retry_after_backs_off_ten_seconds() {
 }
 
 #[test]
+fn the_later_of_a_back_off_and_an_ejection_holds() {
+    let c = fixed(
+        3,
+        &[("ejection_base_ms", "100"), ("max_ejection_percent", "100")],
+    );
+    let id = back_off_one(&c, 429, &[("Retry-After", "30")]);
+    c.report_failure(id).unwrap(); // a 100 ms ejection inside a 30 s back-off
+    assert_eq!(c.stats().unwrap().ejected, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(stats_by_id(&c)[&id].ejected_until_unix_ms > unix_ms() + 25_000);
+    for _ in 0..100 {
+        assert_ne!(c.select().unwrap().id, id);
+    }
+    assert_eq!(c.stats().unwrap().ejected, 0, "the ejection is over");
+    // And an ejection longer than a back-off holds past it.
+    let c = fixed(
+        3,
+        &[
+            ("ejection_base_ms", "30000"),
+            ("max_ejection_percent", "100"),
+        ],
+    );
+    let id = back_off_one(&c, 503, &[("Retry-After", "0")]);
+    c.report_failure(id).unwrap();
+    let mut call = c.call(None, 0).unwrap();
+    let other = call.next().unwrap();
+    call.record(Outcome::Response(429), &[("retry-after", "1")])
+        .unwrap();
+    assert!(stats_by_id(&c)[&id].ejected_until_unix_ms > unix_ms() + 25_000);
+    assert!(stats_by_id(&c)[&other.id].ejected_until_unix_ms <= unix_ms() + 1_000);
+}
+
+#[test]
+fn a_back_off_survives_a_list_change() {
+    let emu = Emulator::start().unwrap();
+    let eps = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(|&p| Endpoint::new("10.9.4.1", p, 100))
+            .collect()
+    };
+    emu.set_endpoints("svc", eps(&[1001, 1002]));
+    let c = Client::new(
+        &emu.target("svc"),
+        &options(&[("refresh_interval_ms", "10")]),
+    )
+    .unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    let id = back_off_one(&c, 429, &[("Retry-After", "30")]);
+    emu.set_endpoints("svc", eps(&[1001, 1002, 1003]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.instances().unwrap().len() != 3 {
+        assert!(Instant::now() < deadline, "the list did not change");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50)); // a few refreshes (same list) more
+    for _ in 0..300 {
+        assert_ne!(c.select().unwrap().id, id, "plain picks");
+        assert_ne!(c.call(None, 0).unwrap().next().unwrap().id, id, "calls");
+    }
+    assert!(stats_by_id(&c)[&id].ejected_until_unix_ms > unix_ms() + 25_000);
+}
+
+#[test]
 fn a_503_without_retry_after_is_a_failure() {
     let c = fixed(2, &[]);
     let id = back_off_one(&c, 503, &[]);
