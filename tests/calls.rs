@@ -647,6 +647,79 @@ fn a_list_change_mid_call_leaks_nothing_and_a_staying_instance_keeps_its_figures
 }
 
 #[test]
+fn concurrent_calls_across_list_changes_leave_no_count_behind() {
+    let emu = Emulator::start().unwrap();
+    let eps = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(|&p| Endpoint::new("10.9.5.1", p, 100))
+            .collect()
+    };
+    emu.set_endpoints("svc", eps(&[1, 2, 3, 4]));
+    let c = std::sync::Arc::new(
+        Client::new(
+            &emu.target("svc"),
+            &options(&[
+                ("refresh_interval_ms", "10"),
+                ("max_ejection_percent", "100"),
+            ]),
+        )
+        .unwrap(),
+    );
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4u8)
+        .map(|t| {
+            let (c, stop) = (c.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("k{}", n % 7);
+                    let mut call = c.call((t % 2 == 0).then_some(key.as_bytes()), 0).unwrap();
+                    let outcomes = [
+                        Outcome::Response(200),
+                        Outcome::Response(503),
+                        Outcome::Response(429),
+                        Outcome::ConnectFailed,
+                    ];
+                    for o in outcomes.iter().cycle().skip(n as usize % 4).take(3) {
+                        if call.next().is_err() {
+                            break;
+                        }
+                        std::thread::yield_now();
+                        if n % 5 == 0 {
+                            break; // dropped mid-attempt
+                        }
+                        let retry = call.record(*o, &[("retry-after", "0")]).unwrap();
+                        if !retry {
+                            if n % 3 == 0 {
+                                call.finish(Body::Broken).unwrap();
+                            }
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for round in 0..40u16 {
+        let list: Vec<u16> = (1..=4).map(|p| p + round % 3).collect();
+        emu.set_endpoints("svc", eps(&list));
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(
+        c.stats().unwrap().generation > 5,
+        "the list changed meanwhile"
+    );
+    assert_eq!(total_in_flight(&c), 0);
+}
+
+#[test]
 fn service_and_target_say_what_the_target_names() {
     let emu = Emulator::start().unwrap();
     let eas = Client::new(&emu.target("my_svc"), &Options::new()).unwrap();
