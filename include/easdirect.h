@@ -12,6 +12,8 @@
  * - No panic crosses this boundary: a contained bug returns EAS_STATUS_PANIC.
  * - Thread-safety: functions taking `const eas_client *` are thread-safe; eas_options is not
  *   (use one per thread, or lock); eas_client_free must not race with any call on its client.
+ *   An eas_call may move between threads but is used by one at a time, and is freed (after
+ *   eas_client_close is fine) before its client is freed.
  *
  * Thread model: all clients of a process share a bounded pool of background threads (at most
  * 8, started when needed, exiting when idle) that run discovery fetches and subscriber
@@ -39,7 +41,12 @@
 /**
  * ABI minor version: a binding requires at least the minor it was built for.
  */
-#define EAS_ABI_MINOR 1
+#define EAS_ABI_MINOR 2
+
+/**
+ * Flag of eas_call_begin: retry only when nothing was sent (EAS_OUTCOME_CONNECT_FAILED).
+ */
+#define EAS_CALL_NOT_IDEMPOTENT 1
 
 /**
  * The result of every fallible call. Numbers are stable and never reused.
@@ -79,11 +86,61 @@ typedef enum eas_status {
 } eas_status;
 
 /**
+ * How an attempt went, as far as response headers (eas_call_record's `outcome`).
+ */
+typedef enum eas_outcome {
+  /**
+   * Response headers received, with http_status (100-599).
+   */
+  EAS_OUTCOME_RESPONSE = 0,
+  /**
+   * Nothing was sent: refused, unreachable, TLS failed.
+   */
+  EAS_OUTCOME_CONNECT_FAILED = 1,
+  /**
+   * No response headers within the attempt's deadline.
+   */
+  EAS_OUTCOME_TIMEOUT = 2,
+  /**
+   * The caller gave up: not the instance's fault (ends the call).
+   */
+  EAS_OUTCOME_CANCELLED = 3,
+  /**
+   * Sent (maybe in part), then reset before response headers.
+   */
+  EAS_OUTCOME_RESET = 4,
+} eas_outcome;
+
+/**
+ * How a recorded response's body ended (eas_call_finish's `body`).
+ */
+typedef enum eas_body {
+  /**
+   * Read to its end.
+   */
+  EAS_BODY_DONE = 0,
+  /**
+   * Cut by the instance (reset, truncated): a failure of that instance.
+   */
+  EAS_BODY_BROKEN = 1,
+  /**
+   * The caller stopped reading: nothing reported.
+   */
+  EAS_BODY_DROPPED = 2,
+} eas_body;
+
+/**
  * Collects the instances a fetch function lists.
  */
 typedef struct ListBuilder ListBuilder;
 
 typedef struct Vec_String Vec_String;
+
+/**
+ * One logical request and its attempts, from eas_call_begin; free it with eas_call_free
+ * before its client is freed. Movable between threads, never used by two at once.
+ */
+typedef struct eas_call eas_call;
 
 /**
  * A client of one target. Thread-safe: share one per service per process. Every function that
@@ -176,6 +233,59 @@ typedef void (*eas_change_fn)(void *user_data, const struct eas_instance *instan
 typedef void (*eas_free_fn)(void *user_data);
 
 /**
+ * The figures of one instance of the current list, from this client's calls and the
+ * instance's load reports (eas_client_instance_stats). 64 bytes: the layout is the C ABI's
+ * `eas_instance_stats`, asserted by every binding; it never grows.
+ */
+typedef struct eas_instance_stats {
+  /**
+   * @0 the instance's id.
+   */
+  uint64_t id;
+  /**
+   * @8 attempts of this client now in flight.
+   */
+  uint32_t in_flight;
+  /**
+   * @12 the instance's queue, from its last load report.
+   */
+  uint32_t reported_waiting;
+  /**
+   * @16 call attempts, since the instance joined the list.
+   */
+  uint64_t attempts;
+  /**
+   * @24 every failure the ejection state saw: failed attempts and eas_report_failure calls.
+   */
+  uint64_t failures;
+  /**
+   * @32 what peak_ewma uses: the peak EWMA of the time to response headers, in
+   * microseconds; 0 before the first sample.
+   */
+  uint32_t latency_ewma_us;
+  /**
+   * @36 KV-cache use 0-1000, from its last load report.
+   */
+  uint32_t reported_kv_permille;
+  /**
+   * @40 until when (unix ms) it is out of picks, ejected or backing off; 0 when neither.
+   */
+  uint64_t ejected_until_unix_ms;
+  /**
+   * @48 time of the last load report; 0 if none.
+   */
+  uint64_t report_unix_ms;
+  /**
+   * @56 the instance's weight.
+   */
+  uint32_t weight;
+  /**
+   * @60 requests running, from its last load report.
+   */
+  uint32_t reported_running;
+} eas_instance_stats;
+
+/**
  * The list a source callback is filling. Valid only during the callback that received it;
  * used by that callback's thread only.
  */
@@ -213,6 +323,82 @@ const char *eas_version(void);
  * The ABI version: EAS_ABI_MAJOR << 16 | EAS_ABI_MINOR of the library actually loaded.
  */
 uint32_t eas_abi_version(void);
+
+/**
+ * Begins a call on `c`. Attempts then come from eas_call_next, each recorded with
+ * eas_call_record (and its body ended with eas_call_finish); the core picks each attempt's
+ * instance (by `lb_policy`, or by affinity for a keyed call), never one this call tried,
+ * and decides retries.
+ *
+ * Thread-safe (as every `const eas_client *` function); the call it returns is not.
+ * @param key      affinity key bytes (a session id, a conversation id, a prompt-prefix hash),
+ *                 copied; NULL with key_len 0 for none. A keyed call picks by affinity
+ *                 whatever lb_policy says: the same key, list and loads give the same
+ *                 instance in every process.
+ * @param flags    0, or EAS_CALL_NOT_IDEMPOTENT; other bits are EAS_STATUS_INVALID_ARGUMENT.
+ * @param out      receives the call on EAS_STATUS_OK; free it with eas_call_free before the
+ *                 client is freed.
+ * @return EAS_STATUS_CLOSED after eas_client_close.
+ */
+enum eas_status eas_call_begin(const struct eas_client *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               uint32_t flags,
+                               struct eas_call **out);
+
+/**
+ * The instance for the next attempt, among instances this call has not tried (of positive
+ * weight, not ejected, not backing off; when none is, the untried ones: panic mode); it is
+ * in flight from now. An attempt still open (next without record) is recorded as
+ * EAS_OUTCOME_CANCELLED first, which ends the call; a recorded one's body is taken as
+ * EAS_BODY_DONE.
+ * @param out  written only when the result is EAS_STATUS_OK.
+ * @return EAS_STATUS_NO_INSTANCE when the attempt budget (max_attempts) is spent, no untried
+ *         instance is left, or the last outcome ended the call; EAS_STATUS_CLOSED after
+ *         eas_client_close.
+ */
+enum eas_status eas_call_next(struct eas_call *call, struct eas_instance *out);
+
+/**
+ * Records how the open attempt went (see eas_outcome; the outcome table of the README says
+ * what each means for ejection, back-off and latency).
+ * @param outcome        an eas_outcome value.
+ * @param http_status    the response's status (100-599) for EAS_OUTCOME_RESPONSE; ignored
+ *                       otherwise.
+ * @param header_names   the response's header lines as parallel name/value arrays of
+ *                       NUL-terminated strings (NULL/0 for none; names case-insensitive; a
+ *                       NULL entry is skipped). The core reads only `endpoint-load-metrics`
+ *                       and `retry-after`, so bindings pass only those. Not kept.
+ * @param retry          NULL, or receives 1 when the caller should call eas_call_next
+ *                       (budget and an untried candidate remain and the outcome is
+ *                       retryable), else 0; written only on EAS_STATUS_OK.
+ * @return EAS_STATUS_OK whenever an attempt is open (an instance that left the list meanwhile
+ *         counts nothing; a closed client gives *retry 0); EAS_STATUS_INVALID_ARGUMENT when no
+ *         attempt is open, for an unknown outcome, or a status outside 100-599.
+ */
+enum eas_status eas_call_record(struct eas_call *call,
+                                int32_t outcome,
+                                uint32_t http_status,
+                                const char *const *header_names,
+                                const char *const *header_values,
+                                size_t n_headers,
+                                uint32_t *retry);
+
+/**
+ * The recorded attempt's body is over (see eas_body): the attempt leaves in-flight, and
+ * EAS_BODY_BROKEN counts a failure of its instance. Implied, as EAS_BODY_DONE, by the next
+ * eas_call_next and by eas_call_free. With no recorded attempt (none yet, or finished
+ * already) it does nothing and returns EAS_STATUS_OK.
+ * @return EAS_STATUS_INVALID_ARGUMENT for an unknown body value.
+ */
+enum eas_status eas_call_finish(struct eas_call *call, int32_t body);
+
+/**
+ * Frees a call: an attempt not yet recorded ends as EAS_OUTCOME_CANCELLED, a recorded one's
+ * body as EAS_BODY_DONE. Call it before eas_client_free of the call's client (after
+ * eas_client_close is fine). NULL is a no-op.
+ */
+void eas_call_free(struct eas_call *call);
 
 /**
  * Creates a client for `target` (see the README for target forms) and starts discovery.
@@ -317,6 +503,32 @@ enum eas_status eas_client_subscribe(const struct eas_client *c,
  * @return EAS_STATUS_INVALID_ARGUMENT for an unknown subscription id.
  */
 enum eas_status eas_client_unsubscribe(const struct eas_client *c, uint64_t subscription);
+
+/**
+ * One record per instance of the current list (see eas_instance_stats), in the order of
+ * eas_client_instances; before the first list: OK with `*len` 0. `buf` may be NULL with `cap`
+ * 0 to ask for the count. Thread-safe; it takes the client's lock briefly (not a hot-path
+ * call).
+ * @return EAS_STATUS_BUFFER_TOO_SMALL with the count needed in `*len` (buf untouched); the
+ *         count can change between calls, so callers loop.
+ */
+enum eas_status eas_client_instance_stats(const struct eas_client *c,
+                                          struct eas_instance_stats *buf,
+                                          size_t cap,
+                                          size_t *len);
+
+/**
+ * The service the target names: the service of an eas:// or nacos:// target, the name of a
+ * dns:// one; "" for static:// and callback sources, and for NULL. Valid until
+ * eas_client_free(c) (a closed client still answers); never to be freed.
+ */
+const char *eas_client_service(const struct eas_client *c);
+
+/**
+ * The target, secrets removed (no userinfo, no query): what messages print. "" for NULL.
+ * Valid until eas_client_free(c) (a closed client still answers); never to be freed.
+ */
+const char *eas_client_target(const struct eas_client *c);
 
 /**
  * Stops refreshes and callbacks; from then on every call on `c` but eas_client_free returns

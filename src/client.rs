@@ -1,15 +1,19 @@
 //! A client: one target's discovery, its published snapshots, ejection state and subscribers.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::affinity::RingCache;
+use crate::call::Call;
 use crate::callback::CallbackGate;
 pub use crate::callback::EndFn;
-use crate::config::{Options, Settings, SourceKind};
+use crate::config::{CallSettings, Options, Settings, SourceKind};
 use crate::eject::{monotonic_ms, EjectionPolicy, Ejector};
 use crate::error::{Error, ErrorKind};
 use crate::instance::Instance;
+use crate::load::{InstanceStats, LoadTable};
 use crate::pick::Picker;
 use crate::redact;
 use crate::refresher::{self, fork_generation, gated};
@@ -47,7 +51,7 @@ pub struct Client {
 
 type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
 
-struct Inner {
+pub(crate) struct Inner {
     /// This client's own Arc, for the jobs it schedules.
     me: Weak<Inner>,
     picker: Arc<Picker>,
@@ -70,6 +74,12 @@ struct Inner {
     callback_source: Option<Arc<CallbackShared>>,
     /// Writes each new list to `snapshot_file`, when set.
     snapshot_saver: Option<Arc<snapshot_file::Saver>>,
+    /// The service the target names ("" for static and callback sources).
+    service: String,
+    /// Per-instance load state of calls, by instance id.
+    pub(crate) loads: LoadTable,
+    /// The affinity ring of the current list.
+    pub(crate) rings: RingCache,
 }
 
 struct State {
@@ -104,6 +114,11 @@ impl Client {
         }
         merged.nacos_server_list = options.nacos_server_list.clone();
         let settings = Settings::resolve(parsed.kind, &merged)?;
+        let service = match &parsed.spec {
+            TargetSpec::Eas { service, .. } | TargetSpec::Nacos { service, .. } => service.clone(),
+            TargetSpec::Dns { name, .. } => name.clone(),
+            TargetSpec::Static(_) => String::new(),
+        };
         let make_source: SourceFactory = match &parsed.spec {
             TargetSpec::Static(items) => {
                 let items = items.clone();
@@ -205,6 +220,7 @@ impl Client {
             redact::accepted_target(target),
             parsed.kind != SourceKind::Static,
             None,
+            service,
         ))
     }
 
@@ -227,6 +243,7 @@ impl Client {
             "source callback".into(),
             true,
             Some(shared),
+            String::new(),
         ))
     }
 
@@ -236,6 +253,7 @@ impl Client {
         display: String,
         refreshes: bool,
         callback_source: Option<Arc<CallbackShared>>,
+        service: String,
     ) -> Client {
         let policy = EjectionPolicy {
             failures_before_ejection: settings.failures_before_ejection,
@@ -274,6 +292,9 @@ impl Client {
             make_source,
             callback_source,
             snapshot_saver,
+            service,
+            loads: LoadTable::default(),
+            rings: RingCache::default(),
         });
         if inner.refreshes {
             let weak = Arc::downgrade(&inner);
@@ -288,6 +309,49 @@ impl Client {
     /// The target, without userinfo or query.
     pub fn target(&self) -> &str {
         &self.inner.display
+    }
+
+    /// The service the target names: eas and nacos give the service, dns:// its name; ""
+    /// for static:// and callback sources.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// Begins a call: one logical request and its attempts (see [`Call`]). `key`: affinity
+    /// key bytes, `None` for none (a keyed call picks by affinity whatever lb_policy says);
+    /// `flags`: [`crate::CALL_NOT_IDEMPOTENT`] or 0.
+    pub fn call(&self, key: Option<&[u8]>, flags: u32) -> Result<Call, ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        Ok(Call::new(self.inner.clone(), key, flags))
+    }
+
+    /// One record per instance of the current list (empty before the first).
+    pub fn instance_stats(&self) -> Result<Vec<InstanceStats>, ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        let Some(snapshot) = self.inner.picker.cell.load() else {
+            return Ok(Vec::new());
+        };
+        let (now, unix_now) = (monotonic_ms(), unix_ms());
+        let (_gate, state) = gated(&self.inner.state);
+        Ok(snapshot
+            .instances
+            .iter()
+            .zip(snapshot.loads.iter())
+            .map(|(inst, load)| {
+                let until = state.ejector.until(inst.id).max(load.backoff_until());
+                let until_unix = if until > now {
+                    unix_now + (until - now)
+                } else {
+                    0
+                };
+                InstanceStats::of(inst, load, until_unix)
+            })
+            .collect())
+    }
+
+    /// Load reports the calls of this client ignored, in whole or in part, as malformed.
+    pub fn malformed_load_reports(&self) -> u64 {
+        self.inner.loads.malformed_reports()
     }
 
     /// Waits until a list is known, at most `timeout`; a zero timeout only checks.
@@ -341,27 +405,7 @@ impl Client {
     /// Records a failed call to `id`; may eject it (see `Ejector::on_failure`).
     pub fn report_failure(&self, id: u64) -> Result<(), ErrorKind> {
         self.inner.alive().map_err(|e| e.kind)?;
-        let (_gate, mut state) = gated(&self.inner.state);
-        // Loaded under the lock, so that a publish cannot slip in between.
-        let snapshot = self
-            .inner
-            .picker
-            .cell
-            .load()
-            .ok_or(ErrorKind::UnknownInstance)?;
-        let index = snapshot.index_of(id).ok_or(ErrorKind::UnknownInstance)?;
-        if snapshot.instances[index].weight == 0 {
-            return Ok(()); // never picked, so never ejected
-        }
-        // O(log n) under the lock: the count in force comes from the ejector's ordered set,
-        // the pickable count from the snapshot, and an ejection touches only the instance's own
-        // cycle positions.
-        let now = monotonic_ms();
-        if let Some(until) = state.ejector.on_failure(id, now, snapshot.pickable()) {
-            // Raising the horizon is enough here; a refresh lowers it exactly.
-            self.inner.picker.eject_until(&snapshot, index, until);
-        }
-        Ok(())
+        self.inner.report_failure(id)
     }
 
     /// Records a successful call to `id`: its failure count and ejection doubling start over.
@@ -540,6 +584,97 @@ fn refresh(weak: Weak<Inner>, first: bool) {
 }
 
 impl Inner {
+    /// Records a failure of `id` in its ejection state; may eject it.
+    fn report_failure(&self, id: u64) -> Result<(), ErrorKind> {
+        let (_gate, mut state) = gated(&self.state);
+        // Loaded under the lock, so that a publish cannot slip in between.
+        let snapshot = self.picker.cell.load().ok_or(ErrorKind::UnknownInstance)?;
+        let index = snapshot.index_of(id).ok_or(ErrorKind::UnknownInstance)?;
+        if snapshot.instances[index].weight == 0 {
+            return Ok(()); // never picked, so never ejected
+        }
+        if let Some(load) = snapshot.loads.get(index) {
+            load.count_failure();
+        }
+        // O(log n) under the lock: the count in force comes from the ejector's ordered set,
+        // the pickable count from the snapshot, and an ejection touches only the instance's own
+        // cycle positions.
+        let now = monotonic_ms();
+        if let Some(until) = state.ejector.on_failure(id, now, snapshot.pickable()) {
+            // Raising the horizon is enough here; a refresh lowers it exactly.
+            self.hold_out(&snapshot, index, until);
+        }
+        Ok(())
+    }
+
+    /// Keeps the instance at `index` of `snapshot` out of picks until `until_ms`, unless a
+    /// later deadline (an ejection or a back-off) already holds: deadlines only rise within a
+    /// snapshot. Called under the state lock.
+    fn hold_out(&self, snapshot: &Snapshot, index: usize, until_ms: u64) {
+        if until_ms > snapshot.ejected_until[index].load(Ordering::Acquire) {
+            self.picker.eject_until(snapshot, index, until_ms);
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.picker.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn call_settings(&self) -> &CallSettings {
+        &self.settings.calls
+    }
+
+    pub(crate) fn ejection_max_ms(&self) -> u64 {
+        self.settings.ejection_max_ms
+    }
+
+    /// The current snapshot, `None` before the first.
+    pub(crate) fn current(&self) -> Option<Arc<Snapshot>> {
+        self.picker.cell.load()
+    }
+
+    /// A plain pick (smooth weighted round-robin) that skips `exclude`.
+    pub(crate) fn select_excluding(
+        &self,
+        exclude: &[u64],
+        out: &mut Instance,
+    ) -> Result<(), ErrorKind> {
+        self.picker.select(exclude, out)
+    }
+
+    /// A call attempt failed: the same consecutive-failure and ejection logic as
+    /// `report_failure`. An instance no longer listed counts nothing.
+    pub(crate) fn failure(&self, id: u64) {
+        let _ = self.report_failure(id);
+    }
+
+    /// A call attempt succeeded: as `report_success`.
+    pub(crate) fn success(&self, id: u64) {
+        let (_gate, mut state) = gated(&self.state);
+        state.ejector.on_success(id);
+    }
+
+    /// Keeps `id` out of picks (plain and call picks) for `wait_ms`: not a failure (no
+    /// doubling, not counted against max_ejection_percent); the later of a back-off and an
+    /// ejection holds. Under the state lock, so that a publish carries it to the next list.
+    pub(crate) fn back_off(&self, id: u64, wait_ms: u64) {
+        if wait_ms == 0 {
+            return;
+        }
+        let (_gate, _state) = gated(&self.state);
+        let Some(snapshot) = self.picker.cell.load() else {
+            return;
+        };
+        let Some(index) = snapshot.index_of(id) else {
+            return;
+        };
+        let Some(load) = snapshot.loads.get(index) else {
+            return;
+        };
+        let until = load.back_off_until(monotonic_ms().saturating_add(wait_ms));
+        self.hold_out(&snapshot, index, until);
+    }
+
     /// Drops the subscriptions whose end is over from the list of those ending.
     fn forget_ended(&self) {
         let (_gate, mut state) = gated(&self.state);
@@ -671,11 +806,28 @@ impl Inner {
             snapshot.generation = state.generation;
             generation = state.generation;
             state.ejector.retain(|id| snapshot.index_of(id).is_some());
+            snapshot.loads = self.loads.attach(&snapshot.instances);
             let now = monotonic_ms();
-            snapshot.restore_deadlines(state.ejector.deadlines(), now);
+            // Back-offs hold instances out of picks as ejections do; the later of the two
+            // holds. The ejector never sees back-offs (they are no failure and do not count
+            // against max_ejection_percent), so they are merged in here.
+            let mut deadlines: HashMap<u64, u64> = state.ejector.deadlines().collect();
+            for (inst, load) in snapshot.instances.iter().zip(snapshot.loads.iter()) {
+                let backoff = load.backoff_until();
+                if backoff > now {
+                    let until = deadlines.entry(inst.id).or_default();
+                    *until = (*until).max(backoff);
+                }
+            }
+            snapshot.restore_deadlines(deadlines, now);
             // Never lowered here: a picker may still be on the previous snapshot for an
             // instant, and its ejections must still be honoured. The next refresh lowers it.
-            self.picker.raise_horizon(state.ejector.horizon(now));
+            self.picker.raise_horizon(
+                state
+                    .ejector
+                    .horizon(now)
+                    .max(self.loads.backoff_horizon(now)),
+            );
             self.picker.cell.store(Arc::new(snapshot));
         }
         self.ready.store(true, Ordering::Release);
@@ -687,7 +839,11 @@ impl Inner {
     /// have ended (a publish only ever raises it).
     fn refresh_horizon(&self) {
         let (_gate, mut state) = gated(&self.state);
-        let horizon = state.ejector.horizon(monotonic_ms());
+        let now = monotonic_ms();
+        let horizon = state
+            .ejector
+            .horizon(now)
+            .max(self.loads.backoff_horizon(now));
         self.picker.set_horizon(horizon);
     }
 

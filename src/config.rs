@@ -46,6 +46,10 @@ enum Check {
     Text,
     /// A path template that starts with `/` and contains `{service}`.
     PathTemplate,
+    /// A decimal number within [min, max] (`1.25`, `2`).
+    Decimal { min: f64, max: f64 },
+    /// One of these words.
+    Choice(&'static [&'static str]),
 }
 
 struct KeySpec {
@@ -65,6 +69,11 @@ const KEYS: &[KeySpec] = &[
     KeySpec { key: "max_ejection_percent", sources: ALL, check: Check::Integer { min: 0, max: 100 }, secret: false },
     KeySpec { key: "tls_ca_file", sources: HTTPS_SOURCES, check: Check::Text, secret: false },
     KeySpec { key: "snapshot_file", sources: ALL, check: Check::Text, secret: false },
+    KeySpec { key: "lb_policy", sources: ALL, check: Check::Choice(LB_POLICIES), secret: false },
+    KeySpec { key: "max_attempts", sources: ALL, check: Check::Integer { min: 1, max: 1_000 }, secret: false },
+    KeySpec { key: "affinity_load_factor", sources: ALL, check: Check::Decimal { min: 1.0, max: 1_000_000.0 }, secret: false },
+    KeySpec { key: "ewma_decay_ms", sources: ALL, check: Check::Integer { min: 1, max: 86_400_000 }, secret: false },
+    KeySpec { key: "load_report_ttl_ms", sources: ALL, check: Check::Integer { min: 1, max: 86_400_000 }, secret: false },
     KeySpec { key: "discovery_path", sources: &[SourceKind::Eas], check: Check::PathTemplate, secret: false },
     KeySpec { key: "dns_server", sources: &[SourceKind::Dns], check: Check::Text, secret: false },
     KeySpec { key: "namespace", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
@@ -76,6 +85,9 @@ const KEYS: &[KeySpec] = &[
     KeySpec { key: "secret_key", sources: &[SourceKind::Nacos], check: Check::Text, secret: true },
     KeySpec { key: "context_path", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
 ];
+
+/// The values of `lb_policy`, the default first.
+const LB_POLICIES: &[&str] = &["least_request", "peak_ewma", "round_robin"];
 
 fn spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|s| s.key == key)
@@ -117,7 +129,32 @@ pub fn check_option(key: &str, value: &str) -> Result<(), Error> {
         Check::PathTemplate => Err(Error::invalid(format!(
             "option \"{key}\" must start with / and contain {{service}}, got \"{shown}\""
         ))),
+        Check::Decimal { min, max } => match decimal(value) {
+            Some(v) if (min..=max).contains(&v) => Ok(()),
+            Some(_) => Err(Error::invalid(format!(
+                "option \"{key}\" must be between {min} and {max}, got \"{shown}\""
+            ))),
+            None => Err(Error::invalid(format!(
+                "option \"{key}\" must be a decimal number such as 1.25, got \"{shown}\""
+            ))),
+        },
+        Check::Choice(words) if words.contains(&value.trim()) => Ok(()),
+        Check::Choice(words) => Err(Error::invalid(format!(
+            "option \"{key}\" must be one of {}, got \"{shown}\"",
+            words.join(", ")
+        ))),
     }
+}
+
+/// A plain decimal number (`1`, `1.25`, `.5`): digits and at most one point, nothing else (no
+/// sign, exponent, `inf` or `nan`, which `f64::from_str` would take).
+fn decimal(value: &str) -> Option<f64> {
+    let v = value.trim();
+    let digits = v.bytes().filter(u8::is_ascii_digit).count();
+    let points = v.bytes().filter(|&b| b == b'.').count();
+    (digits > 0 && points <= 1 && digits + points == v.len())
+        .then(|| v.parse().ok())
+        .flatten()
 }
 
 /// Key/value settings as a caller gives them, each checked when set, plus the callbacks some
@@ -162,8 +199,44 @@ impl std::fmt::Debug for Options {
     }
 }
 
+/// How unkeyed calls pick (`lb_policy`); plain selects stay smooth weighted round-robin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    /// Power of two choices on `(in_flight + others + 1) / weight`.
+    #[default]
+    LeastRequest,
+    /// Power of two choices on `ewma x (in_flight + 1) / weight`.
+    PeakEwma,
+    /// The smooth weighted round-robin cycle, the call's tried instances excluded.
+    RoundRobin,
+}
+
+/// The settings of calls (`eas_call_*`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CallSettings {
+    pub lb_policy: LbPolicy,
+    /// Attempts of one call at most (at least 1).
+    pub max_attempts: u32,
+    /// `c` of consistent hashing with bounded loads (at least 1).
+    pub affinity_load_factor: f64,
+    pub ewma_decay_ms: u64,
+    pub load_report_ttl_ms: u64,
+}
+
+impl Default for CallSettings {
+    fn default() -> Self {
+        CallSettings {
+            lb_policy: LbPolicy::LeastRequest,
+            max_attempts: 3,
+            affinity_load_factor: 1.25,
+            ewma_decay_ms: 10_000,
+            load_report_ttl_ms: 2_000,
+        }
+    }
+}
+
 /// The settings every source shares, resolved from the target's query and the caller's options.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     pub refresh_interval: Duration,
     pub request_timeout: Duration,
@@ -173,6 +246,7 @@ pub struct Settings {
     pub max_ejection_percent: u32,
     pub tls_ca_file: Option<String>,
     pub snapshot_file: Option<String>,
+    pub calls: CallSettings,
 }
 
 impl Settings {
@@ -208,6 +282,20 @@ impl Settings {
             max_ejection_percent: int("max_ejection_percent", 50) as u32,
             tls_ca_file: merged.get("tls_ca_file").map(str::to_owned),
             snapshot_file: merged.get("snapshot_file").map(str::to_owned),
+            calls: CallSettings {
+                lb_policy: match merged.get("lb_policy").map(str::trim) {
+                    Some("peak_ewma") => LbPolicy::PeakEwma,
+                    Some("round_robin") => LbPolicy::RoundRobin,
+                    _ => LbPolicy::LeastRequest,
+                },
+                max_attempts: int("max_attempts", 3) as u32,
+                affinity_load_factor: merged
+                    .get("affinity_load_factor")
+                    .and_then(decimal)
+                    .unwrap_or(1.25),
+                ewma_decay_ms: int("ewma_decay_ms", 10_000),
+                load_report_ttl_ms: int("load_report_ttl_ms", 2_000),
+            },
         };
         if settings.ejection_base_ms > settings.ejection_max_ms {
             return Err(Error::invalid(format!(
@@ -282,6 +370,40 @@ mod tests {
             );
         }
         o.set("password", "p\tw").unwrap();
+    }
+
+    #[test]
+    fn call_options_are_checked_and_resolved_for_every_source() {
+        let mut o = Options::new();
+        for (k, v) in [
+            ("lb_policy", "fastest"),
+            ("lb_policy", ""),
+            ("max_attempts", "0"),
+            ("affinity_load_factor", "0.99"),
+            ("affinity_load_factor", "1e3"),
+            ("affinity_load_factor", "-2"),
+            ("affinity_load_factor", "nan"),
+            ("affinity_load_factor", "1.2.3"),
+            ("ewma_decay_ms", "0"),
+            ("load_report_ttl_ms", "x"),
+        ] {
+            let err = o.set(k, v).unwrap_err();
+            assert!(err.message.contains(k), "{k}={v}: {err}");
+        }
+        let defaults = Settings::resolve(SourceKind::Static, &o).unwrap().calls;
+        assert_eq!(defaults, CallSettings::default());
+        o.set("lb_policy", "peak_ewma").unwrap();
+        o.set("max_attempts", "1").unwrap();
+        o.set("affinity_load_factor", "2.5").unwrap();
+        o.set("ewma_decay_ms", "500").unwrap();
+        o.set("load_report_ttl_ms", "100").unwrap();
+        for kind in ALL {
+            let calls = Settings::resolve(*kind, &o).unwrap().calls;
+            assert_eq!(calls.lb_policy, LbPolicy::PeakEwma);
+            assert_eq!(calls.max_attempts, 1);
+            assert_eq!(calls.affinity_load_factor, 2.5);
+            assert_eq!((calls.ewma_decay_ms, calls.load_report_ttl_ms), (500, 100));
+        }
     }
 
     #[test]

@@ -12,24 +12,27 @@
 //! - [`refresher`]: the shared background threads and fork handling.
 //! - [`blocking`]: the few shared threads for calls that may hang (name lookups, file I/O).
 //! - [`client`]: one target's discovery, selection, ejection and subscribers.
+//! - `call` ([`Call`]): one logical request and its attempts (`eas_call_*`); `load`:
+//!   per-instance load state ([`InstanceStats`]); `balance`: candidates and the load-aware
+//!   policies; `affinity`: the consistent-hash ring with bounded loads for keyed calls.
 //! - `ffi`: the `eas_*` C functions; it converts, checks pointers and contains panics.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod affinity;
+mod balance;
 pub mod blocking;
+mod call;
 pub mod callback;
 pub mod client;
 pub mod config;
 pub mod eject;
 pub mod error;
 pub mod instance;
-// Read by the call API of issue 13 ("Load-aware calls in the core"); unused until then.
-#[allow(dead_code)]
+mod load;
 mod load_report;
 pub mod pick;
 pub mod redact;
 pub mod refresher;
-// Read by the call API of issue 13 (back-offs on 429 and 503); unused until then.
-#[allow(dead_code)]
 mod retry_after;
 pub mod snapshot;
 mod snapshot_file;
@@ -39,7 +42,9 @@ mod tls;
 
 pub mod ffi;
 
+pub use call::{Body, Call, Outcome, CALL_NOT_IDEMPOTENT};
 pub use client::{Client, Stats};
 pub use config::Options;
 pub use error::{Error, ErrorKind};
 pub use instance::Instance;
+pub use load::InstanceStats;

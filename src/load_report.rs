@@ -31,7 +31,9 @@
 /// The response header that carries a report.
 pub(crate) const HEADER: &str = "endpoint-load-metrics";
 /// The request header that asks for one, and the value the bindings send.
+#[allow(dead_code)] // sent by the bindings' helpers; the core only reads the answer
 pub(crate) const FORMAT_HEADER: &str = "endpoint-load-metrics-format";
+#[allow(dead_code)]
 pub(crate) const FORMAT_TEXT: &str = "text";
 
 /// Larger counts are not believed: no instance queues a million requests, and keeping counts

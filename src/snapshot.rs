@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crossbeam_epoch as epoch;
 
 use crate::instance::Instance;
+use crate::load::InstanceLoad;
 use crate::pick::build_cycle;
 
 /// Excluded instances a pick with exclusions meets in cycle order before it looks for one in
@@ -25,6 +26,9 @@ pub struct Snapshot {
     pub cycle: Vec<u32>,
     /// Per instance: monotonic ms until which it is ejected (0: not ejected).
     pub ejected_until: Box<[AtomicU64]>,
+    /// Per instance: its load state (calls), shared with the snapshots before and after that
+    /// list it; attached by the client when it publishes (empty until then).
+    pub loads: Box<[Arc<InstanceLoad>]>,
     by_id: HashMap<u64, u32>,
     /// The instances of positive weight (the ones that can be picked), ascending.
     pickable: Box<[u32]>,
@@ -84,6 +88,7 @@ impl Snapshot {
             instances,
             cycle,
             ejected_until,
+            loads: Box::new([]),
             by_id,
             pickable,
             position_starts: position_starts.into(),

@@ -1,6 +1,6 @@
 //! `eas_client`: the client functions of the C ABI.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CString};
 use std::time::Duration;
 
 use super::boundary::{boundary, boundary_or, str_arg};
@@ -11,6 +11,7 @@ use crate::client::Client;
 use crate::config::Options;
 use crate::error::ErrorKind;
 use crate::instance::Instance;
+use crate::load::InstanceStats;
 
 /// A client of one target. Thread-safe: share one per service per process. Every function that
 /// takes a `const eas_client *` may be called from any thread at any time until
@@ -18,12 +19,21 @@ use crate::instance::Instance;
 #[allow(non_camel_case_types)]
 pub struct eas_client {
     client: Client,
+    /// What eas_client_service and eas_client_target hand out, valid until eas_client_free.
+    service: CString,
+    target: CString,
 }
 
 impl eas_client {
     /// Hands a client to C.
     pub(crate) fn boxed(client: Client) -> *mut eas_client {
-        Box::into_raw(Box::new(eas_client { client }))
+        let text = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
+        let (service, target) = (text(client.service()), text(client.target()));
+        Box::into_raw(Box::new(eas_client {
+            client,
+            service,
+            target,
+        }))
     }
 }
 
@@ -55,7 +65,7 @@ pub type eas_change_fn =
 #[allow(non_camel_case_types)]
 pub type eas_free_fn = Option<extern "C" fn(user_data: *mut c_void)>;
 
-fn status_of(result: Result<(), ErrorKind>) -> eas_status {
+pub(crate) fn status_of(result: Result<(), ErrorKind>) -> eas_status {
     match result {
         Ok(()) => eas_status::EAS_STATUS_OK,
         Err(kind) => kind.into(),
@@ -64,7 +74,7 @@ fn status_of(result: Result<(), ErrorKind>) -> eas_status {
 
 /// # Safety
 /// `c` must be NULL or a client from eas_client_new that has not been freed.
-unsafe fn client<'a>(c: *const eas_client) -> Option<&'a Client> {
+pub(crate) unsafe fn client<'a>(c: *const eas_client) -> Option<&'a Client> {
     // SAFETY: forwarded from the caller.
     unsafe { c.as_ref() }.map(|c| &c.client)
 }
@@ -350,6 +360,72 @@ pub extern "C" fn eas_client_unsubscribe(c: *const eas_client, subscription: u64
             return eas_status::EAS_STATUS_NULL_PARAMETER;
         };
         status_of(client.unsubscribe(subscription))
+    })
+}
+
+/// One record per instance of the current list (see eas_instance_stats), in the order of
+/// eas_client_instances; before the first list: OK with `*len` 0. `buf` may be NULL with `cap`
+/// 0 to ask for the count. Thread-safe; it takes the client's lock briefly (not a hot-path
+/// call).
+/// @return EAS_STATUS_BUFFER_TOO_SMALL with the count needed in `*len` (buf untouched); the
+///         count can change between calls, so callers loop.
+#[no_mangle]
+pub extern "C" fn eas_client_instance_stats(
+    c: *const eas_client,
+    buf: *mut InstanceStats,
+    cap: usize,
+    len: *mut usize,
+) -> eas_status {
+    boundary!({
+        // SAFETY: `c` is NULL or a live client, and `len` NULL or writable, by contract.
+        let (Some(client), Some(len)) = (unsafe { client(c) }, unsafe { len.as_mut() }) else {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        };
+        let list = match client.instance_stats() {
+            Ok(list) => list,
+            Err(kind) => return kind.into(),
+        };
+        if list.len() > cap {
+            *len = list.len();
+            return eas_status::EAS_STATUS_BUFFER_TOO_SMALL;
+        }
+        if !list.is_empty() {
+            if buf.is_null() {
+                return eas_status::EAS_STATUS_NULL_PARAMETER;
+            }
+            // SAFETY: `buf` holds `cap` >= list.len() writable records, by contract, and
+            // cannot overlap `list`, which this call allocated.
+            unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), buf, list.len()) };
+        }
+        *len = list.len();
+        eas_status::EAS_STATUS_OK
+    })
+}
+
+/// The service the target names: the service of an eas:// or nacos:// target, the name of a
+/// dns:// one; "" for static:// and callback sources, and for NULL. Valid until
+/// eas_client_free(c) (a closed client still answers); never to be freed.
+#[no_mangle]
+pub extern "C" fn eas_client_service(c: *const eas_client) -> *const c_char {
+    boundary_or!(c"".as_ptr(), {
+        // SAFETY: `c` is NULL or a live client, by contract.
+        match unsafe { c.as_ref() } {
+            Some(c) => c.service.as_ptr(),
+            None => c"".as_ptr(),
+        }
+    })
+}
+
+/// The target, secrets removed (no userinfo, no query): what messages print. "" for NULL.
+/// Valid until eas_client_free(c) (a closed client still answers); never to be freed.
+#[no_mangle]
+pub extern "C" fn eas_client_target(c: *const eas_client) -> *const c_char {
+    boundary_or!(c"".as_ptr(), {
+        // SAFETY: `c` is NULL or a live client, by contract.
+        match unsafe { c.as_ref() } {
+            Some(c) => c.target.as_ptr(),
+            None => c"".as_ptr(),
+        }
     })
 }
 

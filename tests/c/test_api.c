@@ -42,6 +42,7 @@ static void test_version_and_status_strings(void) {
   CHECK((eas_abi_version() >> 16) == EAS_ABI_MAJOR);
   CHECK((eas_abi_version() & 0xffff) == EAS_ABI_MINOR);
   CHECK(EAS_ABI_MINOR >= 1); /* eas_client_new_with_source */
+  CHECK(EAS_ABI_MINOR >= 2); /* eas_call_* */
   CHECK(strcmp(eas_status_str(EAS_STATUS_OK), "ok") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_NO_INSTANCE), "no instance") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_PANIC), "panic") == 0);
@@ -53,6 +54,18 @@ static void test_version_and_status_strings(void) {
   CHECK(offsetof(eas_instance, weight) == 56);
   CHECK(offsetof(eas_instance, host) == 60);
   CHECK(offsetof(eas_instance, reserved) == 124);
+  CHECK(sizeof(eas_instance_stats) == 64);
+  CHECK(offsetof(eas_instance_stats, id) == 0);
+  CHECK(offsetof(eas_instance_stats, in_flight) == 8);
+  CHECK(offsetof(eas_instance_stats, reported_waiting) == 12);
+  CHECK(offsetof(eas_instance_stats, attempts) == 16);
+  CHECK(offsetof(eas_instance_stats, failures) == 24);
+  CHECK(offsetof(eas_instance_stats, latency_ewma_us) == 32);
+  CHECK(offsetof(eas_instance_stats, reported_kv_permille) == 36);
+  CHECK(offsetof(eas_instance_stats, ejected_until_unix_ms) == 40);
+  CHECK(offsetof(eas_instance_stats, report_unix_ms) == 48);
+  CHECK(offsetof(eas_instance_stats, weight) == 56);
+  CHECK(offsetof(eas_instance_stats, reported_running) == 60);
 }
 
 static void test_options(void) {
@@ -577,6 +590,194 @@ static void test_nacos_server_list_callback(void) {
   CHECK_STATUS(eas_server_list_add(NULL, "h"), EAS_STATUS_NULL_PARAMETER);
 }
 
+/* The stats record of `id`, or NULL. */
+static const eas_instance_stats *stats_of(const eas_instance_stats *all, size_t n, uint64_t id) {
+  for (size_t i = 0; i < n; i++)
+    if (all[i].id == id) return &all[i];
+  return NULL;
+}
+
+static uint32_t total_in_flight(const eas_client *c) {
+  eas_instance_stats all[8];
+  size_t len = 0;
+  uint32_t sum = 0;
+  if (eas_client_instance_stats(c, all, 8, &len) != EAS_STATUS_OK) return 9999;
+  for (size_t i = 0; i < len; i++) sum += all[i].in_flight;
+  return sum;
+}
+
+static void test_calls(void) {
+  eas_client *c = NULL;
+  eas_options *o = eas_options_new();
+  CHECK_STATUS(eas_options_set(o, "lb_policy", "least_request", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "max_attempts", "2", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "affinity_load_factor", "1.5", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "ewma_decay_ms", "1000", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "load_report_ttl_ms", "5000", NULL), EAS_STATUS_OK);
+  eas_error *err = NULL;
+  CHECK_STATUS(eas_options_set(o, "lb_policy", "fastest", &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "lb_policy") != NULL);
+  eas_error_free(err);
+  err = NULL;
+  CHECK_STATUS(eas_options_set(o, "affinity_load_factor", "0.5", &err), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(err != NULL && strstr(eas_error_message(err), "affinity_load_factor") != NULL);
+  eas_error_free(err);
+  CHECK_STATUS(eas_client_new("static://10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080?failures_before_ejection=1000",
+                              o, &c, NULL),
+               EAS_STATUS_OK);
+  eas_options_free(o);
+  CHECK(strcmp(eas_client_service(c), "") == 0);
+  CHECK(strcmp(eas_client_target(c), "static://10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080") == 0);
+  CHECK(strcmp(eas_client_service(NULL), "") == 0);
+  CHECK(strcmp(eas_client_target(NULL), "") == 0);
+
+  /* Stats before any call: one per instance, all zero counts. */
+  size_t len = 0;
+  CHECK_STATUS(eas_client_instance_stats(c, NULL, 0, &len), EAS_STATUS_BUFFER_TOO_SMALL);
+  CHECK(len == 3);
+  eas_instance_stats st[8];
+  memset(st, 0xAB, sizeof st);
+  CHECK_STATUS(eas_client_instance_stats(c, st, 2, &len), EAS_STATUS_BUFFER_TOO_SMALL);
+  CHECK(st[0].weight == 0xABABABABu); /* untouched */
+  CHECK_STATUS(eas_client_instance_stats(c, st, 8, &len), EAS_STATUS_OK);
+  CHECK(len == 3 && st[0].in_flight == 0 && st[0].attempts == 0 && st[0].weight == 100);
+  CHECK_STATUS(eas_client_instance_stats(NULL, st, 8, &len), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_instance_stats(c, st, 8, NULL), EAS_STATUS_NULL_PARAMETER);
+
+  /* Misuse. */
+  eas_call *call = (eas_call *)0x1;
+  CHECK_STATUS(eas_call_begin(NULL, NULL, 0, 0, &call), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_call_begin(c, NULL, 3, 0, &call), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0x80, &call), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(call == (eas_call *)0x1); /* untouched */
+  eas_instance inst;
+  uint32_t retry = 7;
+  CHECK_STATUS(eas_call_next(NULL, &inst), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_call_record(NULL, EAS_OUTCOME_RESPONSE, 200, NULL, NULL, 0, &retry),
+               EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_call_finish(NULL, EAS_BODY_DONE), EAS_STATUS_NULL_PARAMETER);
+  eas_call_free(NULL);
+
+  /* One attempt, answered with a load report: in flight until its body is over. */
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, &call), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESPONSE, 200, NULL, NULL, 0, &retry),
+               EAS_STATUS_INVALID_ARGUMENT); /* no attempt open */
+  CHECK_STATUS(eas_call_next(call, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_call_next(call, &inst), EAS_STATUS_OK);
+  CHECK(inst.id != 0 && inst.weight == 100);
+  CHECK(total_in_flight(c) == 1);
+  CHECK_STATUS(eas_call_record(call, 7, 200, NULL, NULL, 0, &retry), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESPONSE, 99, NULL, NULL, 0, &retry),
+               EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESPONSE, 600, NULL, NULL, 0, &retry),
+               EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESPONSE, 200, NULL, NULL, 1, &retry),
+               EAS_STATUS_NULL_PARAMETER);
+  CHECK(retry == 7); /* written only on OK */
+  const char *names[] = {"Endpoint-Load-Metrics", "X-Other", NULL};
+  const char *values[] = {
+      "TEXT named_metrics.kv_cache_usage_perc=0.25, named_metrics.num_requests_waiting=3.0, "
+      "named_metrics.num_requests_running=2.0",
+      "ignored", "skipped"};
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESPONSE, 200, names, values, 3, &retry),
+               EAS_STATUS_OK);
+  CHECK(retry == 0);
+  CHECK(total_in_flight(c) == 1);
+  CHECK_STATUS(eas_call_finish(call, 5), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_call_finish(call, EAS_BODY_DONE), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_finish(call, EAS_BODY_DONE), EAS_STATUS_OK); /* nothing left: no-op */
+  CHECK(total_in_flight(c) == 0);
+  CHECK_STATUS(eas_call_next(call, &inst), EAS_STATUS_NO_INSTANCE); /* a success ends it */
+  eas_call_free(call);
+  CHECK_STATUS(eas_client_instance_stats(c, st, 8, &len), EAS_STATUS_OK);
+  const eas_instance_stats *s = stats_of(st, len, inst.id);
+  CHECK(s != NULL && s->attempts == 1 && s->reported_waiting == 3 && s->reported_running == 2 &&
+        s->reported_kv_permille == 250 && s->report_unix_ms > 0 && s->latency_ewma_us > 0 &&
+        s->failures == 0 && s->ejected_until_unix_ms == 0);
+
+  /* Retries: never the same instance twice, max_attempts 2 caps them. */
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, &call), EAS_STATUS_OK);
+  eas_instance first, second;
+  CHECK_STATUS(eas_call_next(call, &first), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_CONNECT_FAILED, 0, NULL, NULL, 0, &retry),
+               EAS_STATUS_OK);
+  CHECK(retry == 1);
+  CHECK_STATUS(eas_call_next(call, &second), EAS_STATUS_OK);
+  CHECK(second.id != first.id);
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESPONSE, 502, NULL, NULL, 0, &retry),
+               EAS_STATUS_OK);
+  CHECK(retry == 0); /* budget spent */
+  CHECK_STATUS(eas_call_next(call, &inst), EAS_STATUS_NO_INSTANCE);
+  CHECK(total_in_flight(c) == 0); /* next ended the recorded attempt's body */
+  eas_call_free(call);
+
+  /* Not idempotent: a 5xx is not retried, a refused connection is. */
+  CHECK_STATUS(eas_call_begin(c, (const uint8_t *)"k", 0, EAS_CALL_NOT_IDEMPOTENT, &call),
+               EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_next(call, &inst), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESET, 0, NULL, NULL, 0, &retry), EAS_STATUS_OK);
+  CHECK(retry == 0);
+  eas_call_free(call);
+
+  /* A 429 with Retry-After keeps its instance out of plain picks too; not a failure. */
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, &call), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_next(call, &first), EAS_STATUS_OK);
+  const char *ra_name[] = {"retry-after"};
+  const char *ra_value[] = {"30"};
+  CHECK_STATUS(eas_call_record(call, EAS_OUTCOME_RESPONSE, 429, ra_name, ra_value, 1, NULL),
+               EAS_STATUS_OK);
+  eas_call_free(call); /* ends the recorded attempt */
+  for (int i = 0; i < 50; i++) {
+    CHECK_STATUS(eas_select_instance(c, &inst), EAS_STATUS_OK);
+    CHECK(inst.id != first.id);
+  }
+  CHECK_STATUS(eas_client_instance_stats(c, st, 8, &len), EAS_STATUS_OK);
+  s = stats_of(st, len, first.id);
+  CHECK(s != NULL && s->ejected_until_unix_ms > 0);
+
+  /* A keyed call: the same key picks the same instance (nothing in flight in between). */
+  const uint8_t key[] = {'s', 'e', 's', 's', '-', '1'};
+  uint64_t keyed = 0;
+  for (int i = 0; i < 5; i++) {
+    CHECK_STATUS(eas_call_begin(c, key, sizeof key, 0, &call), EAS_STATUS_OK);
+    CHECK_STATUS(eas_call_next(call, &inst), EAS_STATUS_OK);
+    if (i == 0) keyed = inst.id;
+    CHECK(inst.id == keyed);
+    eas_call_free(call); /* an open attempt ends as cancelled */
+  }
+  CHECK(total_in_flight(c) == 0);
+
+  /* Closed: next is CLOSED; record, finish and free still work. */
+  eas_call *open = NULL, *recorded = NULL;
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, &open), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_next(open, &inst), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, &recorded), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_next(recorded, &inst), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_record(recorded, EAS_OUTCOME_RESPONSE, 200, NULL, NULL, 0, NULL),
+               EAS_STATUS_OK);
+  eas_client_close(c);
+  retry = 7;
+  CHECK_STATUS(eas_call_record(open, EAS_OUTCOME_CONNECT_FAILED, 0, NULL, NULL, 0, &retry),
+               EAS_STATUS_OK);
+  CHECK(retry == 0);
+  CHECK_STATUS(eas_call_next(open, &inst), EAS_STATUS_CLOSED);
+  CHECK_STATUS(eas_call_finish(recorded, EAS_BODY_BROKEN), EAS_STATUS_OK);
+  CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, &call), EAS_STATUS_CLOSED);
+  CHECK_STATUS(eas_client_instance_stats(c, st, 8, &len), EAS_STATUS_CLOSED);
+  CHECK(strcmp(eas_client_service(c), "") == 0); /* still valid until free */
+  eas_call_free(open);
+  eas_call_free(recorded);
+  eas_client_free(c);
+
+  /* The service a target names. */
+  CHECK_STATUS(eas_client_new("eas://127.0.0.1:1/my_service?request_timeout_ms=50", NULL, &c, NULL),
+               EAS_STATUS_OK);
+  CHECK(strcmp(eas_client_service(c), "my_service") == 0);
+  CHECK(strcmp(eas_client_target(c), "eas://127.0.0.1:1/my_service") == 0);
+  eas_client_free(c);
+}
+
 int main(void) {
   test_version_and_status_strings();
   test_options();
@@ -588,6 +789,7 @@ int main(void) {
   test_callback_source();
   test_report_failure_storm();
   test_nacos_server_list_callback();
+  test_calls();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,241 @@
+//! The pick of a call's attempt: which instances are candidates, and the load-aware policies
+//! that choose among them (power of two choices on least requests).
+
+use std::sync::atomic::Ordering;
+
+use crate::snapshot::Snapshot;
+
+/// A small, fast generator for a call's random draws (xorshift64*).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new() -> Rng {
+        let seed = (crate::pick::random_unit() * (1u64 << 53) as f64) as u64;
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64() >> 11) * n as u128) >> 53) as usize
+    }
+}
+
+impl Default for Rng {
+    fn default() -> Self {
+        Rng::new()
+    }
+}
+
+/// Whether instance `index` may be picked by a call that tried `tried`, ignoring hold-outs.
+fn untried(snapshot: &Snapshot, index: usize, tried: &[u64]) -> bool {
+    let inst = &snapshot.instances[index];
+    inst.weight > 0 && !tried.contains(&inst.id)
+}
+
+/// Whether instance `index` is held out of picks at `now_ms` (ejected or backing off).
+pub fn held_out(snapshot: &Snapshot, index: usize, now_ms: u64) -> bool {
+    snapshot.ejected_until[index].load(Ordering::Acquire) > now_ms
+}
+
+/// The candidates of an attempt: instances of positive weight that the call has not tried,
+/// not ejected and not backing off; when none is left that way, the untried ones (panic mode).
+pub fn candidates(snapshot: &Snapshot, tried: &[u64], now_ms: u64) -> Vec<usize> {
+    let untried: Vec<usize> = (0..snapshot.instances.len())
+        .filter(|&i| untried(snapshot, i, tried))
+        .collect();
+    let healthy: Vec<usize> = untried
+        .iter()
+        .copied()
+        .filter(|&i| !held_out(snapshot, i, now_ms))
+        .collect();
+    if healthy.is_empty() {
+        untried
+    } else {
+        healthy
+    }
+}
+
+/// Whether the call could still make an attempt: an untried instance of positive weight.
+pub fn any_untried(snapshot: &Snapshot, tried: &[u64]) -> bool {
+    (0..snapshot.instances.len()).any(|i| untried(snapshot, i, tried))
+}
+
+/// Two distinct candidates drawn uniformly (one when only one is left), or none. Tries a few
+/// random draws over the whole list first, so that a large list costs no scan on the common
+/// path; falls back to listing the candidates (which also covers panic mode).
+pub fn two_choices(
+    snapshot: &Snapshot,
+    tried: &[u64],
+    now_ms: u64,
+    rng: &mut Rng,
+) -> Option<(usize, Option<usize>)> {
+    let n = snapshot.instances.len();
+    if n == 0 {
+        return None;
+    }
+    let ok = |i: usize| untried(snapshot, i, tried) && !held_out(snapshot, i, now_ms);
+    let draw = |rng: &mut Rng, not: Option<usize>| {
+        (0..8)
+            .map(|_| rng.below(n))
+            .find(|&i| Some(i) != not && ok(i))
+    };
+    if let Some(a) = draw(rng, None) {
+        if let Some(b) = draw(rng, Some(a)) {
+            return Some((a, Some(b)));
+        }
+    }
+    let list = candidates(snapshot, tried, now_ms);
+    match list.len() {
+        0 => None,
+        1 => Some((list[0], None)),
+        len => {
+            let a = rng.below(len);
+            let b = (a + 1 + rng.below(len - 1)) % len;
+            Some((list[a], Some(list[b])))
+        }
+    }
+}
+
+/// Power of two choices: of two candidates, the one with the lower `cost` wins; ties at random.
+pub fn lower_cost(
+    pair: (usize, Option<usize>),
+    rng: &mut Rng,
+    mut cost: impl FnMut(usize) -> f64,
+) -> usize {
+    let (a, Some(b)) = pair else { return pair.0 };
+    let (ca, cb) = (cost(a), cost(b));
+    if ca < cb {
+        a
+    } else if cb < ca {
+        b
+    } else if rng.next_u64() & 1 == 0 {
+        a
+    } else {
+        b
+    }
+}
+
+/// least_request's cost of instance `index`: `(in_flight + others + 1) / weight`.
+pub fn least_request_cost(snapshot: &Snapshot, index: usize, now_ms: u64, ttl_ms: u64) -> f64 {
+    let weight = f64::from(snapshot.instances[index].weight.max(1));
+    let Some(load) = snapshot.loads.get(index) else {
+        return 1.0 / weight;
+    };
+    let queue = u64::from(load.in_flight()) + u64::from(load.others(now_ms, ttl_ms)) + 1;
+    queue as f64 / weight
+}
+
+/// peak_ewma's cost of instance `index`: `ewma x (in_flight + 1) / weight`, where an instance
+/// without a sample costs `median` (the median of those with one), and when none has a sample
+/// every ewma counts as equal.
+pub fn peak_ewma_cost(snapshot: &Snapshot, index: usize, median: f64) -> f64 {
+    let weight = f64::from(snapshot.instances[index].weight.max(1));
+    let Some(load) = snapshot.loads.get(index) else {
+        return 1.0 / weight;
+    };
+    let ewma = match load.figures().ewma_us {
+        e if e > 0.0 => e,
+        _ if median > 0.0 => median,
+        _ => 1.0,
+    };
+    ewma * f64::from(load.in_flight() + 1) / weight
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instance::Instance;
+    use crate::load::LoadTable;
+
+    fn snapshot(weights: &[u32]) -> Snapshot {
+        let list: Vec<Instance> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Instance::new(format!("10.0.1.{}", i + 1).parse().unwrap(), 80, w))
+            .collect();
+        let mut s = Snapshot::new(1, list);
+        s.loads = LoadTable::default().attach(&s.instances);
+        s
+    }
+
+    #[test]
+    fn candidates_skip_tried_weight_zero_and_held_out_then_fall_back_to_panic_mode() {
+        let s = snapshot(&[1, 0, 1, 1]);
+        let ids: Vec<u64> = s.instances.iter().map(|i| i.id).collect();
+        assert_eq!(candidates(&s, &[ids[0]], 0), vec![2, 3]);
+        s.ejected_until[2].store(100, Ordering::Relaxed);
+        assert_eq!(candidates(&s, &[ids[0]], 10), vec![3]);
+        s.ejected_until[3].store(100, Ordering::Relaxed);
+        assert_eq!(candidates(&s, &[ids[0]], 10), vec![2, 3], "panic mode");
+        assert!(candidates(&s, &[ids[0], ids[2], ids[3]], 10).is_empty());
+    }
+
+    #[test]
+    fn two_choices_are_distinct_and_uniform() {
+        let s = snapshot(&[1, 1, 1, 1]);
+        let mut rng = Rng::new();
+        let mut seen = [0u32; 4];
+        for _ in 0..4000 {
+            let (a, b) = two_choices(&s, &[], 0, &mut rng).unwrap();
+            assert_ne!(Some(a), b);
+            seen[a] += 1;
+        }
+        assert!(seen.iter().all(|&n| (700..1300).contains(&n)), "{seen:?}");
+    }
+
+    #[test]
+    fn peak_ewma_charges_an_instance_without_a_sample_the_median() {
+        let s = snapshot(&[1, 1, 1, 2]);
+        s.loads[0].take_latency(10_000.0, 0, 10_000);
+        s.loads[1].take_latency(30_000.0, 0, 10_000);
+        let table = LoadTable::default();
+        table.refresh_median(1, || Some(s.loads.to_vec()));
+        let median = table.median_ewma_us();
+        assert_eq!(median, 20_000.0);
+        assert_eq!(peak_ewma_cost(&s, 2, median), 20_000.0);
+        // ewma x (in_flight + 1) / weight
+        let _a = s.loads[0].start();
+        let _b = s.loads[0].start();
+        assert_eq!(peak_ewma_cost(&s, 0, median), 30_000.0);
+        assert_eq!(
+            peak_ewma_cost(&s, 3, median),
+            10_000.0,
+            "weight 2 halves it"
+        );
+        // Refreshed at most every 100 ms.
+        s.loads[2].take_latency(90_000.0, 0, 10_000);
+        table.refresh_median(50, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_ewma_us(), 20_000.0);
+        table.refresh_median(101, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_ewma_us(), 30_000.0);
+    }
+
+    #[test]
+    fn peak_ewma_without_any_sample_counts_every_ewma_as_equal() {
+        let s = snapshot(&[1, 1]);
+        let _busy = s.loads[1].start();
+        assert_eq!(peak_ewma_cost(&s, 0, 0.0), 1.0);
+        assert_eq!(peak_ewma_cost(&s, 1, 0.0), 2.0);
+    }
+
+    #[test]
+    fn the_less_loaded_of_two_wins() {
+        let s = snapshot(&[1, 1]);
+        let _busy = s.loads[0].start();
+        let mut rng = Rng::new();
+        for _ in 0..100 {
+            let pick = lower_cost((0, Some(1)), &mut rng, |i| {
+                least_request_cost(&s, i, 0, 2000)
+            });
+            assert_eq!(pick, 1);
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Per-instance load state of one client: in-flight attempts, counters, the latency EWMA, the
+//! last load report and back-offs. Kept by instance id across list changes and attached to each
+//! new snapshot, so that an instance that stays keeps its figures.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::instance::Instance;
+use crate::load_report::LoadReport;
+
+/// One instance's load figures. Shared by the snapshots that list the instance and by the
+/// attempts in flight on it; an attempt that outlives the instance's place in the list ends on
+/// this object, which no snapshot shows any more, so it counts nothing visible.
+#[derive(Debug, Default)]
+pub struct InstanceLoad {
+    /// Attempts of this client in flight on the instance.
+    in_flight: AtomicU32,
+    /// Attempts started since the instance joined the list.
+    attempts: AtomicU64,
+    /// Failures the ejection state saw: failed attempts and `report_failure` calls.
+    failures: AtomicU64,
+    /// Monotonic ms until which the instance backs off (429, 503 with Retry-After); 0: none.
+    backoff_until: AtomicU64,
+    /// False once the instance has left the list.
+    present: AtomicBool,
+    figures: Mutex<Figures>,
+}
+
+/// What the last load report said, and the latency EWMA.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Figures {
+    pub waiting: u32,
+    pub running: u32,
+    pub kv_permille: u32,
+    /// Whether the last report gave `running` (`others` is computed from it then).
+    pub has_running: bool,
+    /// Whether the last report gave `waiting`.
+    pub has_waiting: bool,
+    /// This client's in-flight count on the instance when the report arrived.
+    pub in_flight_at_report: u32,
+    /// Monotonic ms of the last report; 0: none.
+    pub report_ms: u64,
+    /// Unix ms of the last report; 0: none.
+    pub report_unix_ms: u64,
+    /// Peak EWMA of the time to response headers, in microseconds; 0: no sample yet.
+    pub ewma_us: f64,
+    /// Monotonic ns of the last latency sample.
+    pub sample_ns: u64,
+}
+
+/// The figures of one instance of the current list, from this client's calls and the
+/// instance's load reports (eas_client_instance_stats). 64 bytes: the layout is the C ABI's
+/// `eas_instance_stats`, asserted by every binding; it never grows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InstanceStats {
+    /// @0 the instance's id.
+    pub id: u64,
+    /// @8 attempts of this client now in flight.
+    pub in_flight: u32,
+    /// @12 the instance's queue, from its last load report.
+    pub reported_waiting: u32,
+    /// @16 call attempts, since the instance joined the list.
+    pub attempts: u64,
+    /// @24 every failure the ejection state saw: failed attempts and eas_report_failure calls.
+    pub failures: u64,
+    /// @32 what peak_ewma uses: the peak EWMA of the time to response headers, in
+    /// microseconds; 0 before the first sample.
+    pub latency_ewma_us: u32,
+    /// @36 KV-cache use 0-1000, from its last load report.
+    pub reported_kv_permille: u32,
+    /// @40 until when (unix ms) it is out of picks, ejected or backing off; 0 when neither.
+    pub ejected_until_unix_ms: u64,
+    /// @48 time of the last load report; 0 if none.
+    pub report_unix_ms: u64,
+    /// @56 the instance's weight.
+    pub weight: u32,
+    /// @60 requests running, from its last load report.
+    pub reported_running: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<InstanceStats>() == 64);
+
+impl InstanceStats {
+    /// The stats of `inst`, given its load state and the deadline (unix ms, 0: none) until
+    /// which it is out of picks.
+    pub fn of(inst: &Instance, load: &InstanceLoad, out_until_unix_ms: u64) -> InstanceStats {
+        let f = load.figures();
+        InstanceStats {
+            id: inst.id,
+            in_flight: load.in_flight(),
+            reported_waiting: f.waiting,
+            attempts: load.attempts(),
+            failures: load.failures(),
+            latency_ewma_us: f.ewma_us.round().min(f64::from(u32::MAX)) as u32,
+            reported_kv_permille: f.kv_permille,
+            ejected_until_unix_ms: out_until_unix_ms,
+            report_unix_ms: f.report_unix_ms,
+            weight: inst.weight,
+            reported_running: f.running,
+        }
+    }
+}
+
+/// Ends one attempt's in-flight count exactly once: when dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    load: Arc<InstanceLoad>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.load.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    pub fn load(&self) -> &Arc<InstanceLoad> {
+        &self.load
+    }
+}
+
+impl InstanceLoad {
+    /// Starts an attempt on the instance; it is in flight until the returned guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        InFlight { load: self.clone() }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn count_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn is_present(&self) -> bool {
+        self.present.load(Ordering::Acquire)
+    }
+
+    pub fn backoff_until(&self) -> u64 {
+        self.backoff_until.load(Ordering::Acquire)
+    }
+
+    /// Backs off until `until_ms` (monotonic), unless a later back-off already holds; returns
+    /// the deadline in force.
+    pub fn back_off_until(&self, until_ms: u64) -> u64 {
+        self.backoff_until
+            .fetch_max(until_ms, Ordering::AcqRel)
+            .max(until_ms)
+    }
+
+    pub fn figures(&self) -> Figures {
+        *lock(&self.figures)
+    }
+
+    /// Takes in a parsed report; a figure it lacks keeps its last value.
+    pub(crate) fn take_report(&self, report: &LoadReport, now_ms: u64, now_unix_ms: u64) {
+        let in_flight = self.in_flight();
+        let mut f = lock(&self.figures);
+        if let Some(w) = report.waiting {
+            f.waiting = w;
+            f.has_waiting = true;
+        }
+        if let Some(r) = report.running {
+            f.running = r;
+            f.has_running = true;
+        }
+        if let Some(kv) = report.kv_permille {
+            f.kv_permille = kv;
+        }
+        f.in_flight_at_report = in_flight;
+        f.report_ms = now_ms.max(1);
+        f.report_unix_ms = now_unix_ms;
+    }
+
+    /// The load the instance's last report shows beyond this client, when that report is
+    /// younger than `ttl_ms`: `running + waiting` minus this client's in-flight count when it
+    /// arrived (at least 0) when it gave `running`; `waiting` when it gave only that; else 0.
+    pub fn others(&self, now_ms: u64, ttl_ms: u64) -> u32 {
+        let f = lock(&self.figures);
+        if f.report_ms == 0 || now_ms.saturating_sub(f.report_ms) >= ttl_ms {
+            return 0;
+        }
+        if f.has_running {
+            (f.running + f.waiting).saturating_sub(f.in_flight_at_report)
+        } else if f.has_waiting {
+            f.waiting
+        } else {
+            0
+        }
+    }
+
+    /// Takes in a latency sample (Finagle's peak EWMA): `ewma = s` when `s` exceeds it, else
+    /// `ewma x w + s x (1 - w)` with `w = exp(-dt / decay)`.
+    pub fn take_latency(&self, sample_us: f64, now_ns: u64, decay_ms: u64) {
+        let mut f = lock(&self.figures);
+        if f.ewma_us == 0.0 || sample_us > f.ewma_us {
+            f.ewma_us = sample_us.max(1.0);
+        } else {
+            let dt_ms = now_ns.saturating_sub(f.sample_ns) as f64 / 1e6;
+            let w = (-dt_ms / decay_ms.max(1) as f64).exp();
+            f.ewma_us = (f.ewma_us * w + sample_us * (1.0 - w)).max(1.0);
+        }
+        f.sample_ns = now_ns;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The figures stay consistent under a panic (plain stores), so a poisoned lock is used on.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The load state of every instance of a client's current list, by id.
+#[derive(Debug, Default)]
+pub struct LoadTable {
+    by_id: Mutex<HashMap<u64, Arc<InstanceLoad>>>,
+    /// Load reports that were malformed (as a whole or in a figure).
+    malformed_reports: AtomicU64,
+    /// The median latency EWMA of the instances with a sample (f64 bits, µs; 0: none), what
+    /// peak_ewma charges an instance without one.
+    median_ewma_us: AtomicU64,
+    /// Monotonic ms of the median's last refresh.
+    median_at_ms: AtomicU64,
+}
+
+impl LoadTable {
+    /// The state of each instance of `list`, in its order: an instance already known keeps
+    /// its state; one that left the list is marked gone and forgotten.
+    pub fn attach(&self, list: &[Instance]) -> Box<[Arc<InstanceLoad>]> {
+        let mut by_id = lock(&self.by_id);
+        let mut next: HashMap<u64, Arc<InstanceLoad>> = HashMap::with_capacity(list.len());
+        let loads = list
+            .iter()
+            .map(|inst| {
+                let load = by_id.remove(&inst.id).unwrap_or_else(|| {
+                    let fresh = Arc::new(InstanceLoad::default());
+                    fresh.present.store(true, Ordering::Release);
+                    fresh
+                });
+                next.insert(inst.id, load.clone());
+                load
+            })
+            .collect();
+        for gone in by_id.values() {
+            gone.present.store(false, Ordering::Release);
+        }
+        *by_id = next;
+        loads
+    }
+
+    /// The latest back-off deadline in force at `now_ms`, 0 when none.
+    pub fn backoff_horizon(&self, now_ms: u64) -> u64 {
+        lock(&self.by_id)
+            .values()
+            .map(|l| l.backoff_until())
+            .filter(|&u| u > now_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The median latency EWMA of instances with a sample, µs; 0 when none has one.
+    pub fn median_ewma_us(&self) -> f64 {
+        f64::from_bits(self.median_ewma_us.load(Ordering::Acquire))
+    }
+
+    /// Recomputes the median from `loads()` unless it was done less than 100 ms ago: called
+    /// after a latency sample, never on the pick path.
+    pub fn refresh_median(
+        &self,
+        now_ms: u64,
+        loads: impl FnOnce() -> Option<Vec<Arc<InstanceLoad>>>,
+    ) {
+        let last = self.median_at_ms.load(Ordering::Acquire);
+        if last != 0 && now_ms.saturating_sub(last) < 100 {
+            return;
+        }
+        if self
+            .median_at_ms
+            .compare_exchange(last, now_ms.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // another thread refreshes it
+        }
+        let Some(loads) = loads() else { return };
+        let mut samples: Vec<f64> = loads
+            .iter()
+            .map(|l| l.figures().ewma_us)
+            .filter(|&e| e > 0.0)
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        let median = match samples.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => samples[n / 2],
+            n => (samples[n / 2 - 1] + samples[n / 2]) / 2.0,
+        };
+        self.median_ewma_us
+            .store(median.to_bits(), Ordering::Release);
+    }
+
+    pub fn count_malformed(&self) {
+        self.malformed_reports.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Load reports ignored (in whole or in part) as malformed.
+    pub fn malformed_reports(&self) -> u64 {
+        self.malformed_reports.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(n: u8) -> Instance {
+        Instance::new(format!("10.0.0.{n}").parse().unwrap(), 80, 100)
+    }
+
+    #[test]
+    fn instance_stats_layout_matches_the_c_abi() {
+        let s = InstanceStats::default();
+        let base = &s as *const InstanceStats as usize;
+        let at = |p: *const u8| p as usize - base;
+        assert_eq!(std::mem::size_of::<InstanceStats>(), 64);
+        assert_eq!(at(&s.in_flight as *const u32 as *const u8), 8);
+        assert_eq!(at(&s.reported_waiting as *const u32 as *const u8), 12);
+        assert_eq!(at(&s.attempts as *const u64 as *const u8), 16);
+        assert_eq!(at(&s.failures as *const u64 as *const u8), 24);
+        assert_eq!(at(&s.latency_ewma_us as *const u32 as *const u8), 32);
+        assert_eq!(at(&s.reported_kv_permille as *const u32 as *const u8), 36);
+        assert_eq!(at(&s.ejected_until_unix_ms as *const u64 as *const u8), 40);
+        assert_eq!(at(&s.report_unix_ms as *const u64 as *const u8), 48);
+        assert_eq!(at(&s.weight as *const u32 as *const u8), 56);
+        assert_eq!(at(&s.reported_running as *const u32 as *const u8), 60);
+    }
+
+    #[test]
+    fn an_instance_that_stays_keeps_its_state_and_one_that_leaves_is_marked_gone() {
+        let table = LoadTable::default();
+        let first = table.attach(&[inst(1), inst(2)]);
+        let held = first[1].start();
+        first[0].count_failure();
+        let second = table.attach(&[inst(1), inst(3)]);
+        assert!(Arc::ptr_eq(&first[0], &second[0]));
+        assert_eq!(second[0].failures(), 1);
+        assert!(!first[1].is_present() && second[1].is_present());
+        assert_eq!(second[1].in_flight(), 0);
+        drop(held); // ends on the gone instance's state, which no list shows
+        assert_eq!(first[1].in_flight(), 0);
+        assert!(!lock(&table.by_id).contains_key(&inst(2).id));
+    }
+
+    #[test]
+    fn others_come_from_a_fresh_report_only() {
+        let load = Arc::new(InstanceLoad::default());
+        let _mine = load.start();
+        let report = LoadReport {
+            waiting: Some(3),
+            running: Some(2),
+            ..LoadReport::default()
+        };
+        load.take_report(&report, 1000, 1);
+        assert_eq!(load.others(1500, 2000), 4, "2 + 3 - 1 of mine");
+        assert_eq!(load.others(3000, 2000), 0, "stale");
+        let waiting_only = Arc::new(InstanceLoad::default());
+        waiting_only.take_report(
+            &LoadReport {
+                waiting: Some(7),
+                ..LoadReport::default()
+            },
+            1000,
+            1,
+        );
+        assert_eq!(waiting_only.others(1001, 2000), 7);
+    }
+
+    #[test]
+    fn peak_ewma_jumps_to_a_higher_sample_and_decays_towards_lower_ones() {
+        let load = InstanceLoad::default();
+        load.take_latency(1000.0, 0, 10_000);
+        load.take_latency(5000.0, 1_000_000, 10_000);
+        assert_eq!(load.figures().ewma_us, 5000.0);
+        load.take_latency(1000.0, 10_001_000_000, 10_000);
+        let e = load.figures().ewma_us;
+        let want = 5000.0 * (-1.0f64).exp() + 1000.0 * (1.0 - (-1.0f64).exp());
+        assert!((e - want).abs() < 1.0, "{e} vs {want}");
+    }
+}
