@@ -5,6 +5,7 @@
 //! could not start, ...), 2 for a usage error (bad argument, target or `-o` option), 130 when a
 //! demo is interrupted.
 
+mod call;
 mod common;
 mod demo;
 mod emulate;
@@ -50,6 +51,15 @@ enum Command {
     /// total weight: with one thread, `-n` a multiple of the sum of the weights gives exact
     /// counts.
     Pick(pick::PickArgs),
+    /// Send one request to TARGET's service through the call API and print the answer's body.
+    ///
+    /// The core picks each attempt (least_request by default, or by affinity with --key),
+    /// decides whether to retry on another instance (a 5xx, a refused connection, a reset, a
+    /// timeout; at most max_attempts), and learns from each answer: its latency, its
+    /// `endpoint-load-metrics` load report (asked for with `endpoint-load-metrics-format: text`
+    /// unless -H gives that header), a 429's or 503's Retry-After. With -v each attempt is
+    /// printed on stderr. Exits 1 when the last answer is not 2xx or no attempt got one.
+    Call(call::CallArgs),
     /// Serve an emulated EAS discovery API on loopback, until killed, Ctrl-C or --duration.
     ///
     /// The first line printed is `listening 127.0.0.1:PORT`; the following ones give the
@@ -79,6 +89,7 @@ fn main() -> ExitCode {
         Command::List(args) => list::run(args),
         Command::Watch(args) => watch::run(args),
         Command::Pick(args) => pick::run(args),
+        Command::Call(args) => call::run(args),
         Command::Emulate(args) => emulate::run(args),
         Command::Demo(args) => demo::run(args),
     };

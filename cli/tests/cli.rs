@@ -425,3 +425,62 @@ fn list_and_pick_work_with_nacos_targets() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("10.1.0.1:8080"));
 }
+
+#[test]
+fn call_retries_on_another_instance_and_prints_the_answer() {
+    let emu = Emulator::start().unwrap();
+    let ports = emu.add_backends("svc", 3).unwrap();
+    for &port in &ports[..2] {
+        assert!(emu.set_backend_mode(port, easdirect_emulator::BackendMode::Status(503)));
+    }
+    let out = run(&[
+        "call",
+        &emu.target("svc"),
+        "/api/predict/svc",
+        "-d",
+        "{\"prompt\":\"hi\"}",
+        "-H",
+        "X-Session-Id: s1",
+        "-v",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).expect("the healthy backend's JSON");
+    assert_eq!(answer["backend"], format!("127.0.0.1:{}", ports[2]));
+    assert_eq!(answer["method"], "POST");
+    assert_eq!(answer["path"], "/api/predict/svc");
+    // One line per attempt; the 503s were retried, never the same instance twice.
+    let attempts: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("attempt "))
+        .collect();
+    assert!(!attempts.is_empty() && attempts.len() <= 3, "{stderr}");
+    assert!(attempts.last().unwrap().contains("HTTP 200"), "{stderr}");
+    assert_eq!(
+        attempts
+            .iter()
+            .filter(|l| l.contains("HTTP 503, retrying"))
+            .count(),
+        attempts.len() - 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn call_fails_when_every_attempt_fails() {
+    let emu = Emulator::start().unwrap();
+    let ports = emu.add_backends("svc", 2).unwrap();
+    for &port in &ports {
+        assert!(emu.set_backend_mode(port, easdirect_emulator::BackendMode::Status(500)));
+    }
+    let out = run(&["call", &emu.target("svc"), "/x", "-v"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("HTTP 500").count(), 2, "{stderr}");
+    // The last answer (a 500) is what the caller gets.
+    assert!(
+        text(&out.stdout).contains("\"status\":500"),
+        "{}",
+        text(&out.stdout)
+    );
+}
