@@ -19,16 +19,10 @@ use crate::redact;
 use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
 use crate::snapshot_file;
+use crate::source::build::{self, SourceFactory};
 use crate::source::callback::{CallbackShared, CallbackSource, FetchFn};
-use crate::source::dns::DnsSource;
-use crate::source::eas::EasSource;
-use crate::source::nacos::{
-    server_entry, NacosConfig, NacosSource, Servers, DEFAULT_ADDRESS_SERVER_PORT,
-};
-use crate::source::static_list::StaticSource;
 use crate::source::{normalize, Source};
 use crate::target::{Target, TargetSpec};
-use crate::tls;
 
 /// Counters of a client, as `eas_stats` reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,8 +42,6 @@ pub type ChangeFn = Box<dyn Fn(&[Instance]) + Send + Sync>;
 pub struct Client {
     inner: Arc<Inner>,
 }
-
-type SourceFactory = Box<dyn Fn() -> Box<dyn Source> + Send + Sync>;
 
 pub(crate) struct Inner {
     /// This client's own Arc, for the jobs it schedules.
@@ -119,101 +111,7 @@ impl Client {
             TargetSpec::Dns { name, .. } => name.clone(),
             TargetSpec::Static(_) => String::new(),
         };
-        let make_source: SourceFactory = match &parsed.spec {
-            TargetSpec::Static(items) => {
-                let items = items.clone();
-                Box::new(move || Box::new(StaticSource::new(&items)))
-            }
-            TargetSpec::Dns { name, port } => {
-                let server = match merged.get("dns_server") {
-                    None => None,
-                    Some(text) => Some(parse_dns_server(text)?),
-                };
-                let (name, port, timeout) = (name.clone(), *port, settings.request_timeout);
-                Box::new(move || Box::new(DnsSource::new(&name, port, server, timeout)))
-            }
-            TargetSpec::Nacos {
-                https,
-                servers,
-                service,
-            } => {
-                let tls = tls_if(*https, &settings)?;
-                // Precedence, as in the Nacos clients: the caller's server-list callback, then
-                // the environment's address server, then the target's address server or list.
-                let servers = match (
-                    &merged.nacos_server_list,
-                    std::env::var("ALIBABA_ALIWARE_ENDPOINT_URL"),
-                ) {
-                    (Some(provider), _) => Servers::Provider(provider.clone()),
-                    (None, Ok(endpoint)) if !endpoint.trim().is_empty() => {
-                        match server_entry(&endpoint, DEFAULT_ADDRESS_SERVER_PORT) {
-                            Some(server) => Servers::AddressServer(server),
-                            None => {
-                                return Err(Error::invalid(format!(
-                                    "environment variable ALIBABA_ALIWARE_ENDPOINT_URL (\"{}\") names no address server host[:port]",
-                                    redact::target(&endpoint)
-                                )))
-                            }
-                        }
-                    }
-                    _ => servers.clone(),
-                };
-                let text = |key: &str, default: &str| merged.get(key).unwrap_or(default).to_owned();
-                let mut context_path = text("context_path", "/nacos");
-                if !context_path.starts_with('/') {
-                    context_path.insert(0, '/');
-                }
-                let context_path = context_path.trim_end_matches('/').to_owned();
-                let config = NacosConfig {
-                    https: *https,
-                    servers,
-                    context_path,
-                    namespace: text("namespace", "public"),
-                    group: text("group", "pai-eas"),
-                    clusters: text("cluster", "DEFAULT"),
-                    service: service.clone(),
-                    username: merged.get("username").map(str::to_owned),
-                    password: merged.get("password").map(str::to_owned),
-                    access_key: merged.get("access_key").map(str::to_owned),
-                    secret_key: merged.get("secret_key").map(str::to_owned),
-                };
-                if config.username.is_some() != config.password.is_some() {
-                    return Err(Error::invalid(
-                        "options \"username\" and \"password\" go together: give both or neither",
-                    ));
-                }
-                if config.access_key.is_some() != config.secret_key.is_some() {
-                    return Err(Error::invalid(
-                        "options \"access_key\" and \"secret_key\" go together: give both or neither",
-                    ));
-                }
-                let timeout = settings.request_timeout;
-                Box::new(move || Box::new(NacosSource::new(config.clone(), timeout, tls.clone())))
-            }
-            TargetSpec::Eas {
-                https,
-                authority,
-                service,
-            } => {
-                let tls = tls_if(*https, &settings)?;
-                let internal = std::env::var_os("NAMESPACE").is_some()
-                    && std::env::var_os("POD_NAME").is_some();
-                let (https, authority, service) = (*https, authority.clone(), service.clone());
-                let custom_path = merged.get("discovery_path").map(str::to_owned);
-                let timeout = settings.request_timeout;
-                Box::new(move || {
-                    Box::new(EasSource::new(
-                        https,
-                        &authority,
-                        &service,
-                        custom_path.clone(),
-                        internal,
-                        timeout,
-                        tls.clone(),
-                    ))
-                })
-            }
-        };
+        let make_source = build::source_factory(&parsed.spec, &merged, &settings)?;
         Ok(Client::start(
             settings,
             make_source,
@@ -540,31 +438,6 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// The TLS settings of an https source (None for plain http).
-fn tls_if(https: bool, settings: &Settings) -> Result<Option<Arc<rustls::ClientConfig>>, Error> {
-    if https {
-        tls::client_config(settings.tls_ca_file.as_deref()).map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
-/// `ip[:port]` or `[v6][:port]` of a DNS server, port 53 by default.
-fn parse_dns_server(text: &str) -> Result<std::net::SocketAddr, Error> {
-    let text = text.trim();
-    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
-        return Ok(addr);
-    }
-    let bare = text.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<std::net::IpAddr>()
-        .map(|ip| std::net::SocketAddr::new(ip, 53))
-        .map_err(|_| {
-            Error::invalid(format!(
-                "option \"dns_server\" must be an ip[:port], got \"{text}\""
-            ))
-        })
 }
 
 /// One refresh of the client behind `weak`, then the next one scheduled.

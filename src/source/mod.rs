@@ -3,6 +3,7 @@
 
 use crate::instance::Instance;
 
+pub(crate) mod build;
 pub mod callback;
 pub mod dns;
 pub mod eas;
