@@ -176,7 +176,9 @@ pub extern "C" fn eas_call_record(
         let mut inline: [(&str, &str); INLINE_HEADERS] = [("", ""); INLINE_HEADERS];
         let mut len = 0;
         let mut all_utf8 = n_headers <= INLINE_HEADERS;
-        for i in 0..n_headers.min(INLINE_HEADERS) {
+        // More than INLINE_HEADERS go the allocating way at once.
+        let read_inline = if all_utf8 { n_headers } else { 0 };
+        for i in 0..read_inline {
             let (name, value) = entry(i);
             if name.is_null() || value.is_null() {
                 continue;
