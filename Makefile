@@ -149,6 +149,8 @@ bench-python: build
 bench-c: build | $(CBUILD)
 	gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_select.c -o $(CBUILD)/bench_select $(RELEASE)/libeasdirect.a $(CLIBS)
 	$(CBUILD)/bench_select
+	gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude benches/c/bench_call.c -o $(CBUILD)/bench_call $(RELEASE)/libeasdirect.a $(CLIBS)
+	$(CBUILD)/bench_call
 
 clean:
 	$(CARGO) clean

@@ -49,6 +49,8 @@ pub fn key_hash(key: &[u8]) -> u64 {
 #[derive(Debug)]
 pub struct Ring {
     points: Vec<(u64, u32)>,
+    /// The snapshot's total weight, summed once here rather than on every keyed pick.
+    total_weight: u64,
 }
 
 impl Ring {
@@ -57,7 +59,10 @@ impl Ring {
         let positive = instances.iter().filter(|i| i.weight > 0).count() as u64;
         let total: u64 = instances.iter().map(|i| u64::from(i.weight)).sum();
         if total == 0 {
-            return Ring { points: Vec::new() };
+            return Ring {
+                points: Vec::new(),
+                total_weight: 0,
+            };
         }
         let per = |w: u64| -> u64 {
             if w == 0 {
@@ -91,17 +96,24 @@ impl Ring {
                     .cmp(instances[b.1 as usize].host_str())
             })
         });
-        Ring { points }
+        Ring {
+            points,
+            total_weight: total,
+        }
     }
 
     /// The instances (indexes) in `key`'s order, each once.
     pub fn order(&self, key: u64, n: usize) -> impl Iterator<Item = usize> + '_ {
         let start = self.points.partition_point(|p| p.0 < key);
         let len = self.points.len();
-        let mut seen = vec![false; n];
+        // One bit per instance (n / 8 bytes to clear rather than n).
+        let mut seen = vec![0u64; n.div_ceil(64)];
         (0..len).filter_map(move |step| {
             let index = self.points[(start + step) % len].1 as usize;
-            (!std::mem::replace(&mut seen[index], true)).then_some(index)
+            let (word, bit) = (index / 64, 1u64 << (index % 64));
+            let new = seen[word] & bit == 0;
+            seen[word] |= bit;
+            new.then_some(index)
         })
     }
 }
@@ -139,7 +151,7 @@ pub fn pick(
     settings: &CallSettings,
 ) -> Option<usize> {
     let instances = &snapshot.instances;
-    let total_weight: u64 = instances.iter().map(|i| u64::from(i.weight)).sum();
+    let total_weight = ring.total_weight;
     let in_flight = |i: usize| {
         snapshot
             .loads

@@ -9,9 +9,28 @@ use crate::snapshot::Snapshot;
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
 
+thread_local! {
+    /// This thread's seed stream: seeded once per thread (`random_unit` reads the process id,
+    /// a system call), then advanced by one splitmix64 step per generator.
+    static SEEDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 impl Rng {
     pub fn new() -> Rng {
-        let seed = (crate::pick::random_unit() * (1u64 << 53) as f64) as u64;
+        let seed = SEEDS.with(|seeds| {
+            let mut state = seeds.get();
+            if state == 0 {
+                state = (crate::pick::random_unit() * (1u64 << 53) as f64) as u64 | 1;
+            }
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            seeds.set(state);
+            // splitmix64 finalizer, with the clock mixed in so that a forked child draws
+            // differently from its parent.
+            let mut x = state ^ crate::eject::monotonic_ns();
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^ (x >> 31)
+        });
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 

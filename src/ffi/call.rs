@@ -129,6 +129,9 @@ pub extern "C" fn eas_call_next(call: *mut eas_call, out: *mut Instance) -> eas_
     })
 }
 
+/// Headers read without allocating when all are UTF-8 (bindings pass at most two).
+const INLINE_HEADERS: usize = 8;
+
 /// Records how the open attempt went (see eas_outcome; the outcome table of the README says
 /// what each means for ejection, back-off and latency).
 /// @param outcome        an eas_outcome value.
@@ -165,19 +168,46 @@ pub extern "C" fn eas_call_record(
         if n_headers > 0 && (header_names.is_null() || header_values.is_null()) {
             return eas_status::EAS_STATUS_NULL_PARAMETER;
         }
-        let mut owned: Vec<(Cow<str>, Cow<str>)> = Vec::with_capacity(n_headers);
-        for i in 0..n_headers {
-            // SAFETY: both arrays hold `n_headers` pointers, by contract.
-            let (name, value) = unsafe { (*header_names.add(i), *header_values.add(i)) };
+        // SAFETY (both closures): the arrays hold `n_headers` pointers, and non-NULL entries
+        // are NUL-terminated strings that outlive the call, by contract.
+        let entry = |i: usize| unsafe { (*header_names.add(i), *header_values.add(i)) };
+        let cstr = |p: *const c_char| unsafe { CStr::from_ptr(p) };
+        // The common case (a few headers, all UTF-8) is read in place, without allocating.
+        let mut inline: [(&str, &str); INLINE_HEADERS] = [("", ""); INLINE_HEADERS];
+        let mut len = 0;
+        let mut all_utf8 = n_headers <= INLINE_HEADERS;
+        // More than INLINE_HEADERS go the allocating way at once.
+        let read_inline = if all_utf8 { n_headers } else { 0 };
+        for i in 0..read_inline {
+            let (name, value) = entry(i);
             if name.is_null() || value.is_null() {
                 continue;
             }
-            // SAFETY: non-NULL entries are NUL-terminated strings that outlive the call.
-            let (name, value) = unsafe { (CStr::from_ptr(name), CStr::from_ptr(value)) };
-            owned.push((name.to_string_lossy(), value.to_string_lossy()));
+            match (cstr(name).to_str(), cstr(value).to_str()) {
+                (Ok(name), Ok(value)) => {
+                    inline[len] = (name, value);
+                    len += 1;
+                }
+                _ => {
+                    all_utf8 = false;
+                    break;
+                }
+            }
         }
-        let headers: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (&**n, &**v)).collect();
-        match call.record(outcome, &headers) {
+        let owned: Vec<(Cow<str>, Cow<str>)>;
+        let collected: Vec<(&str, &str)>;
+        let headers: &[(&str, &str)] = if all_utf8 {
+            &inline[..len]
+        } else {
+            owned = (0..n_headers)
+                .map(entry)
+                .filter(|(name, value)| !name.is_null() && !value.is_null())
+                .map(|(name, value)| (cstr(name).to_string_lossy(), cstr(value).to_string_lossy()))
+                .collect();
+            collected = owned.iter().map(|(n, v)| (&**n, &**v)).collect();
+            &collected
+        };
+        match call.record(outcome, headers) {
             Ok(again) => {
                 // SAFETY: `retry` is NULL or writable, by contract.
                 if let Some(retry) = unsafe { retry.as_mut() } {
