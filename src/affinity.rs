@@ -158,10 +158,8 @@ pub fn pick(
             .get(i)
             .map_or(0, |l| u64::from(l.in_flight()))
     };
-    let total_in_flight: u64 = (0..instances.len())
-        .filter(|&i| instances[i].weight > 0)
-        .map(in_flight)
-        .sum();
+    // Every instance of a list shares its client's counter: O(1), not a sum over the list.
+    let total_in_flight = snapshot.loads.first().map_or(0, |l| l.client_in_flight());
     let c = settings.affinity_load_factor;
     let mut first_healthy = None;
     let mut first_untried = None;

@@ -25,6 +25,9 @@ pub struct InstanceLoad {
     /// False once the instance has left the list.
     present: AtomicBool,
     figures: Mutex<Figures>,
+    /// The client's attempts in flight on every instance (shared by its table's instances): what
+    /// a keyed pick's bound needs, read in O(1) instead of summed over the list.
+    client_in_flight: Arc<AtomicU64>,
 }
 
 /// What the last load report said, and the latency EWMA.
@@ -112,6 +115,7 @@ pub struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.load.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.load.client_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -125,12 +129,19 @@ impl InstanceLoad {
     /// Starts an attempt on the instance; it is in flight until the returned guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.client_in_flight.fetch_add(1, Ordering::AcqRel);
         self.attempts.fetch_add(1, Ordering::Relaxed);
         InFlight { load: self.clone() }
     }
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The client's attempts in flight on all its instances (those that left the list included,
+    /// until they end).
+    pub fn client_in_flight(&self) -> u64 {
+        self.client_in_flight.load(Ordering::Acquire)
     }
 
     pub fn attempts(&self) -> u64 {
@@ -233,6 +244,8 @@ pub struct LoadTable {
     median_ewma_us: AtomicU64,
     /// Monotonic ms of the median's last refresh.
     median_at_ms: AtomicU64,
+    /// Attempts in flight on every instance of this table (see `InstanceLoad::client_in_flight`).
+    in_flight: Arc<AtomicU64>,
 }
 
 impl LoadTable {
@@ -245,7 +258,10 @@ impl LoadTable {
             .iter()
             .map(|inst| {
                 let load = by_id.remove(&inst.id).unwrap_or_else(|| {
-                    let fresh = Arc::new(InstanceLoad::default());
+                    let fresh = Arc::new(InstanceLoad {
+                        client_in_flight: self.in_flight.clone(),
+                        ..InstanceLoad::default()
+                    });
                     fresh.present.store(true, Ordering::Release);
                     fresh
                 });
@@ -343,6 +359,27 @@ mod tests {
         assert_eq!(at(&s.report_unix_ms as *const u64 as *const u8), 48);
         assert_eq!(at(&s.weight as *const u32 as *const u8), 56);
         assert_eq!(at(&s.reported_running as *const u32 as *const u8), 60);
+    }
+
+    #[test]
+    fn the_clients_total_in_flight_counts_every_attempt_until_it_ends() {
+        let table = LoadTable::default();
+        let first = table.attach(&[inst(1), inst(2)]);
+        let a = first[0].start();
+        let b = first[1].start();
+        let c = first[1].start();
+        assert_eq!(first[0].client_in_flight(), 3);
+        // The instance with two attempts leaves the list; they count until they end.
+        let second = table.attach(&[inst(1), inst(3)]);
+        assert_eq!(second[1].client_in_flight(), 3);
+        drop((b, c));
+        assert_eq!(second[0].client_in_flight(), 1);
+        drop(a);
+        assert_eq!(second[1].client_in_flight(), 0);
+        // Another client's table counts on its own.
+        let other = LoadTable::default().attach(&[inst(1)]);
+        let _d = other[0].start();
+        assert_eq!(second[0].client_in_flight(), 0);
     }
 
     #[test]
