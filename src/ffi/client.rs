@@ -236,21 +236,33 @@ pub extern "C" fn eas_client_instances(
             Err(kind) => return kind.into(),
         };
         let list: &[Instance] = snapshot.as_ref().map_or(&[], |s| &s.instances);
-        if list.len() > cap {
-            *len = list.len();
-            return eas_status::EAS_STATUS_BUFFER_TOO_SMALL;
-        }
-        if !list.is_empty() {
-            if buf.is_null() {
-                return eas_status::EAS_STATUS_NULL_PARAMETER;
-            }
-            // SAFETY: `buf` holds `cap` >= list.len() writable instances, by contract, and
-            // cannot overlap the snapshot, which the library owns.
-            unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), buf, list.len()) };
-        }
-        *len = list.len();
-        eas_status::EAS_STATUS_OK
+        // SAFETY: `buf` is NULL or holds `cap` writable instances, by contract; the snapshot
+        // is the library's own memory.
+        unsafe { copy_out(list, buf, cap, len) }
     })
+}
+
+/// Copies `list` into the caller's `buf` of `cap` records, as every list-returning function
+/// of the C API does: `*len` = the count; EAS_STATUS_BUFFER_TOO_SMALL (buffer untouched) when
+/// `cap` is less; a NULL `buf` is fine only for an empty list.
+///
+/// # Safety
+/// `buf` is NULL or points to `cap` writable `T`s that do not overlap `list`.
+unsafe fn copy_out<T: Copy>(list: &[T], buf: *mut T, cap: usize, len: &mut usize) -> eas_status {
+    if list.len() > cap {
+        *len = list.len();
+        return eas_status::EAS_STATUS_BUFFER_TOO_SMALL;
+    }
+    if !list.is_empty() {
+        if buf.is_null() {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        }
+        // SAFETY: the caller's promise: `buf` holds `cap` >= list.len() writable records
+        // that do not overlap `list`.
+        unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), buf, list.len()) };
+    }
+    *len = list.len();
+    eas_status::EAS_STATUS_OK
 }
 
 /// The last fetch's error: EAS_STATUS_DISCOVERY_FAILED with its URL and status in `*err`, or
@@ -385,20 +397,9 @@ pub extern "C" fn eas_client_instance_stats(
             Ok(list) => list,
             Err(kind) => return kind.into(),
         };
-        if list.len() > cap {
-            *len = list.len();
-            return eas_status::EAS_STATUS_BUFFER_TOO_SMALL;
-        }
-        if !list.is_empty() {
-            if buf.is_null() {
-                return eas_status::EAS_STATUS_NULL_PARAMETER;
-            }
-            // SAFETY: `buf` holds `cap` >= list.len() writable records, by contract, and
-            // cannot overlap `list`, which this call allocated.
-            unsafe { std::ptr::copy_nonoverlapping(list.as_ptr(), buf, list.len()) };
-        }
-        *len = list.len();
-        eas_status::EAS_STATUS_OK
+        // SAFETY: `buf` is NULL or holds `cap` writable records, by contract; `list` was
+        // allocated by this call.
+        unsafe { copy_out(&list, buf, cap, len) }
     })
 }
 
