@@ -459,7 +459,7 @@ fn call_retries_on_another_instance_and_prints_the_answer() {
     assert_eq!(
         attempts
             .iter()
-            .filter(|l| l.contains("HTTP 503, retrying"))
+            .filter(|l| l.contains("HTTP 503") && l.ends_with(", retrying"))
             .count(),
         attempts.len() - 1,
         "{stderr}"
