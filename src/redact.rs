@@ -22,12 +22,30 @@ pub(crate) fn is_secret_param(key: &str) -> bool {
 /// shown; and when the last `@` comes after a `?`, the `@` may belong to a query value (a secret
 /// one, perhaps) or to a password holding `?`, so nothing after the scheme is shown.
 pub fn target(text: &str) -> String {
+    target_read(text).shown
+}
+
+/// How `target` read a text.
+pub(crate) struct TargetReading {
+    /// What may be printed.
+    pub shown: String,
+    /// An `@` follows a `?`: what reads as a query may be part of a password holding `?`, so
+    /// nothing of it may be named.
+    pub query_unclear: bool,
+}
+
+/// `target`, saying also whether the query could be part of a password.
+pub(crate) fn target_read(text: &str) -> TargetReading {
     let (head, rest) = split_scheme(text);
     let query = rest.find('?').unwrap_or(rest.len());
-    match rest.rfind('@') {
-        Some(at) if at > query => format!("{head}***"),
-        Some(at) => format!("{head}***@{}", &rest[at + 1..query]),
-        None => format!("{head}{}", &rest[..query]),
+    let (shown, query_unclear) = match rest.rfind('@') {
+        Some(at) if at > query => (format!("{head}***"), true),
+        Some(at) => (format!("{head}***@{}", &rest[at + 1..query]), false),
+        None => (format!("{head}{}", &rest[..query]), false),
+    };
+    TargetReading {
+        shown,
+        query_unclear,
     }
 }
 

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::blocking::{self, Refused};
@@ -37,20 +36,17 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// flushed by `close` so that a short-lived process does not lose its last list.
 pub struct Saver {
     path: String,
-    /// The newest generation queued for writing.
-    wanted: AtomicU64,
     /// The newest generation written; held while writing, so that this client's writes never
     /// overlap or go back in time.
     written: Mutex<u64>,
-    /// The newest list queued, for `flush`.
-    newest: Mutex<Option<(u64, Vec<Instance>)>>,
+    /// The newest list queued and its generation, for `flush`.
+    newest: Mutex<Option<(u64, Arc<[Instance]>)>>,
 }
 
 impl Saver {
     pub fn new(path: &str) -> Arc<Saver> {
         Arc::new(Saver {
             path: path.to_owned(),
-            wanted: AtomicU64::new(0),
             written: Mutex::new(0),
             newest: Mutex::new(None),
         })
@@ -60,7 +56,7 @@ impl Saver {
     /// one still queued. False when the lane is full (the save is dropped: a failed write never
     /// disturbs discovery; `flush` tries again).
     pub fn queue(self: &Arc<Self>, generation: u64, list: Vec<Instance>) -> bool {
-        self.wanted.fetch_max(generation, Ordering::AcqRel);
+        let list: Arc<[Instance]> = list.into();
         *lock(&self.newest) = Some((generation, list.clone()));
         let me = self.clone();
         blocking::file_io().submit(&self.path, move || me.write(generation, &list))
@@ -69,13 +65,14 @@ impl Saver {
     /// Writes the newest queued list unless it is written already, waiting at most `timeout`
     /// (a hung file system costs the caller that and no more). True when it is on disk.
     pub fn flush(self: &Arc<Self>, timeout: Duration) -> bool {
-        let wanted = self.wanted.load(Ordering::Acquire);
-        if wanted == 0 || *lock(&self.written) >= wanted {
+        let Some((generation, list)) = lock(&self.newest).clone() else {
+            return true; // nothing was ever queued (a list loaded from the file is on disk)
+        };
+        // Not `lock`: a write in progress on a hung file system holds it, and the caller
+        // (close) must wait at most `timeout`; the lane call below does the waiting.
+        if matches!(self.written.try_lock(), Ok(written) if *written >= generation) {
             return true;
         }
-        let Some((generation, list)) = lock(&self.newest).clone() else {
-            return true;
-        };
         let me = self.clone();
         let key = format!("flush {}", self.path);
         blocking::file_io()

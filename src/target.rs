@@ -39,8 +39,8 @@ pub enum TargetSpec {
 
 impl Target {
     pub fn parse(text: &str) -> Result<Target, Error> {
-        let shown = redact::target(text);
-        let said = Said(&shown);
+        let reading = redact::target_read(text);
+        let said = Said(&reading.shown);
         let Some((scheme, rest)) = text.split_once("://") else {
             return Err(said.error(format!("has no scheme: expected {SCHEMES}")));
         };
@@ -68,7 +68,7 @@ impl Target {
         };
         // After the body: a body that cannot be read ends the parse before a query that may
         // be part of a password is looked at.
-        let query = parse_query(query.unwrap_or(""), said)?;
+        let query = parse_query(query.unwrap_or(""), said, reading.query_unclear)?;
         Ok(Target { kind, spec, query })
     }
 }
@@ -336,10 +336,9 @@ fn parse_static(body: &str, said: Said) -> Result<Vec<(IpAddr, u16, u32)>, Error
 /// Options given as query parameters. A message names the key (never a value: it may be a
 /// secret) when the key has the shape of an option key; after a secret parameter nothing is
 /// named, since a secret holding an unencoded `&` reads as more parameters.
-fn parse_query(query: &str, said: Said) -> Result<Options, Error> {
+/// `unclear`: an `@` follows the `?`, so this "query" may be part of a password holding `?`.
+fn parse_query(query: &str, said: Said, unclear: bool) -> Result<Options, Error> {
     let mut options = Options::new();
-    // `@` after `?`: what reads as a query may be part of a password holding `?`.
-    let unclear = said.0.ends_with("***");
     let mut after_secret = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let unnamed = || {

@@ -9,7 +9,7 @@
  * cycles per thread each), in ns per iteration per thread; both threads share the client (as an application's threads would).
  * Build and run: make bench-c */
 #define _GNU_SOURCE 1
-#include "easdirect.h"
+#include "bench_common.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -68,12 +68,6 @@ struct job {
   double ns;
 };
 
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 static void *run(void *p) {
   struct job *j = (struct job *)p;
   uint64_t sink = 0;
@@ -85,11 +79,6 @@ static void *run(void *p) {
   j->ns = (now_ns() - start) / (double)n;
   if (sink == 42) puts("");
   return NULL;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* Median over RUNS of the mean per-thread cost with `threads` threads. */
@@ -112,21 +101,12 @@ static double measure(const eas_client *c, enum mode m, int threads) {
     pthread_barrier_destroy(&barrier);
     results[r] = sum / threads;
   }
-  qsort(results, RUNS, sizeof results[0], cmp_double);
-  return results[RUNS / 2];
+  return median(results, RUNS);
 }
 
 /* The same list as bench_select.c: n instances with weights 100/150/200. */
 static eas_client *client_with(size_t n) {
-  size_t cap = n * 32 + 16;
-  char *target = (char *)malloc(cap);
-  size_t len = (size_t)snprintf(target, cap, "static://");
-  for (size_t i = 0; i < n; i++)
-    len += (size_t)snprintf(target + len, cap - len, "%s10.%zu.%zu.%zu:8080*%zu", i ? "," : "",
-                            i / 65536, (i / 256) % 256, i % 256, 100 + (i % 3) * 50);
-  eas_client *c = NULL;
-  if (eas_client_new(target, NULL, &c, NULL) != EAS_STATUS_OK) abort();
-  free(target);
+  eas_client *c = static_client(n);
   (void)one(c, MODE_KEYED, 0); /* builds the affinity ring */
   return c;
 }

@@ -6,7 +6,7 @@
  * Each figure is the median of 9 runs of 2,000,000 picks per thread, in ns per pick per thread.
  * Build and run: make bench-c */
 #define _GNU_SOURCE 1
-#include "easdirect.h"
+#include "bench_common.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -49,12 +49,6 @@ struct job {
   double ns_per_pick;
 };
 
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 static void *run(void *p) {
   struct job *j = (struct job *)p;
   eas_instance out;
@@ -69,11 +63,6 @@ static void *run(void *p) {
   j->ns_per_pick = (now_ns() - start) / PICKS;
   if (sink == 42) puts("");
   return NULL;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* Median over RUNS of the mean per-thread cost with `threads` threads. */
@@ -96,20 +85,11 @@ static double measure(pick_fn fn, const void *arg, int threads) {
     pthread_barrier_destroy(&barrier);
     results[r] = sum / threads;
   }
-  qsort(results, RUNS, sizeof results[0], cmp_double);
-  return results[RUNS / 2];
+  return median(results, RUNS);
 }
 
 static eas_client *client_with(size_t n) {
-  size_t cap = n * 32 + 16;
-  char *target = (char *)malloc(cap);
-  size_t len = (size_t)snprintf(target, cap, "static://");
-  for (size_t i = 0; i < n; i++)
-    len += (size_t)snprintf(target + len, cap - len, "%s10.%zu.%zu.%zu:8080*%zu", i ? "," : "",
-                            i / 65536, (i / 256) % 256, i % 256, 100 + (i % 3) * 50);
-  eas_client *c = NULL;
-  if (eas_client_new(target, NULL, &c, NULL) != EAS_STATUS_OK) abort();
-  free(target);
+  eas_client *c = static_client(n);
   size_t got = 0;
   eas_client_instances(c, table, sizeof table / sizeof table[0], &got);
   table_len = got;

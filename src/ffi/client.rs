@@ -1,6 +1,6 @@
 //! `eas_client`: the client functions of the C ABI.
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::time::Duration;
 
 use super::boundary::{boundary, boundary_or, str_arg};
@@ -410,11 +410,20 @@ pub extern "C" fn eas_client_instance_stats(
 pub extern "C" fn eas_client_service(c: *const eas_client) -> *const c_char {
     boundary_or!(c"".as_ptr(), {
         // SAFETY: `c` is NULL or a live client, by contract.
-        match unsafe { c.as_ref() } {
-            Some(c) => c.service.as_ptr(),
-            None => c"".as_ptr(),
-        }
+        unsafe { client_text(c, |c| &c.service) }
     })
+}
+
+/// A text the client keeps until it is freed, or "" for NULL.
+///
+/// # Safety
+/// `c` is NULL or a live client.
+unsafe fn client_text(c: *const eas_client, text: fn(&eas_client) -> &CStr) -> *const c_char {
+    // SAFETY: the caller's promise.
+    match unsafe { c.as_ref() } {
+        Some(c) => text(c).as_ptr(),
+        None => c"".as_ptr(),
+    }
 }
 
 /// The target, secrets removed (no userinfo, no query): what messages print. "" for NULL.
@@ -423,10 +432,7 @@ pub extern "C" fn eas_client_service(c: *const eas_client) -> *const c_char {
 pub extern "C" fn eas_client_target(c: *const eas_client) -> *const c_char {
     boundary_or!(c"".as_ptr(), {
         // SAFETY: `c` is NULL or a live client, by contract.
-        match unsafe { c.as_ref() } {
-            Some(c) => c.target.as_ptr(),
-            None => c"".as_ptr(),
-        }
+        unsafe { client_text(c, |c| &c.target) }
     })
 }
 
