@@ -92,13 +92,22 @@ impl Ejector {
         Some(health.until_ms)
     }
 
-    /// Records a success: the failure count and the doubling start over; an ejection in force
-    /// runs its course.
-    pub fn on_success(&mut self, id: u64) {
+    /// Records a success at `now`: the failure count and the doubling start over; an ejection
+    /// in force runs its course. An instance left with nothing to remember is forgotten, so
+    /// that the ejector empties again once failures stop.
+    pub fn on_success(&mut self, id: u64, now: u64) {
         if let Some(health) = self.health.get_mut(&id) {
             health.consecutive_failures = 0;
             health.ejections = 0;
+            if health.until_ms <= now {
+                self.health.remove(&id);
+            }
         }
+    }
+
+    /// Whether no instance has a failure count, an ejection or a doubling to remember.
+    pub fn is_empty(&self) -> bool {
+        self.health.is_empty()
     }
 
     /// Deadline of the ejection of `id`, 0 when none was ever set.
@@ -176,7 +185,9 @@ mod tests {
     fn ejects_after_the_threshold_of_consecutive_failures() {
         let mut e = Ejector::new(policy(3, 100));
         assert_eq!(e.on_failure(1, 0, 4), None);
-        e.on_success(1);
+        assert!(!e.is_empty());
+        e.on_success(1, 0);
+        assert!(e.is_empty(), "nothing left to remember");
         assert_eq!(e.on_failure(1, 0, 4), None);
         assert_eq!(e.on_failure(1, 0, 4), None);
         assert_eq!(e.on_failure(1, 0, 4), Some(100));
@@ -191,7 +202,7 @@ mod tests {
         assert_eq!(e.on_failure(1, 1000, 4), Some(1200));
         assert_eq!(e.on_failure(1, 2000, 4), Some(2350));
         assert_eq!(e.on_failure(1, 3000, 4), Some(3350));
-        e.on_success(1);
+        e.on_success(1, 3400);
         assert_eq!(e.on_failure(1, 4000, 4), Some(4100));
     }
 
@@ -199,9 +210,12 @@ mod tests {
     fn success_does_not_end_an_ejection_early() {
         let mut e = Ejector::new(policy(1, 100));
         e.on_failure(1, 0, 4);
-        e.on_success(1);
+        e.on_success(1, 10);
         assert_eq!(e.until(1), 100);
         assert_eq!(e.ejected(99), 1);
+        assert!(!e.is_empty(), "the ejection in force is kept");
+        e.on_success(1, 100);
+        assert!(e.is_empty());
     }
 
     #[test]

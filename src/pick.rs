@@ -255,10 +255,10 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 /// is closed. All three are rarely written, so a pick only reads this line. Per-thread cursors
 /// hold a `Weak` to it, which keeps its address from being reused while they remember it.
 pub struct Picker {
-    pub cell: SnapshotCell,
+    cell: SnapshotCell,
     /// The latest deadline (monotonic ms) of any ejection in force; 0 when there is none.
-    pub eject_horizon: AtomicU64,
-    pub closed: AtomicBool,
+    eject_horizon: AtomicU64,
+    closed: AtomicBool,
 }
 
 impl Default for Picker {
@@ -348,6 +348,27 @@ impl Picker {
                 Ok(())
             }
         }
+    }
+
+    /// The current snapshot, `None` before the first.
+    #[inline]
+    pub(crate) fn current(&self) -> Option<Arc<Snapshot>> {
+        self.cell.load()
+    }
+
+    /// Makes `snapshot` the current one. The caller has raised the horizon over its deadlines.
+    pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.cell.store(snapshot);
+    }
+
+    /// From now on every pick returns `Closed`.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Ejects the instance at `index` of `snapshot` until `deadline_ms`. Raises the horizon

@@ -1,0 +1,200 @@
+//! A client's refreshes: fetch from the source on the shared pool, keep the last good list on
+//! any failure, publish what changed, save it to the snapshot file, fall back to that file on
+//! the first refresh.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::{unix_ms, Inner};
+use crate::instance::Instance;
+use crate::refresher::{self, fork_generation, gated};
+use crate::snapshot::Snapshot;
+use crate::snapshot_file;
+use crate::source::build::SourceFactory;
+use crate::source::{normalize, Source};
+
+/// The fetching side of a client: its source, what the last fetches said, and their counters.
+pub(super) struct Fetcher {
+    /// Builds the source again where the old one cannot be used (in a child after fork).
+    make_source: SourceFactory,
+    slot: Mutex<Slot>,
+    notes: Mutex<Notes>,
+    pub(super) ok: AtomicU64,
+    pub(super) failed: AtomicU64,
+    pub(super) last_ok_unix_ms: AtomicU64,
+    /// Writes each new list to `snapshot_file`, when set.
+    saver: Option<Arc<snapshot_file::Saver>>,
+}
+
+/// The source between fetches (taken out while one runs).
+struct Slot {
+    source: Option<Box<dyn Source>>,
+    /// The fork generation the source was made in.
+    fork_generation: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Notes {
+    /// The last fetch's error, `None` when it succeeded.
+    pub(super) last_error: Option<String>,
+    /// Why the snapshot file could not stand in for a failed first fetch.
+    pub(super) snapshot_file_note: Option<String>,
+}
+
+impl Fetcher {
+    pub(super) fn new(make_source: SourceFactory, snapshot_file: Option<&str>) -> Fetcher {
+        Fetcher {
+            slot: Mutex::new(Slot {
+                source: Some(make_source()),
+                fork_generation: fork_generation(),
+            }),
+            make_source,
+            notes: Mutex::new(Notes::default()),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_ok_unix_ms: AtomicU64::new(0),
+            saver: snapshot_file.map(snapshot_file::Saver::new),
+        }
+    }
+
+    /// What the last fetches said.
+    pub(super) fn notes<R>(&self, read: impl FnOnce(&Notes) -> R) -> R {
+        let (_gate, notes) = gated(&self.notes);
+        read(&notes)
+    }
+
+    fn note(&self, write: impl FnOnce(&mut Notes)) {
+        let (_gate, mut notes) = gated(&self.notes);
+        write(&mut notes);
+    }
+
+    /// Fetches once from the source (made again when inherited across fork).
+    fn fetch(&self) -> Result<Vec<Instance>, String> {
+        let generation = fork_generation();
+        let source = {
+            let (_gate, mut slot) = gated(&self.slot);
+            if slot.fork_generation != generation {
+                // Inherited across fork: its connections are shared with the parent, so it is
+                // neither used nor dropped (dropping could write to those sockets).
+                if let Some(old) = slot.source.take() {
+                    std::mem::forget(old);
+                }
+                slot.fork_generation = generation;
+            }
+            slot.source.take()
+        };
+        let mut source = source.unwrap_or_else(|| (self.make_source)());
+        let result = source.fetch();
+        let describe = source.describe();
+        {
+            let (_gate, mut slot) = gated(&self.slot);
+            slot.source = Some(source);
+        }
+        let list = normalize(result?);
+        if !list.iter().any(|i| i.weight > 0) {
+            return Err(format!(
+                "{describe}: no pickable instance in the answer ({} listed, none of positive weight); keeping the last list",
+                list.len()
+            ));
+        }
+        Ok(list)
+    }
+
+    /// The newest list reaches the file, waiting at most `timeout` (see `Saver::flush`).
+    pub(super) fn flush(&self, timeout: Duration) {
+        if let Some(saver) = &self.saver {
+            saver.flush(timeout);
+        }
+    }
+}
+
+/// One refresh of the client behind `weak`, then the next one scheduled.
+pub(super) fn refresh(weak: Weak<Inner>, first: bool) {
+    let Some(inner) = weak.upgrade() else { return };
+    if inner.picker.is_closed()
+        || inner.fork_generation.load(Ordering::Acquire) != fork_generation()
+    {
+        return; // closed, or a job of the parent's line after fork (it restarts separately)
+    }
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.refresh_once(first)));
+    if outcome.is_err() {
+        inner.fetcher.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    inner.schedule_next(weak);
+}
+
+impl Inner {
+    pub(super) fn schedule_next(&self, weak: Weak<Inner>) {
+        if self.picker.is_closed() {
+            return;
+        }
+        let interval = self.settings.refresh_interval.as_secs_f64();
+        // +-20% jitter, so that clients started together do not poll together.
+        let jitter = 0.8 + 0.4 * (crate::pick::random_unit());
+        let at = Instant::now() + Duration::from_secs_f64(interval * jitter);
+        refresher::schedule(at, Box::new(move || refresh(weak, false)));
+    }
+
+    /// Fetches once and publishes what changed. `first`: falls back to the snapshot file.
+    pub(super) fn refresh_once(&self, first: bool) {
+        // Ejections that ended since the last refresh stop making picks read the clock.
+        self.health.refresh_horizon(&self.picker, &self.loads);
+        let fetcher = &self.fetcher;
+        match fetcher.fetch() {
+            Ok(list) => {
+                fetcher.ok.fetch_add(1, Ordering::Relaxed);
+                fetcher.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);
+                fetcher.note(|n| n.last_error = None);
+                if let Some(generation) = self.publish(list.clone()) {
+                    if let Some(saver) = &fetcher.saver {
+                        // Queued, never waited for: a failed or dropped write never disturbs
+                        // discovery.
+                        saver.queue(generation, list);
+                    }
+                }
+            }
+            Err(failure) => {
+                fetcher.failed.fetch_add(1, Ordering::Relaxed);
+                fetcher.note(|n| n.last_error = Some(failure));
+                if first && !self.ready.load(Ordering::Acquire) {
+                    self.fall_back_to_file();
+                }
+            }
+        }
+    }
+
+    /// The first fetch failed: the snapshot file's list, when it has one.
+    fn fall_back_to_file(&self) {
+        let Some(path) = &self.settings.snapshot_file else {
+            return;
+        };
+        // Waited for at most the request timeout: a hung file system delays this refresh by
+        // that much, and never the next ones.
+        match snapshot_file::load_within(path, self.settings.request_timeout) {
+            Ok(list) => {
+                self.publish(normalize(list));
+            }
+            Err(note) => self.fetcher.note(|n| n.snapshot_file_note = Some(note)),
+        }
+    }
+
+    /// Publishes `list` unless it equals the current one; its generation when it published.
+    pub(super) fn publish(&self, list: Vec<Instance>) -> Option<u64> {
+        if self.picker.is_closed() {
+            return None;
+        }
+        if let Some(current) = self.picker.current() {
+            if current.same_list(&list) {
+                return None;
+            }
+        }
+        // The cycle is computed outside the lock; only the swap is under it.
+        let snapshot = Snapshot::new(0, list);
+        let generation = self.health.publish(&self.picker, &self.loads, snapshot);
+        self.ready.store(true, Ordering::Release);
+        self.subscribers.notify(self.me.clone());
+        Some(generation)
+    }
+}
