@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use easdirect::snapshot::Snapshot;
+use easdirect::Snapshot;
 use easdirect::{Client, Instance, Options};
 
 const N: usize = 200_000;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use easdirect::source::callback::ListBuilder;
+use easdirect::ListBuilder;
 use easdirect::{Client, Options};
 
 #[derive(Clone, Copy, PartialEq)]

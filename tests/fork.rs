@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use easdirect::source::callback::ListBuilder;
+use easdirect::ListBuilder;
 use easdirect::{Client, Instance, Options};
 use easdirect_emulator::{Emulator, Endpoint};
 
@@ -130,7 +130,7 @@ impl Hold {
         }
     }
 
-    fn on_end(&self) -> Option<easdirect::client::EndFn> {
+    fn on_end(&self) -> Option<easdirect::EndFn> {
         let ended = self.ended.clone();
         Some(Box::new(move || {
             ended.fetch_add(1, Ordering::SeqCst);

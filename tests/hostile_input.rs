@@ -1,10 +1,10 @@
 //! Property tests: whatever a caller or an upstream sends, the parsers answer with a value or an
 //! error and never panic, and what they accept is well-formed.
 
-use easdirect::config::Options;
-use easdirect::source::eas::parse_upstreams;
-use easdirect::source::nacos::{parse_v1, parse_v3};
-use easdirect::target::{Target, TargetSpec};
+use easdirect::internals::eas::parse_upstreams;
+use easdirect::internals::nacos::{parse_v1, parse_v3};
+use easdirect::internals::{Target, TargetSpec};
+use easdirect::Options;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -217,7 +217,7 @@ fn sees_instances_registered_by_the_official_python_client_over_grpc() {
 
 #[test]
 fn a_server_list_callback_moves_the_client_to_the_servers_it_lists() {
-    use easdirect::source::nacos::ServerListProvider;
+    use easdirect::internals::ServerListProvider;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 

@@ -394,8 +394,8 @@ fn open_fds() -> usize {
 #[test]
 #[ignore = "runs in a namespace, from in_a_network_namespace_of_its_own"]
 fn inner_hundreds_of_clients_of_names_that_never_resolve_keep_threads_within_the_bound() {
-    use easdirect::blocking::{MAX_FILE_THREADS, MAX_LOOKUP_THREADS};
-    use easdirect::refresher::MAX_THREADS;
+    use easdirect::internals::MAX_THREADS;
+    use easdirect::internals::{MAX_FILE_THREADS, MAX_LOOKUP_THREADS};
     // The documented bound when no caller's code runs (no callback source, no subscriber).
     const BOUND: usize = MAX_THREADS + MAX_LOOKUP_THREADS + MAX_FILE_THREADS;
     let dns = namespace();

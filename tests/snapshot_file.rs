@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use easdirect::source::callback::ListBuilder;
+use easdirect::ListBuilder;
 use easdirect::{Client, ErrorKind, Options};
 use easdirect_emulator::{Emulator, Endpoint, Fault};
 
@@ -225,10 +225,10 @@ fn a_file_system_that_does_not_answer_delays_the_first_refresh_by_the_request_ti
     // A hung network mount: every snapshot-file thread of the process is stuck in a call.
     let hung = Arc::new(AtomicBool::new(true));
     let (started_tx, started) = mpsc::channel();
-    for i in 0..easdirect::blocking::MAX_FILE_THREADS {
+    for i in 0..easdirect::internals::MAX_FILE_THREADS {
         let (hung, started_tx) = (hung.clone(), started_tx.clone());
         assert!(
-            easdirect::blocking::file_io().submit(&format!("/mnt/hung/{i}"), move || {
+            easdirect::internals::file_io().submit(&format!("/mnt/hung/{i}"), move || {
                 started_tx.send(()).unwrap();
                 while hung.load(Ordering::Acquire) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -236,7 +236,7 @@ fn a_file_system_that_does_not_answer_delays_the_first_refresh_by_the_request_ti
             })
         );
     }
-    for _ in 0..easdirect::blocking::MAX_FILE_THREADS {
+    for _ in 0..easdirect::internals::MAX_FILE_THREADS {
         started.recv_timeout(Duration::from_secs(5)).unwrap();
     }
     let emu = Emulator::start().unwrap();

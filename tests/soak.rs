@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use easdirect::eject::monotonic_ms;
+use easdirect::internals::monotonic_ms;
 use easdirect::{Client, Options};
 use easdirect_emulator::{Emulator, Endpoint, Fault};
 

@@ -165,13 +165,16 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
                 interrupted = true;
             }
             // Ejections as they happen (with their doubling times), above the display.
-            let now = easdirect::eject::monotonic_ms();
+            let now = unix_ms();
             let deadlines = ejection_deadlines(&client);
             for (id, host) in instance_hosts(&client) {
                 let until = deadlines.get(&id).copied().unwrap_or(0);
                 let at = view.started.elapsed().as_secs_f64();
                 let label = view.label(&host);
-                if until > now && seen_deadlines.get(&id) != Some(&until) {
+                // A deadline read twice may differ by the clocks' granularity (a few ms): only
+                // a later one is a new ejection.
+                let seen = seen_deadlines.get(&id).copied();
+                if until > now && seen.is_none_or(|s| until > s + DEADLINE_SLACK_MS) {
                     screen.note(
                         &format!(
                             "[{at:5.1}s] {label} EJECTED for {} ms after a failed request",
@@ -439,29 +442,30 @@ fn request(host: &str) -> io::Result<u16> {
     }
 }
 
-/// The ejection deadline (on [`easdirect::eject::monotonic_ms`]'s clock) of each instance
-/// that was ever ejected.
+/// Until when (unix ms) each instance that is out of picks now is ejected or backing off.
 fn ejection_deadlines(client: &Client) -> HashMap<u64, u64> {
-    let Ok(Some(snapshot)) = client.snapshot() else {
+    let Ok(stats) = client.instance_stats() else {
         return HashMap::new();
     };
-    snapshot
-        .instances
+    stats
         .iter()
-        .zip(snapshot.ejected_until.iter())
-        .map(|(i, until)| (i.id, until.load(Ordering::Relaxed)))
-        .filter(|&(_, until)| until > 0)
+        .filter(|s| s.ejected_until_unix_ms > 0)
+        .map(|s| (s.id, s.ejected_until_unix_ms))
         .collect()
 }
 
 /// Ids of the instances ejected now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Deadlines closer than this are the same ejection read twice.
+const DEADLINE_SLACK_MS: u64 = 20;
+
 fn ejected_ids(client: &Client) -> HashSet<u64> {
-    let now = easdirect::eject::monotonic_ms();
-    ejection_deadlines(client)
-        .into_iter()
-        .filter(|&(_, until)| until > now)
-        .map(|(id, _)| id)
-        .collect()
+    ejection_deadlines(client).into_keys().collect()
 }
 
 /// (id, host) of the instances the client lists.

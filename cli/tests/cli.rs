@@ -77,7 +77,7 @@ fn list_prints_the_instances_of_an_emulated_service() {
     let out = run(&["list", &target]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    let id = format!("{:016x}", easdirect::instance::host_id(b"10.0.0.2:50001"));
+    let id = format!("{:016x}", easdirect::internals::host_id(b"10.0.0.2:50001"));
     let line = stdout
         .lines()
         .find(|l| l.starts_with("10.0.0.2:50001"))

@@ -2,7 +2,7 @@
 //! replies): an answer or an error, never a crash; what is accepted is well-formed.
 #![no_main]
 
-use easdirect::source::{dns, eas, nacos};
+use easdirect::internals::{dns, eas, nacos};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

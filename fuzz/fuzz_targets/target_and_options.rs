@@ -1,8 +1,8 @@
 //! Targets and option values from arbitrary bytes: an answer or an error, never a crash.
 #![no_main]
 
-use easdirect::config::Options;
-use easdirect::target::Target;
+use easdirect::internals::Target;
+use easdirect::Options;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
