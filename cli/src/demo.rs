@@ -1,9 +1,10 @@
 //! `easdirect demo`: a scripted story of the library at work against the built-in emulator.
 //!
 //! The emulator lists a service whose instances are real local backends; a request loop picks
-//! an instance, sends it an HTTP request and reports the outcome to the client; the main thread
-//! plays the story (scale up, a failing backend, a misbehaving discovery service, scale down)
-//! and shows what the client does about it.
+//! an instance, sends it an HTTP request and reports the outcome to the client (in the last
+//! phase each request is a call, balanced on load); the main thread plays the story (scale up,
+//! a failing backend, a misbehaving discovery service, scale down, a slow backend) and shows
+//! what the client does about it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IsTerminal, Read, Write};
@@ -14,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use easdirect::{Client, Options, Stats};
-use easdirect_emulator::{Backend, BackendMode, Emulator, Endpoint, Fault};
+use easdirect::{Body, Client, Instance, Options, Outcome, Stats};
+use easdirect_emulator::{Backend, BackendMode, Emulator, Endpoint, Fault, LlmConfig};
 
 use crate::common::{catch_stop_signals, from_lib, parse_seconds, stop_requested, Failure};
 
@@ -33,12 +34,19 @@ pub struct DemoArgs {
 
 const SERVICE: &str = "demo-llm";
 const BACKENDS: usize = 5;
-/// The request loop's pace: about 200 requests a second.
+/// The request loop's pace: about 200 requests a second, from this many threads.
 const REQUEST_EVERY: Duration = Duration::from_millis(5);
+const WORKERS: u32 = 16;
 /// Share of the duration each phase takes.
-const PHASE_SHARES: [f64; 5] = [0.20, 0.15, 0.25, 0.25, 0.15];
+const PHASE_SHARES: [f64; PHASES] = [0.16, 0.12, 0.20, 0.20, 0.12, 0.20];
+const PHASES: usize = 6;
 /// Which backend fails in phase 3: the weight-200 one, so that much traffic has to move.
 const FAILING: usize = 2;
+/// Which backend becomes slow in phase 6.
+const SLOW: usize = 0;
+/// A backend's service time, and the slow one's speed in phase 6.
+const SERVICE_MS: u64 = 20;
+const SLOW_SPEED: f64 = 0.33;
 
 pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
     let total = args.duration;
@@ -53,8 +61,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
     // The cast: an emulator, five real backends, and a client.
     let emu = Emulator::start()
         .map_err(|e| Failure::Runtime(format!("cannot start the emulator: {e}")))?;
+    // LLM-like backends with a fixed service time and room for every request at once, so that
+    // only a slowed one makes requests wait.
+    let llm = LlmConfig {
+        slots: 64,
+        base: Duration::from_millis(SERVICE_MS),
+        per_token: Duration::ZERO,
+        tokens_sigma: 0.0,
+        ..LlmConfig::default()
+    };
     let backends = (0..BACKENDS)
-        .map(|_| Backend::start())
+        .map(|_| Backend::start_llm(llm.clone()))
         .collect::<io::Result<Vec<_>>>()
         .map_err(|e| Failure::Runtime(format!("cannot start a backend: {e}")))?;
     let endpoint = |i: usize, weight: u32| Endpoint::new("127.0.0.1", backends[i].port(), weight);
@@ -92,7 +109,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
         .map(|(i, b)| (format!("127.0.0.1:{}", b.port()), format!("#{}", i + 1)))
         .collect();
     let failing_host = format!("127.0.0.1:{}", backends[FAILING].port());
-    let story = Story::new(&failing_host, refresh_ms, ejection_ms);
+    let slow_host = format!("127.0.0.1:{}", backends[SLOW].port());
+    let story = Story::new(&failing_host, &slow_host, refresh_ms, ejection_ms);
     let mut screen = Screen::new(live);
     let mut view = View {
         target: &target,
@@ -107,13 +125,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
 
     let tally = Mutex::new(Tally::default());
     let stop = AtomicBool::new(false);
+    let calls = AtomicBool::new(false);
     let interrupted = std::thread::scope(|s| {
-        s.spawn(|| request_loop(&client, &tally, &stop));
+        for worker in 0..WORKERS {
+            let (client, tally, stop, calls) = (&client, &tally, &stop, &calls);
+            s.spawn(move || request_loop(client, tally, stop, calls, worker));
+        }
         // Ends the request loop however this closure ends (a panic included).
         let _stop_loop = SetOnDrop(&stop);
 
         // Phase boundaries, from the start.
-        let mut bounds = Vec::with_capacity(6);
+        let mut bounds = Vec::with_capacity(PHASES + 1);
         let mut at = 0;
         bounds.push(0);
         for ms in &phase_ms {
@@ -130,7 +152,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
         loop {
             let elapsed = view.started.elapsed();
             let ms = elapsed.as_millis() as u64;
-            while entered < 5 && ms >= bounds[entered] {
+            while entered < PHASES && ms >= bounds[entered] {
                 match entered {
                     0 => {}
                     1 => emu.set_endpoints(
@@ -145,12 +167,27 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
                     ),
                     2 => backends[FAILING].set_mode(BackendMode::Status(503)),
                     3 => emu.set_fault(Fault::Status(500)),
-                    _ => {
+                    4 => {
                         emu.set_fault(Fault::None);
-                        emu.set_endpoints(SERVICE, vec![endpoint(0, 100), endpoint(1, 100)]);
+                        emu.set_endpoints(
+                            SERVICE,
+                            vec![
+                                endpoint(0, 100),
+                                endpoint(1, 100),
+                                endpoint(3, 100),
+                                endpoint(4, 100),
+                            ],
+                        );
+                    }
+                    _ => {
+                        if let Some(llm) = backends[SLOW].llm() {
+                            llm.set_speed(SLOW_SPEED);
+                        }
+                        calls.store(true, Ordering::SeqCst);
                     }
                 }
                 view.phase = entered;
+                lock(&tally).phase = entered;
                 view.title = &story.phases[entered].title;
                 screen.announce(&view, &story.phases[entered]);
                 entered += 1;
@@ -222,7 +259,15 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, Failure> {
     let tally = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     print!(
         "{}",
-        summary(&view, &tally, &stats, &listed, interrupted, live)
+        summary(
+            &view,
+            &tally,
+            &stats,
+            &listed,
+            &slow_host,
+            interrupted,
+            live
+        )
     );
     let _ = io::stdout().flush();
     drop(backends);
@@ -246,7 +291,7 @@ struct Story {
 }
 
 impl Story {
-    fn new(failing: &str, refresh_ms: u64, ejection_ms: u64) -> Story {
+    fn new(failing: &str, slow: &str, refresh_ms: u64, ejection_ms: u64) -> Story {
         let p = |title: &str, text: String| PhaseText {
             title: title.to_string(),
             text,
@@ -285,11 +330,24 @@ impl Story {
                         .to_string(),
                 ),
                 p(
-                    "scale down to 2 instances",
-                    "Discovery is healthy again and the service shrinks to #1 and #2. At the \
-                     next refresh the removed instances (#3 included) stop getting traffic and \
-                     their ejection state is dropped."
+                    "scale down to 4 instances",
+                    "Discovery is healthy again and #3 leaves the service; the other four \
+                     have weight 100. At the next refresh #3 stops getting traffic and its \
+                     ejection state is dropped: a quarter of the requests each."
                         .to_string(),
+                ),
+                p(
+                    "#1 becomes 3x slower, and requests become calls",
+                    format!(
+                        "#1 ({slow}) now takes {} ms per request instead of {SERVICE_MS}, and \
+                         keeps answering: no failure to eject it for. Round-robin would still \
+                         send it a quarter of the requests. From now on each request is a call \
+                         (eas_call_*, lb_policy least_request, the calls' default): the client \
+                         counts every instance's requests in flight, #1's stay in flight three \
+                         times as long, and the power of two choices sends it fewer. Notice #1's \
+                         share fall well below 25% while the median latency stays near {SERVICE_MS} ms.",
+                        (SERVICE_MS as f64 / SLOW_SPEED) as u64
+                    ),
                 ),
             ],
             empty_list: "Discovery now answers 200 with an EMPTY list (the official Python and \
@@ -327,15 +385,50 @@ struct Tally {
     /// Per host, in order of first request: (host, sent, failed).
     hosts: Vec<(String, u64, u64)>,
     index: HashMap<u64, usize>,
-    /// (time, id) of the requests of the last second.
-    recent: VecDeque<(Instant, u64)>,
+    /// (time, id, latency in µs) of the requests of the last second.
+    recent: VecDeque<(Instant, u64, u64)>,
     sent: u64,
     failed: u64,
+    /// The phase being played, and per phase: requests per id, latencies (µs).
+    phase: usize,
+    by_phase: [PhaseTally; PHASES],
+}
+
+#[derive(Default)]
+struct PhaseTally {
+    requests: HashMap<u64, u64>,
+    latencies_us: Vec<u64>,
+}
+
+impl PhaseTally {
+    /// Share of this phase's requests that went to `id`, and the median latency in ms.
+    fn share_and_median(&self, id: u64) -> (f64, f64) {
+        let total: u64 = self.requests.values().sum();
+        let share = match total {
+            0 => 0.0,
+            n => self.requests.get(&id).copied().unwrap_or(0) as f64 / n as f64,
+        };
+        (share, median_ms(&self.latencies_us))
+    }
+}
+
+/// The median of latencies in µs, in ms (0 for none).
+fn median_ms(latencies_us: &[u64]) -> f64 {
+    if latencies_us.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = latencies_us.to_vec();
+    sorted.sort_unstable();
+    sorted[sorted.len() / 2] as f64 / 1000.0
 }
 
 impl Tally {
-    fn record(&mut self, id: u64, host: &str, ok: bool) {
+    fn record(&mut self, id: u64, host: &str, ok: bool, latency: Duration) {
         let now = Instant::now();
+        let latency_us = latency.as_micros() as u64;
+        let phase = &mut self.by_phase[self.phase];
+        *phase.requests.entry(id).or_default() += 1;
+        phase.latencies_us.push(latency_us);
         let at = *self.index.entry(id).or_insert_with(|| {
             self.hosts.push((host.to_string(), 0, 0));
             self.hosts.len() - 1
@@ -346,12 +439,12 @@ impl Tally {
             self.hosts[at].2 += 1;
             self.failed += 1;
         }
-        self.recent.push_back((now, id));
+        self.recent.push_back((now, id, latency_us));
         self.prune(now);
     }
 
     fn prune(&mut self, now: Instant) {
-        while let Some(&(t, _)) = self.recent.front() {
+        while let Some(&(t, _, _)) = self.recent.front() {
             if now.duration_since(t) > Duration::from_secs(1) {
                 self.recent.pop_front();
             } else {
@@ -364,10 +457,17 @@ impl Tally {
     fn last_second(&mut self) -> (HashMap<u64, u64>, u64) {
         self.prune(Instant::now());
         let mut counts = HashMap::new();
-        for &(_, id) in &self.recent {
+        for &(_, id, _) in &self.recent {
             *counts.entry(id).or_insert(0) += 1;
         }
         (counts, self.recent.len() as u64)
+    }
+
+    /// The median latency over the last second, in ms.
+    fn last_second_median_ms(&mut self) -> f64 {
+        self.prune(Instant::now());
+        let latencies: Vec<u64> = self.recent.iter().map(|&(_, _, l)| l).collect();
+        median_ms(&latencies)
     }
 
     fn totals_of(&self, id: u64) -> (u64, u64) {
@@ -386,31 +486,82 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
-/// Picks, requests and reports until `stop`, at about one request per [`REQUEST_EVERY`].
-fn request_loop(client: &Client, tally: &Mutex<Tally>, stop: &AtomicBool) {
-    let mut next = Instant::now();
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Picks, requests and reports until `stop`, at about one request per [`REQUEST_EVERY`] over
+/// the [`WORKERS`] threads (this is thread `worker`): plain picks, reported, until `calls` is
+/// set, then calls.
+fn request_loop(
+    client: &Client,
+    tally: &Mutex<Tally>,
+    stop: &AtomicBool,
+    calls: &AtomicBool,
+    worker: u32,
+) {
+    let every = REQUEST_EVERY * WORKERS;
+    // The threads start spread over one period, so the requests are spread too.
+    let mut next = Instant::now() + every * worker / WORKERS;
     while !stop.load(Ordering::SeqCst) {
-        if let Ok(instance) = client.select() {
-            let host = instance.host_str();
-            let ok = matches!(request(host), Ok(status) if status < 500 && status != 429);
-            let _ = if ok {
-                client.report_success(instance.id)
-            } else {
-                client.report_failure(instance.id)
-            };
-            tally
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record(instance.id, host, ok);
-        }
-        next += REQUEST_EVERY;
         let now = Instant::now();
         if next > now {
             std::thread::sleep(next - now);
         } else if now - next > Duration::from_millis(100) {
             next = now; // fell behind (a slow backend): do not burst to catch up
         }
+        next += every;
+        let started = Instant::now();
+        let done = if calls.load(Ordering::SeqCst) {
+            call_once(client)
+        } else {
+            pick_once(client)
+        };
+        if let Some((instance, ok)) = done {
+            lock(tally).record(instance.id, instance.host_str(), ok, started.elapsed());
+        }
     }
+}
+
+/// A plain pick, a request, its outcome reported: (instance, whether it succeeded).
+fn pick_once(client: &Client) -> Option<(Instance, bool)> {
+    let instance = client.select().ok()?;
+    let ok = matches!(request(instance.host_str()), Ok(status) if status < 500 && status != 429);
+    let _ = if ok {
+        client.report_success(instance.id)
+    } else {
+        client.report_failure(instance.id)
+    };
+    Some((instance, ok))
+}
+
+/// A call: attempts until one answers or the call says to stop: (last instance, success).
+fn call_once(client: &Client) -> Option<(Instance, bool)> {
+    let mut call = client.call(None, 0).ok()?;
+    let mut last = None;
+    while let Ok(instance) = call.next() {
+        let (outcome, ok) = match request(instance.host_str()) {
+            Ok(status) => (Outcome::Response(status), status < 500 && status != 429),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                (Outcome::ConnectFailed, false)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                (Outcome::Timeout, false)
+            }
+            Err(_) => (Outcome::Reset, false),
+        };
+        last = Some((instance, ok));
+        if !call.record(outcome, &[]).unwrap_or(false) {
+            break;
+        }
+    }
+    let _ = call.finish(Body::Done);
+    last
 }
 
 /// Sends `GET /api/predict/{SERVICE}` to `host` and returns the status of the answer.
@@ -508,7 +659,7 @@ impl View<'_> {
     }
 
     fn phase_name(&self, story_title: &str) -> String {
-        format!("Phase {}/5: {story_title}", self.phase + 1)
+        format!("Phase {}/{PHASES}: {story_title}", self.phase + 1)
     }
 
     /// The live display: a few lines redrawn in place.
@@ -587,9 +738,16 @@ impl View<'_> {
             ),
             None => format!(" {BOLD}last error{RESET} {DIM}none (the last fetch succeeded){RESET}"),
         });
+        let median = t.last_second_median_ms();
         lines.push(format!(
-            " {BOLD}requests{RESET}   {} sent · {} failed · {recent_total}/s",
-            t.sent, t.failed
+            " {BOLD}requests{RESET}   {} sent · {} failed · {recent_total}/s · median latency {median:.0} ms · {}",
+            t.sent,
+            t.failed,
+            if t.phase + 1 == PHASES {
+                "calls (least_request)"
+            } else {
+                "plain picks (round-robin)"
+            }
         ));
         lines
     }
@@ -621,8 +779,9 @@ impl View<'_> {
                 }
             ));
         }
+        let median = t.last_second_median_ms();
         format!(
-            "[{:5.1}s] phase {}/5 | last second: {} | discovery: {} instances, generation {}, refreshes {} ok / {} failed | requests: {} sent, {} failed",
+            "[{:5.1}s] phase {}/{PHASES} | last second: {} | discovery: {} instances, generation {}, refreshes {} ok / {} failed | requests: {} sent, {} failed, median {:.0} ms",
             self.started.elapsed().as_secs_f64(),
             self.phase + 1,
             picks.join(", "),
@@ -631,7 +790,8 @@ impl View<'_> {
             stats.refresh_ok,
             stats.refresh_failed,
             t.sent,
-            t.failed
+            t.failed,
+            median
         )
     }
 }
@@ -641,6 +801,7 @@ fn summary(
     tally: &Tally,
     stats: &Stats,
     listed: &HashSet<String>,
+    slow_host: &str,
     interrupted: bool,
     live: bool,
 ) -> String {
@@ -671,6 +832,26 @@ fn summary(
                 "  (removed)"
             }
         ));
+    }
+    // The slow backend's share and the latency, before and after it slowed.
+    let slow_id = tally
+        .index
+        .iter()
+        .find(|&(_, &i)| tally.hosts[i].0 == slow_host)
+        .map(|(&id, _)| id);
+    if let (Some(id), false) = (slow_id, tally.by_phase[PHASES - 1].latencies_us.is_empty()) {
+        let label = view.label(slow_host);
+        for (phase, how) in [
+            (PHASES - 2, "plain picks, all as fast"),
+            (PHASES - 1, "calls, #1 3x slower"),
+        ] {
+            let (share, median) = tally.by_phase[phase].share_and_median(id);
+            out.push_str(&format!(
+                "  phase {} ({how}): {label} served {:.0}% of the requests, median latency {median:.0} ms\n",
+                phase + 1,
+                share * 100.0
+            ));
+        }
     }
     out.push_str(&format!(
         "  discovery: {} refreshes ok, {} failed{}\n  generation {}, {} instances listed at the end\n",

@@ -48,15 +48,20 @@ fn demo_plain_tells_the_whole_story_and_ends_by_itself() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(started.elapsed() < Duration::from_secs(15));
-    for phase in 1..=5 {
+    for phase in 1..=6 {
         assert!(
-            stdout.contains(&format!("Phase {phase}/5")),
+            stdout.contains(&format!("Phase {phase}/6")),
             "phase {phase} missing:\n{stdout}"
         );
     }
     assert!(stdout.contains("EJECTED"), "{stdout}");
     assert!(stdout.contains("Summary"), "{stdout}");
     assert!(stdout.contains("requests sent"), "{stdout}");
+    // The slow phase's line: the slowed backend's share and the latency, as calls saw them.
+    assert!(
+        stdout.contains("phase 6 (calls, #1 3x slower): #1 "),
+        "{stdout}"
+    );
     assert!(
         !stdout.contains('\x1b') && !text(&out.stderr).contains('\x1b'),
         "escape codes in plain mode:\n{stdout}"
