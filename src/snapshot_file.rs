@@ -19,7 +19,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -41,6 +42,8 @@ pub struct Saver {
     written: Mutex<u64>,
     /// The newest list queued and its generation, for `flush`.
     newest: Mutex<Option<(u64, Arc<[Instance]>)>>,
+    /// Whether this client has swept the temporary files crashed writers left.
+    swept: AtomicBool,
 }
 
 impl Saver {
@@ -49,6 +52,7 @@ impl Saver {
             path: path.to_owned(),
             written: Mutex::new(0),
             newest: Mutex::new(None),
+            swept: AtomicBool::new(false),
         })
     }
 
@@ -90,6 +94,11 @@ impl Saver {
         }
         if save(&self.path, list).is_ok() {
             *written = generation;
+            if !self.swept.swap(true, Ordering::Relaxed) {
+                // Once per client, after a save proved the directory writable; under the
+                // lock, so that a flush returns after it.
+                sweep_stale(Path::new(&self.path), SystemTime::now());
+            }
         }
     }
 }
@@ -138,6 +147,45 @@ pub fn save(path: &str, list: &[Instance]) -> io::Result<()> {
         let _ = dir.sync_all();
     }
     Ok(())
+}
+
+/// A temporary file older than this was left by a writer that died (a save takes
+/// milliseconds); younger ones may be another process's save in progress.
+const STALE_AFTER: Duration = Duration::from_secs(600);
+/// Directory entries looked at by one sweep, at most.
+const SWEEP_LIMIT: usize = 100_000;
+
+/// Removes the temporary files of `path` (`.{base}.{16 hex digits}.tmp`) that writers killed
+/// mid-save left behind, when older than [`STALE_AFTER`] at `now`. Best effort: an error
+/// leaves the file. A symlink of that name is removed as a link, never followed.
+fn sweep_stale(path: &Path, now: SystemTime) {
+    let Ok((dir, base)) = split(path) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(base);
+    prefix.push(".");
+    let prefix = prefix.as_encoded_bytes();
+    for entry in entries.take(SWEEP_LIMIT).flatten() {
+        let name = entry.file_name();
+        let Some(tail) = name.as_encoded_bytes().strip_prefix(prefix) else {
+            continue;
+        };
+        let ours = tail.len() == 20
+            && tail.ends_with(b".tmp")
+            && tail[..16].iter().all(u8::is_ascii_hexdigit);
+        if !ours {
+            continue;
+        }
+        let old = entry
+            .metadata() // of the entry itself: a symlink is not followed
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > STALE_AFTER));
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The directory a path is in ("." for a bare name) and its last component.

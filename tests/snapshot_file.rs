@@ -304,3 +304,37 @@ fn a_closed_client_has_saved_its_newest_list() {
     assert_eq!(saved_ports(&path), Some(vec![50005]));
     assert!(dir.temporaries().is_empty(), "{:?}", dir.temporaries());
 }
+
+#[test]
+fn temporary_files_that_crashed_writers_left_are_swept_and_others_kept() {
+    let _serial = serial();
+    let dir = TempDir::new("sweep");
+    let path = dir.path("svc.json");
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let plant = |name: &str, old: bool| {
+        let p = dir.path(name);
+        let f = std::fs::File::create(&p).unwrap();
+        if old {
+            f.set_modified(hour_ago).unwrap();
+        }
+        p
+    };
+    // A crashed save of this path an hour ago: swept.
+    let stale = plant(".svc.json.0123456789abcdef.tmp", true);
+    // A save of this path in progress in another process: kept.
+    let fresh = plant(".svc.json.fedcba9876543210.tmp", false);
+    // Old, but not this path's temporary files: kept.
+    let other_path = plant(".other.json.0123456789abcdef.tmp", true);
+    let not_ours = plant(".svc.json.backup.tmp", true);
+    let mut options = Options::new();
+    options
+        .set("snapshot_file", path.to_str().unwrap())
+        .unwrap();
+    let c = Client::new("static://127.0.0.1:7001", &options).unwrap();
+    c.close();
+    assert_eq!(saved_ports(&path), Some(vec![7001]));
+    assert!(!stale.exists(), "the stale temporary file is left");
+    for kept in [&fresh, &other_path, &not_ours] {
+        assert!(kept.exists(), "{} was removed", kept.display());
+    }
+}
