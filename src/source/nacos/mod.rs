@@ -1,0 +1,115 @@
+//! Nacos naming: a source that lists a service's instances from Nacos servers. One file per
+//! concern: `servers` (where the servers come from, failover), `auth` (login token, AK/SK
+//! signing), `http` (the naming API over HTTP, v3 with v1 fallback), `parse` (its answers).
+
+mod auth;
+mod http;
+mod parse;
+mod servers;
+
+use std::time::Duration;
+
+use super::Source;
+use crate::instance::Instance;
+use crate::redact;
+use auth::Auth;
+use http::Api;
+pub use parse::{parse_v1, parse_v3};
+use servers::ServerList;
+pub use servers::{
+    parse_server_list, server_entry, with_default_port, ServerListFn, ServerListProvider, Servers,
+    MAX_SERVERS,
+};
+
+/// Default Nacos server port.
+pub const DEFAULT_PORT: u16 = 8848;
+/// Default address-server port.
+pub const DEFAULT_ADDRESS_SERVER_PORT: u16 = 8080;
+
+/// Everything a Nacos source needs, resolved from the target and options. No `Debug`: it holds
+/// secrets.
+#[derive(Clone)]
+pub struct NacosConfig {
+    pub https: bool,
+    pub servers: Servers,
+    pub context_path: String,
+    pub namespace: String,
+    pub group: String,
+    pub clusters: String,
+    pub service: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+pub struct NacosSource {
+    config: NacosConfig,
+    agent: ureq::Agent,
+    servers: ServerList,
+    api: Api,
+    auth: Auth,
+}
+
+impl NacosSource {
+    pub fn new(
+        config: NacosConfig,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> NacosSource {
+        NacosSource {
+            servers: ServerList::new(config.servers.clone()),
+            config,
+            agent: super::http::agent(timeout, tls),
+            api: Api::V3,
+            auth: Auth::default(),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.config.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `scheme://server/context`, what every path of a server is under.
+    fn base(&self, server: &str) -> String {
+        format!("{}://{server}{}", self.scheme(), self.config.context_path)
+    }
+}
+
+impl Source for NacosSource {
+    fn fetch(&mut self) -> Result<Vec<Instance>, String> {
+        self.servers
+            .refresh(&self.agent, &self.config.context_path)?;
+        if self.servers.is_empty() {
+            return Err("no Nacos server to ask".into());
+        }
+        let mut errors = Vec::new();
+        for _ in 0..self.servers.len() {
+            let server = self.servers.current().unwrap_or_default().to_owned();
+            match self.list_from(&server) {
+                Ok(list) => return Ok(list),
+                Err(f) => {
+                    errors.push(f.message());
+                    self.servers.advance();
+                }
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    fn describe(&self) -> String {
+        let server = self.servers.current().unwrap_or("(no server)");
+        let url = format!("{}{}", self.base(server), self.api.path());
+        format!(
+            "GET {} ({}/{}/{})",
+            redact::url(&url),
+            self.config.namespace,
+            self.config.group,
+            self.config.service
+        )
+    }
+}
