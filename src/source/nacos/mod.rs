@@ -1,8 +1,10 @@
 //! Nacos naming: a source that lists a service's instances from Nacos servers. One file per
 //! concern: `servers` (where the servers come from, failover), `auth` (login token, AK/SK
-//! signing), `http` (the naming API over HTTP, v3 with v1 fallback), `parse` (its answers).
+//! signing), `http` (the naming API over HTTP, v3 with v1 fallback), `parse` (its answers),
+//! `grpc` (push: the protocol's coding and messages).
 
 mod auth;
+mod grpc;
 mod http;
 mod parse;
 mod servers;

@@ -32,6 +32,11 @@ pub fn parse_v3(body: &[u8]) -> Result<Vec<Instance>, String> {
 pub fn parse_v1(body: &[u8]) -> Result<Vec<Instance>, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("body is not JSON ({e})"))?;
+    service_info_hosts(&value)
+}
+
+/// The present instances of a ServiceInfo (what v1 answers and gRPC pushes carry).
+pub(super) fn service_info_hosts(value: &Value) -> Result<Vec<Instance>, String> {
     match value.get("hosts") {
         Some(Value::Array(items)) => Ok(items.iter().filter_map(parse_instance).collect()),
         Some(Value::Null) => Ok(Vec::new()),
