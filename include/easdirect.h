@@ -34,6 +34,11 @@
 #include <stdint.h>
 
 /**
+ * How far a server's gRPC port is from its HTTP port, as in the Nacos clients.
+ */
+#define GRPC_PORT_OFFSET 1000
+
+/**
  * ABI major version: a binding requires the same major.
  */
 #define EAS_ABI_MAJOR 1
@@ -41,12 +46,22 @@
 /**
  * ABI minor version: a binding requires at least the minor it was built for.
  */
-#define EAS_ABI_MINOR 2
+#define EAS_ABI_MINOR 3
 
 /**
  * Flag of eas_call_begin: retry only when nothing was sent (EAS_OUTCOME_CONNECT_FAILED).
  */
 #define EAS_CALL_NOT_IDEMPOTENT 1
+
+/**
+ * What delivers a client's list now (eas_client_transport): polling the source.
+ */
+#define EAS_TRANSPORT_POLL 0
+
+/**
+ * What delivers a client's list now: a push stream (Nacos over gRPC).
+ */
+#define EAS_TRANSPORT_PUSH 1
 
 /**
  * The result of every fallible call. Numbers are stable and never reused.
@@ -516,6 +531,14 @@ enum eas_status eas_client_instance_stats(const struct eas_client *c,
                                           struct eas_instance_stats *buf,
                                           size_t cap,
                                           size_t *len);
+
+/**
+ * What delivers the list now: EAS_TRANSPORT_PUSH while a Nacos push stream is up (see the
+ * nacos_transport option), else EAS_TRANSPORT_POLL (every other source, and Nacos while its
+ * stream is down or was never up).
+ * @return EAS_STATUS_OK; EAS_STATUS_NULL_PARAMETER; EAS_STATUS_CLOSED after eas_client_close.
+ */
+enum eas_status eas_client_transport(const struct eas_client *c, int32_t *out);
 
 /**
  * The service the target names: the service of an eas:// or nacos:// target, the name of a

@@ -84,7 +84,12 @@ const KEYS: &[KeySpec] = &[
     KeySpec { key: "access_key", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
     KeySpec { key: "secret_key", sources: &[SourceKind::Nacos], check: Check::Text, secret: true },
     KeySpec { key: "context_path", sources: &[SourceKind::Nacos], check: Check::Text, secret: false },
+    KeySpec { key: "nacos_transport", sources: &[SourceKind::Nacos], check: Check::Choice(NACOS_TRANSPORTS), secret: false },
+    KeySpec { key: "grpc_port", sources: &[SourceKind::Nacos], check: Check::Integer { min: 1, max: 65_535 }, secret: false },
 ];
+
+/// The values of `nacos_transport`, the default first.
+const NACOS_TRANSPORTS: &[&str] = &["auto", "grpc", "http"];
 
 /// The values of `lb_policy`, the default first.
 const LB_POLICIES: &[&str] = &["least_request", "peak_ewma", "round_robin"];

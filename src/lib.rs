@@ -38,6 +38,7 @@ pub(crate) mod instance;
 mod load;
 mod load_report;
 pub(crate) mod pick;
+mod push;
 pub(crate) mod redact;
 pub(crate) mod refresher;
 mod retry_after;
@@ -51,7 +52,7 @@ mod ffi;
 
 pub use call::{Body, Call, Outcome, CALL_NOT_IDEMPOTENT};
 pub use callback::EndFn;
-pub use client::{ChangeFn, Client, Stats};
+pub use client::{ChangeFn, Client, Stats, Transport};
 pub use config::Options;
 pub use error::{Error, ErrorKind};
 pub use instance::Instance;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use easdirect::{Client, Options};
+use easdirect::{Client, Options, Transport};
 
 #[path = "support/rnacos.rs"]
 mod rnacos;
@@ -258,4 +258,55 @@ fn a_server_list_callback_moves_the_client_to_the_servers_it_lists() {
     eventually("released once", Duration::from_secs(5), || {
         ended.load(Ordering::SeqCst) == 1
     });
+}
+
+#[test]
+fn registrations_and_deregistrations_arrive_by_push_with_polling_once_a_minute() {
+    let server = Rnacos::start();
+    let reg = Registry::new("svc-push", &[&server]);
+    reg.register(9201, 1.0);
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "60000").unwrap();
+    o.set("request_timeout_ms", "1000").unwrap();
+    let c = Client::new(&format!("nacos://{}/svc-push", server.addr()), &o).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    let ten = Duration::from_secs(10);
+    eventually("the push stream is up", ten, || {
+        c.transport().unwrap() == Transport::Push
+    });
+    // The first list came by the first poll (or the subscription); later ones only by push.
+    reg.register(9202, 2.0);
+    eventually("a registration, pushed", ten, || {
+        listed(&c).contains(&(9202, 2000))
+    });
+    reg.deregister(9201);
+    eventually("a deregistration, pushed", ten, || {
+        listed(&c) == vec![(9202, 2000)]
+    });
+    assert!(
+        c.stats().unwrap().refresh_ok >= 2,
+        "pushes count as fetches"
+    );
+}
+
+#[test]
+fn a_server_without_grpc_is_polled_and_says_so() {
+    let server = Rnacos::start();
+    let reg = Registry::new("svc-nogrpc", &[&server]);
+    reg.register(9301, 1.0);
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "100").unwrap();
+    o.set("request_timeout_ms", "500").unwrap();
+    // A port where nothing listens stands for a server that does not speak gRPC.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    o.set("grpc_port", &port.to_string()).unwrap();
+    let c = Client::new(&format!("nacos://{}/svc-nogrpc", server.addr()), &o).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    reg.register(9302, 1.0);
+    eventually("a registration, polled", Duration::from_secs(10), || {
+        listed(&c).len() == 2
+    });
+    assert_eq!(c.transport().unwrap(), Transport::Poll);
 }

@@ -42,6 +42,15 @@ pub struct Stats {
     pub ejected: u32,
 }
 
+/// What delivers a client's list now (`eas_client_transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Polling the source.
+    Poll,
+    /// A push stream (Nacos over gRPC).
+    Push,
+}
+
 /// A change subscriber's callback, called with each new list.
 pub type ChangeFn = Box<dyn Fn(&[Instance]) + Send + Sync>;
 
@@ -155,6 +164,7 @@ impl Client {
             rings: RingCache::default(),
         });
         if inner.refreshes {
+            inner.start_push();
             let weak = Arc::downgrade(&inner);
             refresher::spawn(Box::new(move || refresh(weak, true)));
         } else {
@@ -297,6 +307,16 @@ impl Client {
             .unwrap_or_default())
     }
 
+    /// What delivers the list now: a push stream, or polling.
+    pub fn transport(&self) -> Result<Transport, ErrorKind> {
+        self.inner.alive().map_err(|e| e.kind)?;
+        Ok(if self.inner.fetcher.pushing.load(Ordering::Acquire) {
+            Transport::Push
+        } else {
+            Transport::Poll
+        })
+    }
+
     /// The last fetch's error, `None` when it succeeded or none has finished.
     pub fn last_error(&self) -> Result<Option<Error>, ErrorKind> {
         self.inner.alive().map_err(|e| e.kind)?;
@@ -346,6 +366,7 @@ impl Client {
     /// callback, that callback's own end comes when it returns).
     pub fn close(&self) {
         self.inner.picker.close();
+        self.inner.fetcher.stop_push();
         self.inner.subscribers.close();
         if let Some(source) = &self.inner.callback_source {
             source.gate.end();
@@ -429,8 +450,10 @@ impl Inner {
         if previous == generation || !self.refreshes {
             return;
         }
-        // A dispatcher of the parent's does not run here.
+        // A dispatcher of the parent's does not run here, nor its push task.
         self.subscribers.forget_dispatcher();
+        self.fetcher.forget_push();
+        self.start_push();
         let weak = self.me.clone();
         refresher::spawn(Box::new(move || refresh(weak, false)));
     }

@@ -2,16 +2,18 @@
 //! any failure, publish what changed, save it to the snapshot file, fall back to that file on
 //! the first refresh.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::{unix_ms, Inner};
+use crate::eject::monotonic_ms;
 use crate::instance::Instance;
 use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
 use crate::snapshot_file;
 use crate::source::build::SourceFactory;
+use crate::source::nacos::{PushEvent, PushSink};
 use crate::source::{normalize, Source};
 
 /// The fetching side of a client: its source, what the last fetches said, and their counters.
@@ -25,6 +27,16 @@ pub(super) struct Fetcher {
     pub(super) last_ok_unix_ms: AtomicU64,
     /// Writes each new list to `snapshot_file`, when set.
     saver: Option<Arc<snapshot_file::Saver>>,
+    /// Whether the source is polled (false: push only).
+    polls: bool,
+    /// The push subscription, while one runs.
+    push: Mutex<Option<crate::push::Task>>,
+    /// A push stream is up: lists come by push, polling is the safety net.
+    pub(super) pushing: AtomicBool,
+    /// Lists pushed so far; a poll answer is dropped when a push came in meanwhile.
+    pushes: AtomicU64,
+    /// Monotonic ms of the last poll.
+    last_poll_ms: AtomicU64,
 }
 
 /// The source between fetches (taken out while one runs).
@@ -44,9 +56,15 @@ pub(super) struct Notes {
 
 impl Fetcher {
     pub(super) fn new(make_source: SourceFactory, snapshot_file: Option<&str>) -> Fetcher {
+        let source = make_source();
         Fetcher {
+            polls: source.polls(),
+            push: Mutex::new(None),
+            pushing: AtomicBool::new(false),
+            pushes: AtomicU64::new(0),
+            last_poll_ms: AtomicU64::new(0),
             slot: Mutex::new(Slot {
-                source: Some(make_source()),
+                source: Some(source),
                 fork_generation: fork_generation(),
             }),
             make_source,
@@ -101,6 +119,17 @@ impl Fetcher {
         Ok(list)
     }
 
+    /// Stops the push subscription, if one runs.
+    pub(super) fn stop_push(&self) {
+        let task = gated(&self.push).1.take();
+        drop(task);
+    }
+
+    /// In a child after fork: the parent's push task is not ours to touch.
+    pub(super) fn forget_push(&self) {
+        std::mem::forget(gated(&self.push).1.take());
+    }
+
     /// The newest list reaches the file, waiting at most `timeout` (see `Saver::flush`).
     pub(super) fn flush(&self, timeout: Duration) {
         if let Some(saver) = &self.saver {
@@ -137,12 +166,93 @@ impl Inner {
         refresher::schedule(at, Box::new(move || refresh(weak, false)));
     }
 
+    /// Starts the source's push subscription when it has one (Nacos over gRPC); lists and
+    /// stream changes come to `on_push`.
+    pub(super) fn start_push(&self) {
+        if self.picker.is_closed() {
+            return;
+        }
+        // A source of its own, made for the purpose: the one in the slot may be a fetch's, or
+        // the parent's after fork.
+        let source = (self.fetcher.make_source)();
+        let weak = self.me.clone();
+        let sink: PushSink = Arc::new(move |event| {
+            if let Some(inner) = weak.upgrade() {
+                inner.on_push(event);
+            }
+        });
+        let task = source.start_push(sink);
+        *gated(&self.fetcher.push).1 = task;
+    }
+
+    /// What the push subscription says (on the push runtime's thread: nothing here blocks).
+    fn on_push(&self, event: PushEvent) {
+        let fetcher = &self.fetcher;
+        match event {
+            PushEvent::Up => fetcher.pushing.store(true, Ordering::Release),
+            PushEvent::List(list) => {
+                let list = normalize(list);
+                if !list.iter().any(|i| i.weight > 0) {
+                    return; // nothing pickable: the last list is kept, as for a poll
+                }
+                fetcher.pushes.fetch_add(1, Ordering::AcqRel);
+                fetcher.ok.fetch_add(1, Ordering::Relaxed);
+                fetcher.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);
+                fetcher.note(|n| n.last_error = None);
+                if let Some(generation) = self.publish(list.clone()) {
+                    if let Some(saver) = &fetcher.saver {
+                        saver.queue(generation, list);
+                    }
+                }
+            }
+            PushEvent::Down(why) => {
+                let was_up = fetcher.pushing.swap(false, Ordering::AcqRel);
+                if !fetcher.polls {
+                    fetcher.note(|n| n.last_error = Some(why));
+                } else if was_up {
+                    // Polling resumes at once, not at the next tick.
+                    let weak = self.me.clone();
+                    refresher::spawn(Box::new(move || {
+                        if let Some(inner) = weak.upgrade() {
+                            if !inner.picker.is_closed() {
+                                inner.refresh_once(false);
+                            }
+                        }
+                    }));
+                }
+            }
+        }
+    }
+
+    /// While a push stream is up, polling is a safety net this far apart.
+    fn safety_net_ms(&self) -> u64 {
+        (self.settings.refresh_interval.as_millis() as u64)
+            .saturating_mul(10)
+            .max(60_000)
+    }
+
     /// Fetches once and publishes what changed. `first`: falls back to the snapshot file.
     pub(super) fn refresh_once(&self, first: bool) {
         // Ejections that ended since the last refresh stop making picks read the clock.
         self.health.refresh_horizon(&self.picker, &self.loads);
         let fetcher = &self.fetcher;
+        if !fetcher.polls {
+            return; // push only
+        }
+        let now = monotonic_ms();
+        if fetcher.pushing.load(Ordering::Acquire)
+            && now.saturating_sub(fetcher.last_poll_ms.load(Ordering::Relaxed))
+                < self.safety_net_ms()
+        {
+            return;
+        }
+        fetcher.last_poll_ms.store(now, Ordering::Relaxed);
+        let pushes = fetcher.pushes.load(Ordering::Acquire);
         match fetcher.fetch() {
+            Ok(_) if fetcher.pushes.load(Ordering::Acquire) != pushes => {
+                // A push came while this poll was out: its list may be newer than the answer.
+                fetcher.ok.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(list) => {
                 fetcher.ok.fetch_add(1, Ordering::Relaxed);
                 fetcher.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);

@@ -403,6 +403,35 @@ pub extern "C" fn eas_client_instance_stats(
     })
 }
 
+/// What delivers a client's list now (eas_client_transport): polling the source.
+pub const EAS_TRANSPORT_POLL: i32 = 0;
+/// What delivers a client's list now: a push stream (Nacos over gRPC).
+pub const EAS_TRANSPORT_PUSH: i32 = 1;
+
+/// What delivers the list now: EAS_TRANSPORT_PUSH while a Nacos push stream is up (see the
+/// nacos_transport option), else EAS_TRANSPORT_POLL (every other source, and Nacos while its
+/// stream is down or was never up).
+/// @return EAS_STATUS_OK; EAS_STATUS_NULL_PARAMETER; EAS_STATUS_CLOSED after eas_client_close.
+#[no_mangle]
+pub extern "C" fn eas_client_transport(c: *const eas_client, out: *mut i32) -> eas_status {
+    boundary!({
+        // SAFETY: `c` is NULL or a live client, and `out` NULL or writable, by contract.
+        let (Some(client), Some(out)) = (unsafe { client(c) }, unsafe { out.as_mut() }) else {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        };
+        match client.transport() {
+            Ok(t) => {
+                *out = match t {
+                    crate::Transport::Poll => EAS_TRANSPORT_POLL,
+                    crate::Transport::Push => EAS_TRANSPORT_PUSH,
+                };
+                eas_status::EAS_STATUS_OK
+            }
+            Err(kind) => kind.into(),
+        }
+    })
+}
+
 /// The service the target names: the service of an eas:// or nacos:// target, the name of a
 /// dns:// one; "" for static:// and callback sources, and for NULL. Valid until
 /// eas_client_free(c) (a closed client still answers); never to be freed.

@@ -10,7 +10,7 @@ use crate::redact;
 use crate::source::dns::DnsSource;
 use crate::source::eas::EasSource;
 use crate::source::nacos::{
-    server_entry, NacosConfig, NacosSource, Servers, DEFAULT_ADDRESS_SERVER_PORT,
+    server_entry, NacosConfig, NacosSource, Servers, Transport, DEFAULT_ADDRESS_SERVER_PORT,
 };
 use crate::source::static_list::StaticSource;
 use crate::source::Source;
@@ -86,6 +86,14 @@ pub(crate) fn source_factory(
                 password: merged.get("password").map(str::to_owned),
                 access_key: merged.get("access_key").map(str::to_owned),
                 secret_key: merged.get("secret_key").map(str::to_owned),
+                transport: match merged.get("nacos_transport").map(str::trim) {
+                    Some("grpc") => Transport::Grpc,
+                    Some("http") => Transport::Http,
+                    _ => Transport::Auto,
+                },
+                grpc_port: merged
+                    .get("grpc_port")
+                    .map(|p| p.trim().parse().expect("integers are checked when set")),
             };
             if config.username.is_some() != config.password.is_some() {
                 return Err(Error::invalid(

@@ -21,6 +21,16 @@ pub trait Source: Send {
     fn fetch(&mut self) -> Result<Vec<Instance>, String>;
     /// What a fetch does, for messages: e.g. `GET http://host/path`.
     fn describe(&self) -> String;
+    /// Starts pushing lists to `sink` when the source can (Nacos over gRPC); the push stops
+    /// when the task is dropped. `None`: lists come by polling only.
+    fn start_push(&self, sink: crate::source::nacos::PushSink) -> Option<crate::push::Task> {
+        let _ = sink;
+        None
+    }
+    /// Whether lists come by polling `fetch` (false for a push-only source).
+    fn polls(&self) -> bool {
+        true
+    }
 }
 
 /// The `ip` and `port` of a discovery item: a textual IPv4/IPv6 address and an integer 1-65535

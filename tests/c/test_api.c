@@ -43,6 +43,7 @@ static void test_version_and_status_strings(void) {
   CHECK((eas_abi_version() & 0xffff) == EAS_ABI_MINOR);
   CHECK(EAS_ABI_MINOR >= 1); /* eas_client_new_with_source */
   CHECK(EAS_ABI_MINOR >= 2); /* eas_call_* */
+  CHECK(EAS_ABI_MINOR >= 3); /* eas_client_transport */
   CHECK(strcmp(eas_status_str(EAS_STATUS_OK), "ok") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_NO_INSTANCE), "no instance") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_PANIC), "panic") == 0);
@@ -630,6 +631,11 @@ static void test_calls(void) {
   CHECK(strcmp(eas_client_target(c), "static://10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080") == 0);
   CHECK(strcmp(eas_client_service(NULL), "") == 0);
   CHECK(strcmp(eas_client_target(NULL), "") == 0);
+  int32_t transport = -1;
+  CHECK_STATUS(eas_client_transport(c, &transport), EAS_STATUS_OK);
+  CHECK(transport == EAS_TRANSPORT_POLL); /* only Nacos pushes */
+  CHECK_STATUS(eas_client_transport(NULL, &transport), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_transport(c, NULL), EAS_STATUS_NULL_PARAMETER);
 
   /* Stats before any call: one per instance, all zero counts. */
   size_t len = 0;
@@ -765,6 +771,7 @@ static void test_calls(void) {
   CHECK_STATUS(eas_call_finish(recorded, EAS_BODY_BROKEN), EAS_STATUS_OK);
   CHECK_STATUS(eas_call_begin(c, NULL, 0, 0, &call), EAS_STATUS_CLOSED);
   CHECK_STATUS(eas_client_instance_stats(c, st, 8, &len), EAS_STATUS_CLOSED);
+  CHECK_STATUS(eas_client_transport(c, &transport), EAS_STATUS_CLOSED);
   CHECK(strcmp(eas_client_service(c), "") == 0); /* still valid until free */
   eas_call_free(open);
   eas_call_free(recorded);

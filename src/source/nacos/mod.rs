@@ -9,12 +9,14 @@ mod http;
 mod parse;
 mod servers;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Source;
 use crate::instance::Instance;
 use crate::redact;
 use auth::Auth;
+pub(crate) use grpc::subscriber::{PushEvent, PushSink};
 use http::Api;
 pub use parse::{parse_v1, parse_v3};
 use servers::ServerList;
@@ -43,10 +45,31 @@ pub struct NacosConfig {
     pub password: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// `nacos_transport`: push over gRPC, HTTP polling, or both.
+    pub transport: Transport,
+    /// `grpc_port`: every server's gRPC port; default its HTTP port + 1000.
+    pub grpc_port: Option<u16>,
 }
+
+/// How lists come from Nacos (`nacos_transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Push over gRPC when the server speaks it, HTTP polling meanwhile and otherwise.
+    #[default]
+    Auto,
+    /// Push only.
+    Grpc,
+    /// Polling only.
+    Http,
+}
+
+/// How far a server's gRPC port is from its HTTP port, as in the Nacos clients.
+pub const GRPC_PORT_OFFSET: u16 = 1000;
 
 pub struct NacosSource {
     config: NacosConfig,
+    timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
     agent: ureq::Agent,
     servers: ServerList,
     api: Api,
@@ -62,7 +85,9 @@ impl NacosSource {
         NacosSource {
             servers: ServerList::new(config.servers.clone()),
             config,
-            agent: super::http::agent(timeout, tls),
+            timeout,
+            agent: super::http::agent(timeout, tls.clone()),
+            tls,
             api: Api::V3,
             auth: Auth::default(),
         }
@@ -74,6 +99,42 @@ impl NacosSource {
         } else {
             "http"
         }
+    }
+
+    /// What a push subscription needs: the servers' gRPC addresses. `None` without push (the
+    /// `http` transport, or servers that only an address server or a callback knows: those
+    /// are polled).
+    fn push_config(&self) -> Option<grpc::subscriber::PushConfig> {
+        if self.config.transport == Transport::Http {
+            return None;
+        }
+        let Servers::Fixed(list) = &self.config.servers else {
+            return None;
+        };
+        let servers: Vec<String> = list
+            .iter()
+            .filter_map(|server| {
+                let (host, port) = server.rsplit_once(':')?;
+                let port: u16 = port.parse().ok()?;
+                let grpc = match self.config.grpc_port {
+                    Some(p) => p,
+                    None => port.checked_add(GRPC_PORT_OFFSET)?,
+                };
+                Some(format!("{host}:{grpc}"))
+            })
+            .collect();
+        if servers.is_empty() {
+            return None;
+        }
+        Some(grpc::subscriber::PushConfig {
+            servers,
+            tls: self.tls.clone(),
+            namespace: self.config.namespace.clone(),
+            group: self.config.group.clone(),
+            service: self.config.service.clone(),
+            clusters: self.config.clusters.clone(),
+            timeout: self.timeout,
+        })
     }
 
     /// `scheme://server/context`, what every path of a server is under.
@@ -101,6 +162,16 @@ impl Source for NacosSource {
             }
         }
         Err(errors.join("; "))
+    }
+
+    fn start_push(&self, sink: PushSink) -> Option<crate::push::Task> {
+        let config = self.push_config()?;
+        let first = (crate::pick::random_unit() * config.servers.len() as f64) as usize;
+        crate::push::spawn(grpc::subscriber::run(config, first, sink))
+    }
+
+    fn polls(&self) -> bool {
+        self.config.transport != Transport::Grpc
     }
 
     fn describe(&self) -> String {

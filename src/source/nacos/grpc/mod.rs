@@ -1,7 +1,8 @@
-//! Nacos push over gRPC (see "Nacos push" in DESIGN.md): the wire coding (`codec`) and the
-//! messages of a subscriber (`messages`). The transport that drives them (one connection per
-//! client on the process's push runtime) comes next; until then only the tests use these.
-#![cfg_attr(not(test), allow(dead_code))]
+//! Nacos push over gRPC (see "Nacos push" in DESIGN.md): the wire coding (`codec`), the
+//! messages of a subscriber (`messages`), one HTTP/2 connection (`conn`) and the subscription
+//! loop that runs on the process's push runtime (`subscriber`).
 
 pub(crate) mod codec;
+mod conn;
 pub(crate) mod messages;
+pub(crate) mod subscriber;

@@ -1,0 +1,186 @@
+//! A client's push subscription: connect to a server's gRPC port, check it, set up the
+//! bi-stream, subscribe, then take pushes until the stream ends; then the next server, after a
+//! backoff, subscribing and fetching the list again on every reconnect. Runs as one task on
+//! the push runtime and tells the client what happens through its sink.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{sleep, timeout};
+
+use super::conn::{self, Conn};
+use super::messages::{self, Pushed, Subscription};
+use crate::instance::Instance;
+
+/// What a push subscription tells its client.
+#[derive(Debug)]
+pub(crate) enum PushEvent {
+    /// The stream is up: lists come by push from now on.
+    Up,
+    /// The service's list, from a subscription's answer or a push.
+    List(Vec<Instance>),
+    /// The stream is down (or never came up), with why; polling takes over.
+    Down(String),
+}
+
+/// Called on the push runtime's thread; must not block.
+pub(crate) type PushSink = Arc<dyn Fn(PushEvent) + Send + Sync>;
+
+/// Everything a subscription needs. No `Debug`: the headers may hold a token.
+#[derive(Clone)]
+pub(crate) struct PushConfig {
+    /// gRPC `host:port` of each server, in failover order.
+    pub(crate) servers: Vec<String>,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) namespace: String,
+    pub(crate) group: String,
+    pub(crate) service: String,
+    pub(crate) clusters: String,
+    /// Each connect and each call waits at most this.
+    pub(crate) timeout: Duration,
+}
+
+/// An idle stream is checked this often (HealthCheckRequest), as the Nacos clients do.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Runs the subscription until the task is dropped.
+pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
+    let mut next = first;
+    let mut backoff = BACKOFF_MIN;
+    let mut target: Option<String> = None;
+    loop {
+        let server = target
+            .take()
+            .unwrap_or_else(|| config.servers[next % config.servers.len()].clone());
+        let mut up = false;
+        let ended = session(&config, &server, &sink, &mut up).await;
+        match ended {
+            Ended::Reset(to) => {
+                // The server asked for it: at once, to the server it names if any.
+                sink(PushEvent::Down(format!(
+                    "{server} asked the client to reconnect"
+                )));
+                target = to;
+                next += 1;
+                continue;
+            }
+            Ended::Failed(why) => sink(PushEvent::Down(why)),
+        }
+        if up {
+            backoff = BACKOFF_MIN; // it worked for a while: start over
+        }
+        next += 1;
+        // +-25% jitter, so that clients that lost the same server do not come back together.
+        let jitter = 0.75 + 0.5 * crate::pick::random_unit();
+        sleep(backoff.mul_f64(jitter)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+enum Ended {
+    Reset(Option<String>),
+    Failed(String),
+}
+
+async fn session(config: &PushConfig, server: &str, sink: &PushSink, up: &mut bool) -> Ended {
+    match stream_session(config, server, sink, up).await {
+        Ok(to) => Ended::Reset(to),
+        Err(why) => Ended::Failed(format!("push from {server}: {why}")),
+    }
+}
+
+async fn stream_session(
+    config: &PushConfig,
+    server: &str,
+    sink: &PushSink,
+    up: &mut bool,
+) -> Result<Option<String>, String> {
+    let mut conn = conn::connect(server, config.tls.clone(), config.timeout).await?;
+    messages::connection_id(&conn.call(&messages::server_check()).await?)?;
+    let headers = BTreeMap::new();
+    let (mut to_server, mut incoming) = conn
+        .stream(&messages::connection_setup(&config.namespace, &headers))
+        .await?;
+    let subscription = Subscription {
+        namespace: &config.namespace,
+        group: &config.group,
+        service: &config.service,
+        clusters: &config.clusters,
+    };
+    let list = subscribe(&mut conn, &subscription, &headers).await?;
+    *up = true;
+    sink(PushEvent::Up);
+    sink(PushEvent::List(list));
+    let grouped = format!("{}@@{}", config.group, config.service);
+    loop {
+        let message = match timeout(KEEP_ALIVE, incoming.next()).await {
+            Ok(message) => message?,
+            Err(_) => {
+                // Quiet for a while: is the connection still there?
+                let answer = conn.call(&messages::health_check()).await?;
+                messages::response(&answer, "HealthCheckResponse")?;
+                continue;
+            }
+        };
+        match messages::pushed(&message)? {
+            Pushed::Notify {
+                request_id,
+                service,
+                instances,
+            } => {
+                conn::send(
+                    &mut to_server,
+                    &messages::reply("NotifySubscriberRequest", &request_id),
+                )?;
+                if service == grouped {
+                    match instances {
+                        Ok(list) => sink(PushEvent::List(list)),
+                        // A push that cannot be read keeps the last list; the next is awaited.
+                        Err(_) => continue,
+                    }
+                }
+            }
+            Pushed::Detection { request_id } => conn::send(
+                &mut to_server,
+                &messages::reply("ClientDetectionRequest", &request_id),
+            )?,
+            Pushed::Reset { request_id, server } => {
+                let _ = conn::send(
+                    &mut to_server,
+                    &messages::reply("ConnectResetRequest", &request_id),
+                );
+                return Ok(server);
+            }
+            Pushed::Other { kind, request_id } => {
+                conn::send(&mut to_server, &messages::reply(&kind, &request_id))?
+            }
+        }
+    }
+}
+
+/// Subscribes, retrying briefly: a server may take a moment to register the stream's setup.
+async fn subscribe(
+    conn: &mut Conn,
+    subscription: &Subscription<'_>,
+    headers: &BTreeMap<String, String>,
+) -> Result<Vec<Instance>, String> {
+    let mut last = String::new();
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        let answer = conn
+            .call(&messages::subscribe(subscription, headers, attempt + 1))
+            .await?;
+        match messages::response(&answer, "SubscribeServiceResponse")
+            .and_then(|body| messages::service_instances(&body))
+        {
+            Ok(list) => return Ok(list),
+            Err(why) => last = why,
+        }
+    }
+    Err(last)
+}
