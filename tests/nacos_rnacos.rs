@@ -310,3 +310,33 @@ fn a_server_without_grpc_is_polled_and_says_so() {
     });
     assert_eq!(c.transport().unwrap(), Transport::Poll);
 }
+
+#[test]
+fn push_only_gets_its_list_from_the_subscription_and_survives_a_server_restart() {
+    let mut server = Rnacos::start();
+    let reg = Registry::new("svc-push-only", &[&server]);
+    reg.register(9401, 1.0);
+    let mut o = Options::new();
+    o.set("nacos_transport", "grpc").unwrap();
+    o.set("refresh_interval_ms", "60000").unwrap();
+    o.set("request_timeout_ms", "1000").unwrap();
+    let c = Client::new(&format!("nacos://{}/svc-push-only", server.addr()), &o).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    assert_eq!(listed(&c), vec![(9401, 1000)]);
+    assert_eq!(c.transport().unwrap(), Transport::Push);
+
+    server.stop();
+    eventually("the stream is seen down", Duration::from_secs(10), || {
+        c.transport().unwrap() == Transport::Poll
+    });
+    assert_eq!(listed(&c), vec![(9401, 1000)], "the list is kept");
+    server.spawn();
+    // Registered after the port opened again: it can only come through a new subscription.
+    reg.register(9402, 1.0);
+    eventually(
+        "a registration after the restart, pushed",
+        Duration::from_secs(5),
+        || listed(&c).contains(&(9402, 1000)),
+    );
+    assert_eq!(c.transport().unwrap(), Transport::Push);
+}

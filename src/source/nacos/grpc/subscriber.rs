@@ -44,7 +44,7 @@ pub(crate) struct PushConfig {
 /// An idle stream is checked this often (HealthCheckRequest), as the Nacos clients do.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Runs the subscription until the task is dropped.
 pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
