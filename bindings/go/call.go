@@ -108,18 +108,15 @@ func (b Body) String() string {
 	return fmt.Sprintf("Body(%d)", int32(b))
 }
 
-// CallOption configures one Call (see Client.Call).
-type CallOption func(*callSettings)
-
-type callSettings struct {
+// CallOption configures one Call (see Client.Call). It is a value, not a function, so that
+// beginning a call allocates nothing for its options.
+type CallOption struct {
 	flags C.uint32_t
 }
 
 // CallNotIdempotent marks a call whose request must not run twice: it is retried only when
 // nothing was sent (OutcomeConnectFailed), never after a 5xx, a reset or a timeout.
-func CallNotIdempotent() CallOption {
-	return func(s *callSettings) { s.flags |= C.EAS_CALL_NOT_IDEMPOTENT }
-}
+func CallNotIdempotent() CallOption { return CallOption{flags: C.EAS_CALL_NOT_IDEMPOTENT} }
 
 // Call is one logical request and its attempts. The library picks each attempt's instance
 // (by the lb_policy option, or by affinity for a keyed call), never one the call already
@@ -181,16 +178,16 @@ func (c *Client) Call(key []byte, opts ...CallOption) (*Call, error) {
 	if c.missing() {
 		return nil, errNoClient
 	}
-	var s callSettings
+	var flags C.uint32_t
 	for _, o := range opts {
-		o(&s)
+		flags |= o.flags
 	}
 	var k *C.uint8_t
 	if len(key) > 0 {
 		k = (*C.uint8_t)(unsafe.Pointer(&key[0]))
 	}
 	var ptr *C.eas_call
-	st := C.eas_call_begin(c.ptr, k, C.size_t(len(key)), s.flags, &ptr)
+	st := C.eas_call_begin(c.ptr, k, C.size_t(len(key)), flags, &ptr)
 	runtime.KeepAlive(c)
 	runtime.KeepAlive(key)
 	if st != C.EAS_STATUS_OK {
