@@ -390,17 +390,25 @@ func TestRecordReadsHeaderNamesInAnyCase(t *testing.T) {
 	}
 }
 
-func TestARetryAfterBacksTheInstanceOffForPlainPicksToo(t *testing.T) {
+func TestA503WithRetryAfterBacksTheInstanceOffWithoutAFailure(t *testing.T) {
 	c := mustNew(t, "static://10.0.0.1:80,10.0.0.2:80,10.0.0.3:80")
 	call, _ := c.Call(nil)
 	first, _ := call.Next()
-	if _, err := call.Record(OutcomeResponse, 429, http.Header{"Retry-After": {"30"}}); err != nil {
+	recorded := time.Now()
+	if _, err := call.Record(OutcomeResponse, 503, http.Header{"Retry-After": {"30"}}); err != nil {
 		t.Fatal(err)
 	}
 	call.Close()
+	stats, _ := c.InstanceStats()
+	for _, s := range stats {
+		// Without the header this 503 would be a failure, ejected for 10 s (ejection_base_ms).
+		if s.ID == first.ID && (s.Failures != 0 || s.EjectedUntil.Before(recorded.Add(20*time.Second))) {
+			t.Fatalf("after a 503 with Retry-After: 30: %+v", s)
+		}
+	}
 	for range 30 {
 		if inst, _ := c.Select(); inst.ID == first.ID {
-			t.Fatalf("%s answered 429 with Retry-After: 30, and was picked again", first.Host)
+			t.Fatalf("%s backs off, and was picked again", first.Host)
 		}
 	}
 }
