@@ -301,7 +301,9 @@ func TestInFlightCountsReturnToZeroOnEveryPath(t *testing.T) {
 	// response is not lost.
 	open, _ := c.Call(nil)
 	recorded, _ := c.Call(nil)
-	inst, _ = open.Next()
+	if _, err := open.Next(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := recorded.Next(); err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +331,6 @@ func TestInFlightCountsReturnToZeroOnEveryPath(t *testing.T) {
 	}
 	open.Close()
 	recorded.Close()
-	_ = inst
 }
 
 func TestALoadReportReachesInstanceStats(t *testing.T) {
