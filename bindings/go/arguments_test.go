@@ -100,6 +100,8 @@ func TestEveryMethodOfANilOrZeroClientIsErrClosed(t *testing.T) {
 			"ReportSuccess":   func() error { return c.ReportSuccess(1) },
 			"Instances":       func() error { _, err := c.Instances(); return err },
 			"Stats":           func() error { _, err := c.Stats(); return err },
+			"InstanceStats":   func() error { _, err := c.InstanceStats(); return err },
+			"Call":            func() error { _, err := c.Call([]byte("k"), CallNotIdempotent()); return err },
 			"LastError":       c.LastError,
 			"WaitReady":       func() error { return c.WaitReady(context.Background()) },
 			"Subscribe":       func() error { _, err := c.Subscribe(func([]Instance) {}); return err },
@@ -130,6 +132,9 @@ func TestEveryMethodOfANilOrZeroClientIsErrClosed(t *testing.T) {
 		}
 		if s := c.Service(); s != "" {
 			t.Fatalf("Service of %s: %q", name, s)
+		}
+		if s := c.Target(); s != "" {
+			t.Fatalf("Target of %s: %q", name, s)
 		}
 	}
 	// The check costs a working client nothing it relies on.

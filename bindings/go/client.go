@@ -38,7 +38,8 @@ import (
 // Client{} (not made by New or NewWithSource) return an error matching ErrClosed.
 type Client struct {
 	ptr     *C.eas_client
-	service string // the service name of the target, "" for static:// and NewWithSource
+	service string // eas_client_service: "" for static:// and NewWithSource
+	target  string // eas_client_target: the target, secrets removed
 	names   *nameCache
 	src     *source // the source function of a NewWithSource client, else nil
 }
@@ -146,7 +147,8 @@ func New(target string, opts ...Option) (*Client, error) {
 	if st := C.eas_client_new(ctarget, copts, &ptr, &cerr); st != C.EAS_STATUS_OK {
 		return nil, takeError(st, cerr)
 	}
-	c := &Client{ptr: ptr, service: serviceName(target), names: &nameCache{}}
+	service, shown := clientNames(ptr)
+	c := &Client{ptr: ptr, service: service, target: shown, names: &nameCache{}}
 	// Frees only when no goroutine can reach c, so no call on it can be running (every method
 	// keeps c alive until its C call has returned).
 	runtime.AddCleanup(c, freeClient, ptr)
@@ -216,28 +218,10 @@ var errNoClient = &Error{Code: CodeClosed,
 // missing reports whether c is nil or a zero Client{}: then the method returns errNoClient.
 func (c *Client) missing() bool { return c == nil || c.ptr == nil }
 
-// serviceName is the service a target names (the host the Transport rewrites), or "".
-func serviceName(target string) string {
-	scheme, rest, ok := strings.Cut(target, "://")
-	if !ok {
-		return ""
-	}
-	rest, _, _ = strings.Cut(rest, "?")
-	switch scheme {
-	case "eas", "eas+http", "eas+https", "nacos", "nacos+endpoint":
-		_, svc, _ := strings.Cut(rest, "/")
-		return svc
-	case "dns":
-		if i := strings.LastIndexByte(rest, ':'); i >= 0 {
-			return rest[:i]
-		}
-		return rest
-	}
-	return ""
-}
-
-// Service is the service name of the client's target ("" for a static:// target): the URL host
-// that Transport rewrites.
+// Service is the service the client's target names, as the library reads it: the service of
+// an eas:// or nacos:// target, the name of a dns:// one; "" for static:// and NewWithSource
+// clients (and a nil or zero Client). It is the URL host that Transport rewrites, and still
+// answers after Close.
 func (c *Client) Service() string {
 	if c == nil {
 		return ""

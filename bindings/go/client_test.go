@@ -489,17 +489,20 @@ func TestTheABICheckExplainsAMismatch(t *testing.T) {
 
 func TestServiceNameOfEachTargetForm(t *testing.T) {
 	for target, want := range map[string]string{
-		"eas://1.2.3.4:8080/my_service":          "my_service",
-		"eas+https://eas.example.com/svc?x=1":    "svc",
-		"nacos://10.0.0.1:8848,10.0.0.2/svc":     "svc",
-		"nacos+endpoint://addr:8080/svc":         "svc",
+		"eas://127.0.0.1:1/my_service":           "my_service",
+		"eas+https://127.0.0.1:1/svc":            "svc",
+		"nacos://127.0.0.1:1,127.0.0.1:2/svc":    "svc",
 		"dns://my-svc.ns.svc.cluster.local:8000": "my-svc.ns.svc.cluster.local",
 		"static://127.0.0.1:1*5,127.0.0.1:2":     "",
-		"no scheme":                              "",
 	} {
-		if got := serviceName(target); got != want {
-			t.Errorf("serviceName(%q) = %q, want %q", target, got, want)
+		c, err := New(target, WithRequestTimeout(50*time.Millisecond))
+		if err != nil {
+			t.Fatalf("New(%q): %v", target, err)
 		}
+		if got := c.Service(); got != want {
+			t.Errorf("Service() of %q = %q, want %q", target, got, want)
+		}
+		c.Close()
 	}
 }
 

@@ -20,6 +20,19 @@
 //	hc := &http.Client{Transport: client.Transport(nil)}
 //	resp, err := hc.Post("http://my_service/api/predict/my_service", "application/json", body)
 //
+// # Calls
+//
+// With an HTTP stack of your own, Client.Call drives one request and its attempts: the
+// library picks each attempt's instance by load (or by affinity for a keyed call), never one
+// the call tried, reads load reports, and decides retries; the caller does the I/O and records
+// how each attempt went (see Call and ExampleClient_Call):
+//
+//	call, err := client.Call(nil) // or []byte(sessionID) for affinity
+//	defer call.Close()
+//	inst, err := call.Next()
+//	retry, err := call.Record(easdirect.OutcomeResponse, resp.StatusCode, resp.Header)
+//	call.Finish(easdirect.BodyDone)
+//
 // # Your own source
 //
 // When the instances come from a registry no target knows (Consul, a file a sidecar writes, a
@@ -54,7 +67,7 @@
 // be enabled (CGO_ENABLED=1, a C compiler) and PKG_CONFIG_PATH must lead to easdirect.pc.
 // When the package loads it checks the ABI version of the library it got (a shared library
 // found at run time may be another one than the header it was compiled against; it needs ABI
-// 1.1 or a later 1.x): on a mismatch New and NewWithSource return an error wrapping
+// 1.2 or a later 1.x): on a mismatch New and NewWithSource return an error wrapping
 // ErrABIMismatch that says which versions met and what to do.
 //
 // Against the repository's own build, without installing anything:

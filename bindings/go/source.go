@@ -105,7 +105,8 @@ func NewWithSource(fetch func() ([]Endpoint, error), opts ...Option) (*Client, e
 		liveSources.Add(-1)
 		return nil, takeError(st, cerr)
 	}
-	c := &Client{ptr: ptr, names: &nameCache{}, src: src}
+	service, shown := clientNames(ptr)
+	c := &Client{ptr: ptr, service: service, target: shown, names: &nameCache{}, src: src}
 	runtime.AddCleanup(c, freeClient, ptr)
 	return c, nil
 }
