@@ -384,6 +384,38 @@ class CallTest {
     }
 
     @Test
+    void long_keys_and_many_header_lines_are_passed_whole() {
+        try (EasClient c = EasClient.open(THREE)) {
+            // Past the backends' stack and per-thread buffers: the allocating paths.
+            byte[] key = new byte[5000];
+            key[4999] = 1;
+            long keyed;
+            try (EasCall call = c.beginCall(key)) {
+                keyed = call.next().id();
+            }
+            for (int i = 0; i < 3; i++) {
+                try (EasCall call = c.beginCall(key.clone())) {
+                    assertEquals(keyed, call.next().id());
+                }
+            }
+            List<String> lines = new ArrayList<>();
+            for (int i = 0; i < 40; i++) {
+                lines.add("TEXT named_metrics.num_requests_waiting=" + (i == 39 ? 5 : 2) + ".0");
+            }
+            long id;
+            try (EasCall call = c.beginCall()) {
+                id = call.next().id();
+                assertFalse(call.record(Outcome.response(200),
+                        Map.of("endpoint-load-metrics", lines)));
+            }
+            InstanceStats s = c.instanceStats().stream().filter(x -> x.id() == id).findFirst()
+                    .orElseThrow();
+            assertTrue(s.reportUnixMs() > 0, s.toString());
+            assertEquals(5, s.reportedWaiting(), "the last line is the last report: " + s);
+        }
+    }
+
+    @Test
     void misuse_gives_the_binding_s_errors() {
         try (EasClient c = EasClient.open(THREE)) {
             EasCall call = c.beginCall();
