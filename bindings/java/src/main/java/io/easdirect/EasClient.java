@@ -214,7 +214,7 @@ public final class EasClient implements AutoCloseable {
     /**
      * The target, as the library prints it: secrets removed (no userinfo, no query
      * parameters), e.g. {@code "nacos://h:8848/svc"} for
-     * {@code "nacos://user:secret@h:8848/svc?password=secret"}; {@code "source callback"} for a
+     * {@code "nacos://h:8848/svc?username=u&password=secret"}; {@code "source callback"} for a
      * client from {@link #fromSource}. Still answers after {@link #close()}.
      */
     public String target() {
