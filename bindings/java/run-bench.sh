@@ -2,6 +2,8 @@
 # JMH benchmarks of the Java binding, with short settings (a few minutes on 2 cores):
 #   - EasClient.select() on the Panama and JNI backends at 3, 100 and 1000 instances, 1 and 2
 #     threads, on the newest JDK under /usr/lib/jvm;
+#   - a call cycle (beginCall, next, record with a load report, finish, close) beside a plain
+#     select on the same static:// client of 100 instances, on both backends (CallBench);
 #   - in the same run, nacos-client 2.x's selectOneHealthyInstance on the same 100 instances,
 #     registered in rnacos (libeasdirect reads them from rnacos too, through nacos:// targets);
 #   - then JNI and nacos-client again on JDK 17.
@@ -64,7 +66,7 @@ trap cleanup EXIT
 free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 jvm_args="--enable-native-access=ALL-UNNAMED -DJM.LOG.PATH=$work/nacos-logs -DJM.SNAPSHOT.PATH=$work/nacos-cache"
-benches='io.easdirect.bench.(SelectBench|NacosBench)'
+benches='io.easdirect.bench.(SelectBench|NacosBench|CallBench)'
 if [ -x "$rnacos" ]; then
   port=
   for _ in $(seq 200); do
@@ -85,7 +87,7 @@ if [ -x "$rnacos" ]; then
   jvm_args="$jvm_args -Deasdirect.bench.nacos=127.0.0.1:$port"
 else
   echo "run-bench.sh: no rnacos at $rnacos: nacos-client is not measured, easdirect uses static:// lists" >&2
-  benches='io.easdirect.bench.SelectBench'
+  benches='io.easdirect.bench.(SelectBench|CallBench)'
 fi
 
 # JMH itself uses sun.misc.Unsafe, which JDK 24+ warns about (forks inherit the host's flags).

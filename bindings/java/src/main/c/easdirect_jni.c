@@ -35,9 +35,22 @@ _Static_assert(offsetof(eas_instance, weight) == 56, "weight @56");
 _Static_assert(offsetof(eas_instance, host) == 60, "host @60");
 _Static_assert(offsetof(eas_instance, reserved) == 124, "reserved @124");
 _Static_assert(sizeof(eas_stats) == 40, "eas_stats is 40 bytes");
+_Static_assert(sizeof(eas_instance_stats) == 64, "eas_instance_stats is 64 bytes");
+_Static_assert(offsetof(eas_instance_stats, in_flight) == 8, "in_flight @8");
+_Static_assert(offsetof(eas_instance_stats, reported_waiting) == 12, "reported_waiting @12");
+_Static_assert(offsetof(eas_instance_stats, attempts) == 16, "attempts @16");
+_Static_assert(offsetof(eas_instance_stats, failures) == 24, "failures @24");
+_Static_assert(offsetof(eas_instance_stats, latency_ewma_us) == 32, "latency_ewma_us @32");
+_Static_assert(offsetof(eas_instance_stats, reported_kv_permille) == 36,
+               "reported_kv_permille @36");
+_Static_assert(offsetof(eas_instance_stats, ejected_until_unix_ms) == 40,
+               "ejected_until_unix_ms @40");
+_Static_assert(offsetof(eas_instance_stats, report_unix_ms) == 48, "report_unix_ms @48");
+_Static_assert(offsetof(eas_instance_stats, weight) == 56, "weight @56");
+_Static_assert(offsetof(eas_instance_stats, reported_running) == 60, "reported_running @60");
 
 /* Bumped whenever a native method of this file changes; JniBackend checks it at load. */
-#define GLUE_VERSION 2
+#define GLUE_VERSION 3
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -68,6 +81,14 @@ static struct {
     FN(eas_error_code);
     FN(eas_error_message);
     FN(eas_error_free);
+    FN(eas_call_begin);
+    FN(eas_call_next);
+    FN(eas_call_record);
+    FN(eas_call_finish);
+    FN(eas_call_free);
+    FN(eas_client_instance_stats);
+    FN(eas_client_service);
+    FN(eas_client_target);
 } lib;
 #undef FN
 
@@ -79,6 +100,7 @@ static jmethodID on_fetch_mid;   /* static int onFetch(long token, long builder)
 static jmethodID on_source_free_mid; /* static void onSourceFree(long token) */
 
 #define CLIENT(p) ((const eas_client *)(intptr_t)(p))
+#define CALL(p) ((eas_call *)(intptr_t)(p))
 
 EXPORT jint JNI_OnLoad(JavaVM *vm, void *reserved) {
     (void)reserved;
@@ -172,6 +194,14 @@ JNIEXPORT jstring JNICALL Java_io_easdirect_JniBackend_nInit(JNIEnv *env, jclass
     BIND(eas_error_code);
     BIND(eas_error_message);
     BIND(eas_error_free);
+    BIND(eas_call_begin);
+    BIND(eas_call_next);
+    BIND(eas_call_record);
+    BIND(eas_call_finish);
+    BIND(eas_call_free);
+    BIND(eas_client_instance_stats);
+    BIND(eas_client_service);
+    BIND(eas_client_target);
 #undef BIND
     backend_class = (*env)->NewGlobalRef(env, cls);
     on_change_mid = (*env)->GetStaticMethodID(env, cls, "onChange", "(J[BI)V");
@@ -546,4 +576,150 @@ JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nBuilderSetError(JNIEnv *env
                                                (const char *)m);
     (*env)->ReleaseByteArrayElements(env, message, m, JNI_ABORT);
     return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nInstanceStatsSize(JNIEnv *env, jclass cls) {
+    (void)env, (void)cls;
+    return (jint)sizeof(eas_instance_stats);
+}
+
+/* Calls. An eas_call is used by one thread at a time: EasCall serialises its methods, and the
+ * owner argument keeps the EasCall (and so the call) reachable during each. */
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nCallBegin(JNIEnv *env, jclass cls, jlong c,
+                                                               jbyteArray key, jint key_len,
+                                                               jint flags, jlongArray out,
+                                                               jobject owner) {
+    (void)cls, (void)owner;
+    uint8_t small[256];
+    uint8_t *k = NULL;
+    if (key != NULL && key_len > 0) {
+        k = (size_t)key_len <= sizeof small ? small : malloc((size_t)key_len);
+        if (k == NULL) {
+            return EAS_STATUS_NULL_PARAMETER;
+        }
+        (*env)->GetByteArrayRegion(env, key, 0, key_len, (jbyte *)k);
+    }
+    eas_call *call = NULL;
+    jint st = lib.eas_call_begin(CLIENT(c), k, k == NULL ? 0 : (size_t)key_len, (uint32_t)flags,
+                                 &call);
+    if (k != NULL && k != small) {
+        free(k);
+    }
+    if (st == EAS_STATUS_OK) {
+        jlong p = (jlong)(intptr_t)call;
+        (*env)->SetLongArrayRegion(env, out, 0, 1, &p);
+    }
+    return st;
+}
+
+/* The instance goes into the calling thread's direct buffer at out_addr, as for nSelect. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nCallNext(JNIEnv *env, jclass cls,
+                                                              jlong call, jlong out_addr,
+                                                              jobject owner) {
+    (void)env, (void)cls, (void)owner;
+    return lib.eas_call_next(CALL(call), (eas_instance *)(intptr_t)out_addr);
+}
+
+/* packed: n header lines as name NUL value NUL ..., or NULL with n 0. Returns 1 (retry) or 0
+ * on EAS_STATUS_OK, else minus the status. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nCallRecord(JNIEnv *env, jclass cls,
+                                                                jlong call, jint outcome,
+                                                                jint http_status,
+                                                                jbyteArray packed, jint n,
+                                                                jobject owner) {
+    (void)cls, (void)owner;
+    enum { SMALL_BYTES = 1024, SMALL_LINES = 8 };
+    char small[SMALL_BYTES];
+    const char *small_names[SMALL_LINES], *small_values[SMALL_LINES];
+    char *bytes = NULL;
+    const char **names = NULL, **values = NULL;
+    jsize size = 0;
+    jint result;
+    if (packed != NULL && n > 0) {
+        size = (*env)->GetArrayLength(env, packed);
+        bytes = size <= SMALL_BYTES ? small : malloc((size_t)size);
+        names = n <= SMALL_LINES ? small_names : malloc((size_t)n * sizeof *names);
+        values = n <= SMALL_LINES ? small_values : malloc((size_t)n * sizeof *values);
+        if (bytes == NULL || names == NULL || values == NULL) {
+            result = -EAS_STATUS_NULL_PARAMETER;
+            goto done;
+        }
+        (*env)->GetByteArrayRegion(env, packed, 0, size, (jbyte *)bytes);
+        /* The Java side ends every string with a NUL; count them rather than trust n. */
+        jsize at = 0;
+        jint lines = 0;
+        while (lines < n && at < size) {
+            names[lines] = bytes + at;
+            at += (jsize)strnlen(bytes + at, (size_t)(size - at)) + 1;
+            if (at >= size) {
+                break;
+            }
+            values[lines] = bytes + at;
+            at += (jsize)strnlen(bytes + at, (size_t)(size - at)) + 1;
+            if (at > size || bytes[at - 1] != '\0') {
+                break;
+            }
+            lines++;
+        }
+        n = lines;
+    } else {
+        n = 0;
+    }
+    uint32_t retry = 0;
+    jint st = lib.eas_call_record(CALL(call), outcome, (uint32_t)http_status, names, values,
+                                  (size_t)n, &retry);
+    result = st == EAS_STATUS_OK ? (retry ? 1 : 0) : -st;
+done:
+    if (bytes != NULL && bytes != small) free(bytes);
+    if (names != NULL && names != small_names) free(names);
+    if (values != NULL && values != small_values) free(values);
+    return result;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nCallFinish(JNIEnv *env, jclass cls,
+                                                                jlong call, jint body,
+                                                                jobject owner) {
+    (void)env, (void)cls, (void)owner;
+    return lib.eas_call_finish(CALL(call), body);
+}
+
+JNIEXPORT void JNICALL Java_io_easdirect_JniBackend_nCallFree(JNIEnv *env, jclass cls,
+                                                              jlong call) {
+    (void)env, (void)cls;
+    lib.eas_call_free(CALL(call));
+}
+
+/* buffer: a direct ByteBuffer of cap records, or NULL with cap 0 to ask for the count. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nInstanceStats(JNIEnv *env, jclass cls,
+                                                                   jlong c, jobject buffer,
+                                                                   jlong cap, jlongArray len_out,
+                                                                   jobject owner) {
+    (void)cls, (void)owner;
+    eas_instance_stats *buf = NULL;
+    if (buffer != NULL) {
+        buf = (*env)->GetDirectBufferAddress(env, buffer);
+        if (buf == NULL) {
+            return EAS_STATUS_NULL_PARAMETER;
+        }
+    }
+    size_t len = 0;
+    jint st = lib.eas_client_instance_stats(CLIENT(c), buf, (size_t)cap, &len);
+    if (st == EAS_STATUS_OK || st == EAS_STATUS_BUFFER_TOO_SMALL) {
+        jlong l = (jlong)len;
+        (*env)->SetLongArrayRegion(env, len_out, 0, 1, &l);
+    }
+    return st;
+}
+
+JNIEXPORT jbyteArray JNICALL Java_io_easdirect_JniBackend_nClientService(JNIEnv *env, jclass cls,
+                                                                         jlong c, jobject owner) {
+    (void)cls, (void)owner;
+    return utf8_bytes(env, lib.eas_client_service(CLIENT(c)));
+}
+
+JNIEXPORT jbyteArray JNICALL Java_io_easdirect_JniBackend_nClientTarget(JNIEnv *env, jclass cls,
+                                                                        jlong c, jobject owner) {
+    (void)cls, (void)owner;
+    return utf8_bytes(env, lib.eas_client_target(CLIENT(c)));
 }

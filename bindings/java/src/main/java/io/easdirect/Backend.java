@@ -11,10 +11,11 @@ import java.util.Map;
 abstract class Backend {
     /**
      * The ABI this binding was built for: it needs the same major and at least this minor
-     * (1.1: eas_client_new_with_source, behind {@link EasClient#fromSource}).
+     * (1.1: eas_client_new_with_source, behind {@link EasClient#fromSource}; 1.2: eas_call_*,
+     * eas_client_instance_stats, eas_client_service and eas_client_target).
      */
     static final int ABI_MAJOR = 1;
-    static final int ABI_MINOR = 1;
+    static final int ABI_MINOR = 2;
 
     abstract String name();
 

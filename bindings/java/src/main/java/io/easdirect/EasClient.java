@@ -34,6 +34,7 @@ public final class EasClient implements AutoCloseable {
     /** Each native wait is at most this long, so that an interrupt is noticed soon. */
     private static final long WAIT_SLICE_MS = 50;
 
+    /** eas_client_target and eas_client_service, read once: they never change. */
     private final String target;
     private final String service;
     private final NativeClient client;
@@ -41,11 +42,11 @@ public final class EasClient implements AutoCloseable {
     /** The source of a client from {@link #fromSource}, else null. It does not refer to this. */
     private final Sources.Source source;
 
-    private EasClient(String target, NativeClient client, Sources.Source source) {
-        this.target = target;
-        this.service = source == null ? serviceName(target) : null;
+    private EasClient(NativeClient client, Sources.Source source) {
         this.client = client;
         this.source = source;
+        this.target = client.target(this);
+        this.service = client.service(this);
     }
 
     /** {@link #open(String, Map)} with no options beyond the target's query parameters. */
@@ -78,7 +79,7 @@ public final class EasClient implements AutoCloseable {
         checkString("the target", target);
         Map<String, String> copy = copyOptions(options);
         NativeClient nc = Backend.get().open(target, copy);
-        EasClient c = new EasClient(target, nc, null);
+        EasClient c = new EasClient(nc, null);
         ClientCleaner.register(c, nc);
         return c;
     }
@@ -141,7 +142,7 @@ public final class EasClient implements AutoCloseable {
             throw e;
         }
         s.client = nc;
-        EasClient c = new EasClient("<source " + source.getClass().getName() + ">", nc, s);
+        EasClient c = new EasClient(nc, s);
         ClientCleaner.register(c, nc);
         if (Listeners.stopping()) { // the shutdown hook may have missed it
             nc.closeUnlessFreed();
@@ -168,12 +169,18 @@ public final class EasClient implements AutoCloseable {
      * (both backends' encoders would silently put a '?' in its place).
      */
     private static void checkString(String what, String s) {
+        int nul = s.indexOf('\0');
+        if (nul >= 0) {
+            throw new EasException(EasStatus.INVALID_ARGUMENT.code(),
+                    what + " contains a NUL character (at index " + nul + ")");
+        }
+        checkSurrogates(what, s);
+    }
+
+    /** Refuses an unpaired surrogate, which has no UTF-8 form, naming {@code what}. */
+    private static void checkSurrogates(String what, String s) {
         for (int i = 0; i < s.length(); i++) {
             char ch = s.charAt(i);
-            if (ch == '\0') {
-                throw new EasException(EasStatus.INVALID_ARGUMENT.code(),
-                        what + " contains a NUL character (at index " + i + ")");
-            }
             if (Character.isHighSurrogate(ch) && i + 1 < s.length()
                     && Character.isLowSurrogate(s.charAt(i + 1))) {
                 i++; // a pair: one character
@@ -205,52 +212,28 @@ public final class EasClient implements AutoCloseable {
     }
 
     /**
-     * The target this client was opened with; for a client from {@link #fromSource},
-     * {@code "<source CLASS>"} with the source's class name.
+     * The target, as the library prints it: secrets removed (no userinfo, no query
+     * parameters), e.g. {@code "nacos://h:8848/svc"} for
+     * {@code "nacos://h:8848/svc?username=u&password=secret"}; {@code "source callback"} for a
+     * client from {@link #fromSource}. Still answers after {@link #close()}.
      */
     public String target() {
         return target;
     }
 
     /**
-     * The service name of the target (the last path segment of {@code eas://} and
-     * {@code nacos://} targets, the name of a {@code dns://} target), or empty for a
-     * {@code static://} target and a client from {@link #fromSource}.
+     * The service the target names (eas_client_service): the service of an {@code eas://} or
+     * {@code nacos://} target, the name of a {@code dns://} one; {@code ""} for a
+     * {@code static://} target and a client from {@link #fromSource}. Still answers after
+     * {@link #close()}.
      */
-    public Optional<String> serviceName() {
-        return Optional.ofNullable(service);
+    public String service() {
+        return service;
     }
 
-    static String serviceName(String target) {
-        int sep = target.indexOf("://");
-        if (sep < 0) {
-            return null;
-        }
-        String scheme = target.substring(0, sep);
-        String rest = target.substring(sep + 3);
-        int q = rest.indexOf('?');
-        if (q >= 0) {
-            rest = rest.substring(0, q);
-        }
-        switch (scheme) {
-            case "eas":
-            case "eas+http":
-            case "eas+https":
-            case "nacos":
-            case "nacos+https":
-            case "nacos+endpoint": {
-                int slash = rest.indexOf('/');
-                String svc = slash < 0 ? "" : rest.substring(slash + 1);
-                return svc.isEmpty() ? null : svc;
-            }
-            case "dns": {
-                int colon = rest.lastIndexOf(':');
-                String name = colon < 0 ? rest : rest.substring(0, colon);
-                return name.isEmpty() ? null : name;
-            }
-            default:
-                return null;
-        }
+    /** {@link #service()}, empty when the target names none. */
+    public Optional<String> serviceName() {
+        return service.isEmpty() ? Optional.<String>empty() : Optional.of(service);
     }
 
     /**
@@ -441,6 +424,77 @@ public final class EasClient implements AutoCloseable {
     }
 
     /**
+     * Begins a call with no affinity key: its instances are picked by {@code lb_policy}
+     * (default {@code least_request}: the less loaded of two, by in-flight attempts and the
+     * instances' load reports). See {@link EasCall}.
+     *
+     * @throws EasException {@link EasStatus#CLOSED}
+     */
+    public EasCall beginCall(CallOption... options) {
+        return begin(null, options);
+    }
+
+    /**
+     * Begins a call with an affinity key (a session id, a conversation id, a prompt-prefix
+     * hash; copied): a keyed call picks by affinity, whatever {@code lb_policy} says, and the
+     * same key, list and loads give the same instance in every process (bounded by load:
+     * {@code affinity_load_factor}). A {@code null} or empty key is no key.
+     *
+     * @throws EasException {@link EasStatus#CLOSED}
+     */
+    public EasCall beginCall(byte[] key, CallOption... options) {
+        return begin(key == null || key.length == 0 ? null : key.clone(), options);
+    }
+
+    /**
+     * {@link #beginCall(byte[], CallOption...)} with the key's UTF-8 bytes.
+     *
+     * @throws EasException {@link EasStatus#INVALID_ARGUMENT} for a key holding an unpaired
+     *     surrogate (it has no UTF-8 form); {@link EasStatus#CLOSED}
+     */
+    public EasCall beginCall(String key, CallOption... options) {
+        byte[] bytes = null;
+        if (key != null && !key.isEmpty()) {
+            checkSurrogates("the call's key", key);
+            bytes = key.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        }
+        return begin(bytes, options);
+    }
+
+    private EasCall begin(byte[] key, CallOption[] options) {
+        int flags = 0;
+        if (options != null) {
+            for (CallOption o : options) {
+                switch (Objects.requireNonNull(o, "option")) {
+                    case NOT_IDEMPOTENT:
+                        flags |= CALL_NOT_IDEMPOTENT;
+                        break;
+                    default:
+                        throw new AssertionError(o);
+                }
+            }
+        }
+        return new EasCall(this, table, client.beginCall(this, key, flags));
+    }
+
+    /** EAS_CALL_NOT_IDEMPOTENT. */
+    private static final int CALL_NOT_IDEMPOTENT = 1;
+
+    /**
+     * The figures of every instance of the current list (in the order of {@link #instances()}):
+     * this client's attempts in flight, attempts, failures, latency EWMA, and the instance's
+     * last load report. Unmodifiable; empty before the first list. It takes the client's lock
+     * briefly: not for the request path.
+     *
+     * @throws EasException {@link EasStatus#CLOSED}
+     */
+    public List<InstanceStats> instanceStats() {
+        InstanceStats[] all = client.instanceStats(this);
+        return all.length == 0 ? Collections.<InstanceStats>emptyList()
+                : Collections.unmodifiableList(java.util.Arrays.asList(all));
+    }
+
+    /**
      * Stops discovery and ends subscriptions (their listeners have returned when this returns;
      * when called from a listener, once it returns). Every later call fails with
      * {@link EasStatus#CLOSED}. Idempotent and safe to race with any other call.
@@ -450,28 +504,10 @@ public final class EasClient implements AutoCloseable {
         client.close(this);
     }
 
-    /** The target without userinfo and query parameters, which may hold secrets. */
+    /** {@code EasClient{TARGET}} with {@link #target()}: no secrets. */
     @Override
     public String toString() {
-        return "EasClient{" + redact(target) + "}";
-    }
-
-    static String redact(String target) {
-        String shown = target;
-        int q = shown.indexOf('?');
-        if (q >= 0) {
-            shown = shown.substring(0, q);
-        }
-        int sep = shown.indexOf("://");
-        int authorityEnd = sep < 0 ? -1 : shown.indexOf('/', sep + 3);
-        if (authorityEnd < 0) {
-            authorityEnd = shown.length();
-        }
-        int at = shown.lastIndexOf('@', authorityEnd - 1);
-        if (sep >= 0 && at > sep) {
-            shown = shown.substring(0, sep + 3) + shown.substring(at + 1);
-        }
-        return shown;
+        return "EasClient{" + target + "}";
     }
 
     /** The backend in use: "panama" or "jni". */

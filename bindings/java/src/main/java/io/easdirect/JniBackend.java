@@ -13,7 +13,7 @@ import java.util.Map;
  */
 final class JniBackend extends Backend {
     /** Must match GLUE_VERSION in easdirect_jni.c. */
-    private static final int GLUE_VERSION = 2;
+    private static final int GLUE_VERSION = 3;
 
     private final NativeLibrary library;
     private final String version;
@@ -36,6 +36,11 @@ final class JniBackend extends Backend {
         if (nInstanceSize() != Instance.SIZE) {
             throw new IllegalStateException("the JNI glue " + glue + " has sizeof(eas_instance) = "
                     + nInstanceSize() + ", not " + Instance.SIZE);
+        }
+        if (nInstanceStatsSize() != InstanceStats.SIZE) {
+            throw new IllegalStateException("the JNI glue " + glue
+                    + " has sizeof(eas_instance_stats) = " + nInstanceStatsSize() + ", not "
+                    + InstanceStats.SIZE);
         }
         version = utf8(nVersion());
     }
@@ -257,8 +262,100 @@ final class JniBackend extends Backend {
         }
 
         @Override
+        NativeCall beginCall(Object owner, byte[] key, int flags) {
+            long[] out = new long[1];
+            int st = nCallBegin(ptr, key, key == null ? 0 : key.length, flags, out, owner);
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+            return new Call(out[0]);
+        }
+
+        @Override
+        InstanceStats[] instanceStats(Object owner) {
+            long[] len = new long[1];
+            ByteBuffer buf = null;
+            long cap = 0;
+            for (;;) {
+                int st = nInstanceStats(ptr, buf, cap, len, owner);
+                if (st == 0) {
+                    return len[0] == 0 ? new InstanceStats[0]
+                            : InstanceStats.readAll(buf, (int) len[0]);
+                }
+                if (st != EasStatus.BUFFER_TOO_SMALL.code()) {
+                    throw EasException.of(st);
+                }
+                cap = len[0] + 16; // the list may grow before the next call
+                buf = ByteBuffer.allocateDirect((int) cap * InstanceStats.SIZE)
+                        .order(ByteOrder.nativeOrder());
+            }
+        }
+
+        @Override
+        String service(Object owner) {
+            return utf8(nClientService(ptr, owner));
+        }
+
+        @Override
+        String target(Object owner) {
+            return utf8(nClientTarget(ptr, owner));
+        }
+
+        @Override
         void free() {
             nFree(ptr);
+        }
+    }
+
+    private static final class Call extends NativeCall {
+        private final long ptr;
+
+        Call(long ptr) {
+            this.ptr = ptr;
+        }
+
+        @Override
+        Instance next(Object owner, InstanceTable table) {
+            Slot s = SLOT.get();
+            return Client.picked(nCallNext(ptr, s.addr, owner), s, table);
+        }
+
+        @Override
+        boolean record(Object owner, int outcome, int httpStatus, String[] headers, int n) {
+            byte[] packed = null;
+            if (n > 0) {
+                // name NUL value NUL, n times: one array for the glue to copy.
+                byte[][] parts = new byte[2 * n][];
+                int size = 0;
+                for (int i = 0; i < 2 * n; i++) {
+                    parts[i] = headers[i].getBytes(StandardCharsets.UTF_8);
+                    size += parts[i].length + 1;
+                }
+                packed = new byte[size];
+                int at = 0;
+                for (byte[] p : parts) {
+                    System.arraycopy(p, 0, packed, at, p.length);
+                    at += p.length + 1; // the NUL: arrays start zeroed
+                }
+            }
+            int r = nCallRecord(ptr, outcome, httpStatus, packed, n, owner);
+            if (r < 0) {
+                throw EasException.of(-r);
+            }
+            return r == 1;
+        }
+
+        @Override
+        void finish(Object owner, int body) {
+            int st = nCallFinish(ptr, body, owner);
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+        }
+
+        @Override
+        void free() {
+            nCallFree(ptr);
         }
     }
 
@@ -357,4 +454,29 @@ final class JniBackend extends Backend {
     private static native void nClose(long client, Object owner);
 
     private static native void nFree(long client);
+
+    private static native int nInstanceStatsSize();
+
+    private static native int nCallBegin(long client, byte[] key, int keyLen, int flags,
+            long[] out, Object owner);
+
+    private static native int nCallNext(long call, long outAddr, Object owner);
+
+    /**
+     * eas_call_record with {@code n} header lines packed as name NUL value NUL...; returns
+     * 1 (retry) or 0 on OK, else minus the status.
+     */
+    private static native int nCallRecord(long call, int outcome, int httpStatus, byte[] packed,
+            int n, Object owner);
+
+    private static native int nCallFinish(long call, int body, Object owner);
+
+    private static native void nCallFree(long call);
+
+    private static native int nInstanceStats(long client, ByteBuffer buf, long cap, long[] len,
+            Object owner);
+
+    private static native byte[] nClientService(long client, Object owner);
+
+    private static native byte[] nClientTarget(long client, Object owner);
 }

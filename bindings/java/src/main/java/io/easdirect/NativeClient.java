@@ -38,6 +38,18 @@ abstract class NativeClient {
 
     abstract void close(Object owner);
 
+    /** eas_call_begin ({@code key} null for none); throws EasException. */
+    abstract NativeCall beginCall(Object owner, byte[] key, int flags);
+
+    /** eas_client_instance_stats, looping on BUFFER_TOO_SMALL; throws EasException. */
+    abstract InstanceStats[] instanceStats(Object owner);
+
+    /** eas_client_service: valid (and unchanged) until the client is freed. */
+    abstract String service(Object owner);
+
+    /** eas_client_target: valid (and unchanged) until the client is freed. */
+    abstract String target(Object owner);
+
     /** eas_client_free: only once nothing can call this client any more. */
     abstract void free();
 

@@ -48,6 +48,20 @@ final class PanamaBackend extends Backend {
             JAVA_INT.withName("instances"),
             JAVA_INT.withName("ejected"));
 
+    /** eas_instance_stats: 64 bytes, offsets as {@link InstanceStats} reads them. */
+    static final StructLayout INSTANCE_STATS = MemoryLayout.structLayout(
+            JAVA_LONG.withName("id"),
+            JAVA_INT.withName("in_flight"),
+            JAVA_INT.withName("reported_waiting"),
+            JAVA_LONG.withName("attempts"),
+            JAVA_LONG.withName("failures"),
+            JAVA_INT.withName("latency_ewma_us"),
+            JAVA_INT.withName("reported_kv_permille"),
+            JAVA_LONG.withName("ejected_until_unix_ms"),
+            JAVA_LONG.withName("report_unix_ms"),
+            JAVA_INT.withName("weight"),
+            JAVA_INT.withName("reported_running"));
+
     private static final NativeLibrary LIBRARY;
     private static final MethodHandle VERSION;
     private static final MethodHandle ABI_VERSION;
@@ -73,6 +87,14 @@ final class PanamaBackend extends Backend {
     private static final MethodHandle CLIENT_NEW_WITH_SOURCE;
     private static final MethodHandle BUILDER_ADD;
     private static final MethodHandle BUILDER_SET_ERROR;
+    private static final MethodHandle CALL_BEGIN;
+    private static final MethodHandle CALL_NEXT;
+    private static final MethodHandle CALL_RECORD;
+    private static final MethodHandle CALL_FINISH;
+    private static final MethodHandle CALL_FREE;
+    private static final MethodHandle INSTANCE_STATS_FN;
+    private static final MethodHandle CLIENT_SERVICE;
+    private static final MethodHandle CLIENT_TARGET;
     /** The upcall stubs of every subscription: the listener is found by its token. */
     private static final MemorySegment ON_CHANGE;
     private static final MemorySegment ON_FREE;
@@ -90,6 +112,7 @@ final class PanamaBackend extends Backend {
                 || STATS.byteSize() != 40) {
             throw new IllegalStateException("eas_instance must be 128 bytes and eas_stats 40");
         }
+        checkStatsLayout();
         LIBRARY = NativeLibrary.find("easdirect", "easdirect.library");
         SymbolLookup lib = SymbolLookup.libraryLookup(LIBRARY.path, Arena.global());
         LIBRARY.loaded();
@@ -136,6 +159,19 @@ final class PanamaBackend extends Backend {
                 FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_SHORT, JAVA_INT));
         BUILDER_SET_ERROR = b.bind("eas_source_builder_set_error",
                 FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        // Calls write the client's shared counters and may take its lock briefly: ordinary
+        // (not critical) downcalls.
+        CALL_BEGIN = b.bind("eas_call_begin",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT, ADDRESS));
+        CALL_NEXT = b.bind("eas_call_next", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        CALL_RECORD = b.bind("eas_call_record", FunctionDescriptor.of(JAVA_INT, ADDRESS,
+                JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS));
+        CALL_FINISH = b.bind("eas_call_finish", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+        CALL_FREE = b.bind("eas_call_free", FunctionDescriptor.ofVoid(ADDRESS));
+        INSTANCE_STATS_FN = b.bind("eas_client_instance_stats",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS));
+        CLIENT_SERVICE = b.bind("eas_client_service", FunctionDescriptor.of(ADDRESS, ADDRESS));
+        CLIENT_TARGET = b.bind("eas_client_target", FunctionDescriptor.of(ADDRESS, ADDRESS));
         try {
             MethodHandles.Lookup lookup = MethodHandles.lookup();
             ON_CHANGE = linker.upcallStub(
@@ -156,6 +192,27 @@ final class PanamaBackend extends Backend {
                     FunctionDescriptor.ofVoid(ADDRESS), Arena.global());
         } catch (ReflectiveOperationException e) {
             throw new IllegalStateException(e);
+        }
+    }
+
+    /** The layout {@link InstanceStats} reads: the C ABI's, field by field. */
+    private static void checkStatsLayout() {
+        String[] names = {"in_flight", "reported_waiting", "attempts", "failures",
+            "latency_ewma_us", "reported_kv_permille", "ejected_until_unix_ms", "report_unix_ms",
+            "weight", "reported_running"};
+        int[] offsets = {InstanceStats.IN_FLIGHT, InstanceStats.REPORTED_WAITING,
+            InstanceStats.ATTEMPTS, InstanceStats.FAILURES, InstanceStats.LATENCY_EWMA_US,
+            InstanceStats.REPORTED_KV_PERMILLE, InstanceStats.EJECTED_UNTIL_UNIX_MS,
+            InstanceStats.REPORT_UNIX_MS, InstanceStats.WEIGHT, InstanceStats.REPORTED_RUNNING};
+        if (INSTANCE_STATS.byteSize() != InstanceStats.SIZE) {
+            throw new IllegalStateException("eas_instance_stats must be 64 bytes");
+        }
+        for (int i = 0; i < names.length; i++) {
+            long at = INSTANCE_STATS.byteOffset(MemoryLayout.PathElement.groupElement(names[i]));
+            if (at != offsets[i]) {
+                throw new IllegalStateException("eas_instance_stats." + names[i] + " is @" + at
+                        + ", InstanceStats reads it @" + offsets[i]);
+            }
         }
     }
 
@@ -515,6 +572,202 @@ final class PanamaBackend extends Backend {
         void free() {
             try {
                 FREE.invokeExact(ptr);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            }
+        }
+
+        @Override
+        NativeCall beginCall(Object owner, byte[] key, int flags) {
+            MemorySegment scratch = SCRATCH.get();
+            try {
+                MemorySegment k = MemorySegment.NULL;
+                Arena arena = null;
+                if (key != null) {
+                    if (key.length <= SCRATCH_BYTES - 8) {
+                        k = scratch.asSlice(8, key.length);
+                    } else {
+                        arena = Arena.ofConfined();
+                        k = arena.allocate(key.length);
+                    }
+                    MemorySegment.copy(key, 0, k, JAVA_BYTE, 0, key.length);
+                }
+                try {
+                    int st = (int) CALL_BEGIN.invokeExact(ptr, k, (long) (key == null ? 0
+                            : key.length), flags, scratch);
+                    if (st != 0) {
+                        throw EasException.of(st);
+                    }
+                    return new Call(scratch.get(ADDRESS, 0));
+                } finally {
+                    if (arena != null) {
+                        arena.close();
+                    }
+                }
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        InstanceStats[] instanceStats(Object owner) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment len = arena.allocate(JAVA_LONG);
+                MemorySegment buf = MemorySegment.NULL;
+                long cap = 0;
+                for (;;) {
+                    int st = (int) INSTANCE_STATS_FN.invokeExact(ptr, buf, cap, len);
+                    long n = len.get(JAVA_LONG, 0);
+                    if (st == 0) {
+                        if (n == 0) {
+                            return new InstanceStats[0];
+                        }
+                        return InstanceStats.readAll(buf.asSlice(0, n * InstanceStats.SIZE)
+                                .asByteBuffer().order(ByteOrder.nativeOrder()), (int) n);
+                    }
+                    if (st != EasStatus.BUFFER_TOO_SMALL.code()) {
+                        throw EasException.of(st);
+                    }
+                    cap = n + 16; // the list may grow before the next call
+                    buf = arena.allocate(INSTANCE_STATS, cap);
+                }
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        String service(Object owner) {
+            try {
+                return string((MemorySegment) CLIENT_SERVICE.invokeExact(ptr));
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        String target(Object owner) {
+            try {
+                return string((MemorySegment) CLIENT_TARGET.invokeExact(ptr));
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+    }
+
+    /** Bytes of a thread's scratch segment for call arguments (key, headers, out-values). */
+    private static final int SCRATCH_BYTES = 2048;
+
+    /**
+     * A thread's scratch memory for the arguments of a call's functions (none calls back into
+     * Java, so one per thread suffices); freed by the GC with the thread's map entry. What does
+     * not fit goes into a confined arena.
+     */
+    private static final ThreadLocal<MemorySegment> SCRATCH =
+            ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(SCRATCH_BYTES, 8));
+
+    private static final class Call extends NativeCall {
+        private final MemorySegment ptr;
+
+        Call(MemorySegment ptr) {
+            this.ptr = ptr;
+        }
+
+        @Override
+        Instance next(Object owner, InstanceTable table) {
+            MemorySegment out = OUT.get();
+            int st;
+            try {
+                st = (int) CALL_NEXT.invokeExact(ptr, out);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+            return Client.picked(st, out, table);
+        }
+
+        @Override
+        boolean record(Object owner, int outcome, int httpStatus, String[] headers, int n) {
+            MemorySegment scratch = SCRATCH.get();
+            Arena arena = null;
+            try {
+                MemorySegment names = MemorySegment.NULL;
+                MemorySegment values = MemorySegment.NULL;
+                if (n > 0) {
+                    // [retry u32, pad][names n][values n][strings...], in scratch if it fits.
+                    long size = 8 + 16L * n;
+                    byte[][] bytes = new byte[2 * n][];
+                    for (int i = 0; i < 2 * n; i++) {
+                        bytes[i] = headers[i].getBytes(java.nio.charset.StandardCharsets.UTF_8);
+                        size += bytes[i].length + 1;
+                    }
+                    MemorySegment mem = scratch;
+                    if (size > SCRATCH_BYTES) {
+                        arena = Arena.ofConfined();
+                        mem = arena.allocate(size, 8);
+                    }
+                    names = mem.asSlice(8, 8L * n);
+                    values = mem.asSlice(8 + 8L * n, 8L * n);
+                    long at = 8 + 16L * n;
+                    for (int i = 0; i < 2 * n; i++) {
+                        MemorySegment str = mem.asSlice(at, bytes[i].length + 1);
+                        MemorySegment.copy(bytes[i], 0, str, JAVA_BYTE, 0, bytes[i].length);
+                        str.set(JAVA_BYTE, bytes[i].length, (byte) 0);
+                        (i % 2 == 0 ? names : values).setAtIndex(ADDRESS, i / 2, str);
+                        at += bytes[i].length + 1;
+                    }
+                    scratch = mem;
+                }
+                int st = (int) CALL_RECORD.invokeExact(ptr, outcome, httpStatus, names, values,
+                        (long) n, scratch);
+                if (st != 0) {
+                    throw EasException.of(st);
+                }
+                return scratch.get(JAVA_INT, 0) != 0;
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                if (arena != null) {
+                    arena.close();
+                }
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        void finish(Object owner, int body) {
+            int st;
+            try {
+                st = (int) CALL_FINISH.invokeExact(ptr, body);
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+        }
+
+        @Override
+        void free() {
+            try {
+                CALL_FREE.invokeExact(ptr);
             } catch (Throwable t) {
                 throw unexpected(t);
             }

@@ -256,24 +256,26 @@ class ClientTest {
     }
 
     @Test
-    void service_names_come_from_the_target() {
-        assertEquals("svc", EasClient.serviceName("eas://1.2.3.4:8080/svc?refresh_interval_ms=1"));
-        assertEquals("my_service", EasClient.serviceName("eas+https://h/my_service"));
-        assertEquals("svc", EasClient.serviceName("nacos://a:8848,b:8848/svc"));
-        assertEquals("svc", EasClient.serviceName("nacos+endpoint://as:8080/svc"));
-        assertEquals("name.ns.svc", EasClient.serviceName("dns://name.ns.svc:8080"));
-        assertEquals(null, EasClient.serviceName("static://127.0.0.1:1"));
-        assertEquals(null, EasClient.serviceName("eas://host"));
-        assertEquals(null, EasClient.serviceName("nothing"));
-    }
-
-    @Test
-    void to_string_hides_userinfo_and_query_parameters() {
-        assertEquals("nacos://h:8848/svc",
-                EasClient.redact("nacos://user:secret@h:8848/svc?password=secret"));
-        assertEquals("eas://h/a@b", EasClient.redact("eas://h/a@b"));
-        try (EasClient c = EasClient.open("static://127.0.0.1:1?max_ejection_percent=10")) {
-            assertEquals("EasClient{static://127.0.0.1:1}", c.toString());
+    void service_and_target_come_from_the_library_without_secrets() {
+        String[][] cases = {
+            {"eas://127.0.0.1:1/svc?refresh_interval_ms=100000", "svc", "eas://127.0.0.1:1/svc"},
+            {"eas+https://127.0.0.1:1/my_service?refresh_interval_ms=100000", "my_service",
+                "eas+https://127.0.0.1:1/my_service"},
+            {"nacos://127.0.0.1:1/svc?username=u&password=s3cret&refresh_interval_ms=100000",
+                "svc", "nacos://127.0.0.1:1/svc"},
+            {"static://127.0.0.1:1?max_ejection_percent=10", "", "static://127.0.0.1:1"},
+        };
+        for (String[] c : cases) {
+            EasClient client = EasClient.open(c[0]);
+            assertEquals(c[1], client.service(), c[0]);
+            assertEquals(c[1].isEmpty() ? Optional.empty() : Optional.of(c[1]),
+                    client.serviceName());
+            assertEquals(c[2], client.target());
+            assertEquals("EasClient{" + c[2] + "}", client.toString());
+            assertFalse(client.target().contains("s3cret"), client.target());
+            client.close();
+            assertEquals(c[2], client.target(), "still answers after close");
+            assertEquals(c[1], client.service());
         }
     }
 

@@ -136,6 +136,24 @@ public final class Emulator implements AutoCloseable {
         put("/_emulator/backends/" + port, json);
     }
 
+    /**
+     * Starts {@code count} real backends ({@code POST /_emulator/backends}) and appends them
+     * (weight 100) to {@code service}'s items; {@code llmJson} non-null makes them LLM-like
+     * ({@code {"slots":2,...}}). Returns their ports.
+     */
+    public List<Integer> addBackends(String service, int count, String llmJson) {
+        String body = "{\"service\":\"" + service + "\",\"count\":" + count
+                + (llmJson == null ? "" : ",\"kind\":\"llm\",\"llm\":" + llmJson) + "}";
+        String answer = call("POST", "/_emulator/backends", body);
+        List<Integer> ports = new ArrayList<>();
+        Matcher m = Pattern.compile("\"port\":(\\d+)").matcher(answer);
+        while (m.find()) {
+            ports.add(Integer.parseInt(m.group(1)));
+        }
+        assertEquals(count, ports.size(), answer);
+        return ports;
+    }
+
     /** Requests each backend has received, by port. */
     public Map<Integer, Long> hits() {
         String body = call("GET", "/_emulator/backends", null);
@@ -161,7 +179,7 @@ public final class Emulator implements AutoCloseable {
                 .timeout(Duration.ofSeconds(5)).build();
         try {
             HttpResponse<String> r = HTTP.send(req, HttpResponse.BodyHandlers.ofString());
-            assertEquals(method.equals("GET") ? 200 : 204, r.statusCode(),
+            assertEquals(method.equals("PUT") ? 204 : 200, r.statusCode(),
                     method + " " + path + ": " + r.body());
             return r.body();
         } catch (IOException e) {

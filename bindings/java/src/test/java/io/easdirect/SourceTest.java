@@ -121,7 +121,8 @@ class SourceTest {
             }
             assertEquals(Optional.empty(), c.lastError());
             assertEquals(Optional.empty(), c.serviceName());
-            assertTrue(c.target().startsWith("<source "), c.target());
+            assertEquals("", c.service());
+            assertEquals("source callback", c.target());
 
             BlockingQueue<Integer> sizes = new ArrayBlockingQueue<>(100);
             Subscription sub = c.subscribe(list -> sizes.offer(list.size()));

@@ -27,6 +27,11 @@ final class Targets {
         if (!NACOS.isEmpty()) {
             return "nacos://" + NACOS + "/" + service(n);
         }
+        return staticTarget(n);
+    }
+
+    /** The n instances as a static:// target. */
+    static String staticTarget(int n) {
         StringJoiner j = new StringJoiner(",", "static://", "");
         for (int i = 0; i < n; i++) {
             j.add(ip(i) + ":50000");
