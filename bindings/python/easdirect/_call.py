@@ -18,9 +18,12 @@ caller's facts to it. The caller does the I/O with its own HTTP stack::
         body = resp.read()
         call.finish(Body.DONE)
 
-Memory: the native call is freed by :meth:`Call.close` (or ``with``), else by a
-``weakref.finalize`` once the Call is unreachable; that finalizer holds the client, so the native
-client is never freed while one of its calls exists (``eas_call_free`` must come first).
+Memory: the native call is freed by :meth:`Call.close` (or ``with``), else by a weakref callback
+once the Call is unreachable (what ``weakref.finalize`` does, for less: a call is made per
+request). The entry that callback frees holds the client, so the native client is never freed
+while one of its calls exists (``eas_call_free`` must come first), whatever order the cyclic
+collector finalizes a cycle in: it runs weakref callbacks before any ``__del__``. Not at
+interpreter exit: a daemon thread may still be inside a method then, and the process is ending.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import enum
 import operator
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Protocol, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple, Union
 
 from ._errors import ClosedError, InvalidArgumentError, Status, error_for
 from ._fastpick import instance as _instance
@@ -47,6 +50,7 @@ _NO_INSTANCE = int(Status.NO_INSTANCE)
 _INVALID_ARGUMENT = int(Status.INVALID_ARGUMENT)
 _NOT_IDEMPOTENT = int(lib.EAS_CALL_NOT_IDEMPOTENT)
 _MAX_HEADERS = int(lib.EASPY_MAX_HEADERS)
+_INST_OFFSET = ffi.offsetof("easpy_call", "inst")
 # The only response headers the core reads; every other one stays in Python.
 _LOAD_HEADERS = frozenset(("endpoint-load-metrics", "retry-after"))
 
@@ -94,35 +98,54 @@ _OUTCOMES = {int(o): o for o in Outcome}
 _BODIES = {int(b): b for b in Body}
 
 
-def _text(x: Any) -> bytes:
-    """A header name or value as the bytes of a C string (NULs dropped: none is legal)."""
-    b = x if isinstance(x, bytes) else str(x).encode("utf-8", "replace")
-    return b.replace(b"\0", b"") if b"\0" in b else b
-
-
 def _load_headers(headers: Headers) -> Tuple[bytes, int]:
     """The ``endpoint-load-metrics`` and ``retry-after`` lines of ``headers`` (names matched
-    case-insensitively) as ``easpy_call_record`` takes them: a buffer and a count."""
+    case-insensitively; str or bytes) as ``easpy_call_record`` takes them: a buffer of
+    NUL-terminated names and values, and their count. NULs inside a value (never legal) are
+    dropped rather than cutting the buffer's pairs."""
     items = headers.items() if hasattr(headers, "items") else headers
-    parts: List[bytes] = []
-    n = 0
+    parts: List[str] = []
     for name, value in items:
-        key = name.decode("latin-1") if isinstance(name, (bytes, bytearray)) else name
-        if not isinstance(key, str) or key.lower() not in _LOAD_HEADERS:
+        if type(name) is not str:
+            if not isinstance(name, (bytes, bytearray)):
+                continue
+            name = bytes(name).decode("latin-1")
+        key = name.lower()
+        if key not in _LOAD_HEADERS:
             continue
-        if n == _MAX_HEADERS:
+        if len(parts) == 2 * _MAX_HEADERS:
             break
-        parts.append(_text(key))
-        parts.append(_text(bytes(value) if isinstance(value, bytearray) else value))
-        n += 1
-    return (b"\0".join(parts) + b"\0", n) if n else (b"", 0)
+        if type(value) is not str:
+            if isinstance(value, (bytes, bytearray)):
+                value = bytes(value).decode("latin-1")
+            else:
+                value = str(value)
+        if "\0" in value:
+            value = value.replace("\0", "")
+        parts.append(key)
+        parts.append(value)
+    if not parts:
+        return b"", 0
+    parts.append("")
+    return "\0".join(parts).encode("utf-8", "replace"), len(parts) // 2
 
 
-def _free_call(client: "Client", h: Any) -> None:
-    """Frees a native call: the finalizer of a :class:`Call`. ``client`` is held (here, by the
-    finalizer) until the call is freed, so that the native client outlives it."""
-    lib.eas_call_free(h)
-    _ = client  # released when this returns, after the call
+# id(weakref) -> (that weakref to a Call, its client, its easpy_call), for each call not freed
+# yet. It keeps the weakrefs alive (so that their callbacks run), the clients, and the memory.
+_unfreed: Dict[int, Tuple[Any, "Client", Any]] = {}
+
+
+def _free_call(key: int) -> None:
+    """Frees the native call registered under ``key``, once (``dict.pop`` is atomic under the
+    GIL); then the entry's hold on the client ends."""
+    entry = _unfreed.pop(key, None)
+    if entry is not None:
+        lib.easpy_call_free(entry[2])
+
+
+def _collected(ref: Any) -> None:
+    """The weakref callback of a Call that became unreachable without :meth:`Call.close`."""
+    _free_call(id(ref))
 
 
 class Call:
@@ -141,11 +164,11 @@ class Call:
     :meth:`finish` and :meth:`close` still work (a response already received is never lost).
     """
 
-    __slots__ = ("_client", "_h", "_out", "_outv", "_retry", "_busy", "_free", "__weakref__")
+    __slots__ = ("_client", "_s", "_outv", "_busy", "_key", "__weakref__")
 
     def __init__(self, client: "Client", key: Union[bytes, str, None], idempotent: bool) -> None:
         """Use :meth:`Client.call`."""
-        self._h: Any = _NULL
+        self._s: Any = None  # the easpy_call; None once closed
         if key is None:
             ckey, klen = _NULL, 0
         elif isinstance(key, str):
@@ -163,30 +186,29 @@ class Call:
             raise TypeError(f"key must be bytes, str or None, got {type(key).__name__}")
         if not klen:
             ckey = _NULL  # an empty key is no key
-        out = ffi.new("eas_call **")
-        st = lib.eas_call_begin(client._h, ckey, klen, 0 if idempotent else _NOT_IDEMPOTENT, out)
+        # Everything that can fail is made first: once eas_call_begin succeeded, nothing but
+        # the registration stands between the native call and the callback that frees it.
+        self._client = client
+        s = ffi.new("easpy_call *")
+        self._outv = int(ffi.cast("uintptr_t", s)) + _INST_OFFSET  # &s->inst
+        self._busy = threading.Lock()
+        ref = weakref.ref(self, _collected)
+        self._key = id(ref)
+        st = lib.easpy_call_begin(client._h, ckey, klen, 0 if idempotent else _NOT_IDEMPOTENT, s)
         if st != _OK:
             raise error_for(st, "the client is closed" if st == _CLOSED else _status_text(st))
-        self._client = client
-        self._h = out[0]
-        self._out = ffi.new("eas_instance *")
-        self._outv = int(ffi.cast("uintptr_t", self._out))
-        self._retry = ffi.new("uint32_t *")
-        self._busy = threading.Lock()
-        self._free = weakref.finalize(self, _free_call, client, self._h)
-        # Not at interpreter exit: a daemon thread may still be inside a method then, and the
-        # process is ending anyway.
-        self._free.atexit = False
+        _unfreed[self._key] = (ref, client, s)
+        self._s = s
 
     def _enter(self) -> Any:
-        """Takes the call for one method; the native handle, or ClosedError once closed."""
+        """Takes the call for one method; its easpy_call, or ClosedError once closed."""
         if not self._busy.acquire(False):
             raise RuntimeError("easdirect.Call used from two threads at once")
-        h = self._h
-        if h == _NULL:
+        s = self._s
+        if s is None:
             self._busy.release()
             raise ClosedError(Status.CLOSED, "the call is closed")
-        return h
+        return s
 
     def next(self) -> "Instance":
         """The instance for the next attempt, among those this call has not tried; it is in
@@ -196,9 +218,9 @@ class Call:
         Raises :class:`NoInstanceError` when the attempt budget (``max_attempts``) is spent,
         no untried instance is left, or the last outcome ended the call (a final answer, a
         CANCELLED); :class:`ClosedError` after the client (or this call) was closed."""
-        h = self._enter()
+        s = self._enter()
         try:
-            st = lib.eas_call_next(h, self._out)
+            st = lib.easpy_call_next(s)
             if st == _OK:
                 return _instance(self._client._cache, self._outv)
         finally:
@@ -249,15 +271,11 @@ class Call:
         else:
             http_status = 0
         buf, n = _load_headers(headers) if headers is not None else (b"", 0)
-        h = self._enter()
+        s = self._enter()
         try:
-            retry = self._retry
-            if n:
-                st = lib.easpy_call_record(h, code, http_status, buf, n, retry)
-            else:
-                st = lib.eas_call_record(h, code, http_status, _NULL, _NULL, 0, retry)
+            st = lib.easpy_call_record(s, code, http_status, buf, n)
             if st == _OK:
-                return retry[0] != 0
+                return s.retry != 0
         finally:
             self._busy.release()
         if st == _INVALID_ARGUMENT:
@@ -274,9 +292,9 @@ class Call:
             raise InvalidArgumentError(
                 Status.INVALID_ARGUMENT, f"unknown body {body!r} (expected a Body)"
             )
-        h = self._enter()
+        s = self._enter()
         try:
-            st = lib.eas_call_finish(h, code)
+            st = lib.easpy_call_finish(s, code)
         finally:
             self._busy.release()
         if st != _OK:
@@ -286,20 +304,20 @@ class Call:
         """Releases the call: an attempt not recorded ends as CANCELLED, a recorded one's body
         as DONE. Idempotent; works after the client was closed. Raises :class:`RuntimeError`
         when another thread is inside a method of this call."""
-        if self._h == _NULL:
+        if self._s is None:
             return
         if not self._busy.acquire(False):
             raise RuntimeError("easdirect.Call closed while another thread uses it")
         try:
-            self._h = _NULL
-            self._free()  # runs _free_call once, and drops its hold on the client
+            self._s = None
+            _free_call(self._key)
         finally:
             self._busy.release()
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called (or the ``with`` block ended)."""
-        return self._h == _NULL
+        return self._s is None
 
     @property
     def client(self) -> "Client":
@@ -312,7 +330,7 @@ class Call:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         """Closes the call. With an exception, a recorded attempt's body ends as DROPPED and an
         open one as CANCELLED (nothing is held against the instance)."""
-        if exc_type is not None and self._h != _NULL:
+        if exc_type is not None and self._s is not None:
             try:
                 self.finish(Body.DROPPED)
             except RuntimeError:
@@ -320,7 +338,7 @@ class Call:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._h == _NULL else "open"
+        state = "closed" if self._s is None else "open"
         return f"<easdirect.Call of {self._client.target} {state}>"
 
 
