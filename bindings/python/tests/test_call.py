@@ -11,6 +11,7 @@ import gc
 import http.client
 import threading
 import weakref
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import pytest
@@ -442,3 +443,24 @@ def test_a_call_used_from_two_threads_at_once_raises():
             call.close()
             assert set(errors) <= {"RuntimeError", "NoInstanceError", "InvalidArgumentError"}
             assert all(s.in_flight == 0 for s in many.instance_stats())
+
+
+# -- the README's example --------------------------------------------------------------------------
+
+
+def test_the_readme_request_loop_retries_through_the_call(emulator):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Calls\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: Dict[str, Any] = {}
+    exec(compile(code, "README.md (Calls)", "exec"), namespace)
+    predict = namespace["predict"]
+    ports = emulator.ports()
+    emulator.set_backend(ports[0], "status", 503)
+    emulator.set_backend(ports[1], "dead")
+    with easdirect.Client(emulator.target()) as c:
+        c.wait_ready(5)
+        for k in range(12):
+            status, body = predict(c, b"{}", f"session-{k % 4}")
+            assert status == 200 and str(ports[2]).encode() in body
+        assert all(s.in_flight == 0 for s in c.instance_stats())
