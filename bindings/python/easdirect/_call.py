@@ -51,6 +51,10 @@ _INVALID_ARGUMENT = int(Status.INVALID_ARGUMENT)
 _NOT_IDEMPOTENT = int(lib.EAS_CALL_NOT_IDEMPOTENT)
 _MAX_HEADERS = int(lib.EASPY_MAX_HEADERS)
 _INST_OFFSET = ffi.offsetof("easpy_call", "inst")
+_easpy_call_begin = lib.easpy_call_begin
+_easpy_call_next = lib.easpy_call_next
+_easpy_call_record = lib.easpy_call_record
+_easpy_call_finish = lib.easpy_call_finish
 # The only response headers the core reads; every other one stays in Python.
 _LOAD_HEADERS = frozenset(("endpoint-load-metrics", "retry-after"))
 
@@ -132,7 +136,21 @@ def _load_headers(headers: Headers) -> Tuple[bytes, int]:
 
 # id(weakref) -> (that weakref to a Call, its client, its easpy_call), for each call not freed
 # yet. It keeps the weakrefs alive (so that their callbacks run), the clients, and the memory.
-_unfreed: Dict[int, Tuple[Any, "Client", Any]] = {}
+_unfreed: Dict[int, Tuple[Any, "Client", Tuple[Any, int]]] = {}
+# easpy_call allocations whose call was freed, with the address of their ``inst``, for the next
+# calls to reuse (a call is made per request); list.append and list.pop are atomic under the GIL.
+_spare: List[Tuple[Any, int]] = []
+_SPARE_MAX = 256
+_easpy_call_free = lib.easpy_call_free
+
+
+def _new_state() -> Tuple[Any, int]:
+    """A spare easpy_call, or a new one: (the cdata, the address of its ``inst``)."""
+    try:
+        return _spare.pop()
+    except IndexError:
+        s = ffi.new("easpy_call *")
+        return s, int(ffi.cast("uintptr_t", s)) + _INST_OFFSET
 
 
 def _free_call(key: int) -> None:
@@ -140,7 +158,10 @@ def _free_call(key: int) -> None:
     GIL); then the entry's hold on the client ends."""
     entry = _unfreed.pop(key, None)
     if entry is not None:
-        lib.easpy_call_free(entry[2])
+        state = entry[2]
+        _easpy_call_free(state[0])  # sets its call to NULL: nothing can reach it any more
+        if len(_spare) < _SPARE_MAX:
+            _spare.append(state)
 
 
 def _collected(ref: Any) -> None:
@@ -189,15 +210,16 @@ class Call:
         # Everything that can fail is made first: once eas_call_begin succeeded, nothing but
         # the registration stands between the native call and the callback that frees it.
         self._client = client
-        s = ffi.new("easpy_call *")
-        self._outv = int(ffi.cast("uintptr_t", s)) + _INST_OFFSET  # &s->inst
+        state = _new_state()
+        s, self._outv = state  # the easpy_call, and &s->inst
         self._busy = threading.Lock()
         ref = weakref.ref(self, _collected)
         self._key = id(ref)
-        st = lib.easpy_call_begin(client._h, ckey, klen, 0 if idempotent else _NOT_IDEMPOTENT, s)
+        st = _easpy_call_begin(client._h, ckey, klen, 0 if idempotent else _NOT_IDEMPOTENT, s)
         if st != _OK:
+            _spare.append(state)
             raise error_for(st, "the client is closed" if st == _CLOSED else _status_text(st))
-        _unfreed[self._key] = (ref, client, s)
+        _unfreed[self._key] = (ref, client, state)
         self._s = s
 
     def _enter(self) -> Any:
@@ -220,7 +242,7 @@ class Call:
         CANCELLED); :class:`ClosedError` after the client (or this call) was closed."""
         s = self._enter()
         try:
-            st = lib.easpy_call_next(s)
+            st = _easpy_call_next(s)
             if st == _OK:
                 return _instance(self._client._cache, self._outv)
         finally:
@@ -273,7 +295,7 @@ class Call:
         buf, n = _load_headers(headers) if headers is not None else (b"", 0)
         s = self._enter()
         try:
-            st = lib.easpy_call_record(s, code, http_status, buf, n)
+            st = _easpy_call_record(s, code, http_status, buf, n)
             if st == _OK:
                 return s.retry != 0
         finally:
@@ -294,7 +316,7 @@ class Call:
             )
         s = self._enter()
         try:
-            st = lib.easpy_call_finish(s, code)
+            st = _easpy_call_finish(s, code)
         finally:
             self._busy.release()
         if st != _OK:
