@@ -32,7 +32,18 @@ import enum
 import operator
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Protocol, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Tuple,
+    Union,
+)
 
 from ._errors import ClosedError, InvalidArgumentError, Status, error_for
 from ._fastpick import instance as _instance
@@ -187,7 +198,12 @@ class Call:
 
     __slots__ = ("_client", "_s", "_outv", "_busy", "_key", "__weakref__")
 
-    def __init__(self, client: "Client", key: Union[bytes, str, None], idempotent: bool) -> None:
+    def __init__(
+        self,
+        client: "Client",
+        key: Union[bytes, bytearray, memoryview, str, None],
+        idempotent: bool,
+    ) -> None:
         """Use :meth:`Client.call`."""
         self._s: Any = None  # the easpy_call; None once closed
         if key is None:
@@ -197,7 +213,8 @@ class Call:
                 ckey = key.encode("utf-8")
             except UnicodeEncodeError:
                 raise InvalidArgumentError(
-                    Status.INVALID_ARGUMENT, "the call's key is not valid Unicode (a lone surrogate)"
+                    Status.INVALID_ARGUMENT,
+                    "the call's key is not valid Unicode (a lone surrogate)",
                 ) from None
             klen = len(ckey)
         elif isinstance(key, (bytes, bytearray, memoryview)):

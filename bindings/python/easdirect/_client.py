@@ -605,7 +605,9 @@ class Client:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    def call(self, key: Union[bytes, str, None] = None, *, idempotent: bool = True) -> "Call":
+    def call(
+        self, key: Union[bytes, bytearray, memoryview, str, None] = None, *, idempotent: bool = True
+    ) -> "Call":
         """Begins a call: one logical request and its attempts, with picks that see load (by
         ``lb_policy``: ``least_request`` by default), retries decided by the library, and
         per-instance figures (:meth:`instance_stats`). Use it as a context manager::
@@ -615,10 +617,10 @@ class Client:
                 ...                                  # send the request to inst.host
                 retry = call.record(status=resp.status_code, headers=resp.headers)
 
-        ``key``: an affinity key (bytes, or a str taken as UTF-8; a session id, a conversation
-        id, a prompt-prefix hash): a keyed call goes to the same instance for the same key
-        (consistent hashing with bounded loads), whatever ``lb_policy`` says; None or empty for
-        none. ``idempotent=False``: retry only when nothing was sent (CONNECT_FAILED).
+        ``key``: an affinity key (bytes-like, or a str taken as UTF-8; a session id, a
+        conversation id, a prompt-prefix hash): a keyed call goes to the same instance for the
+        same key (consistent hashing with bounded loads), whatever ``lb_policy`` says; None or
+        empty for none. ``idempotent=False``: retry only when nothing was sent (CONNECT_FAILED).
 
         Raises :class:`ClosedError` after :meth:`close`. The call holds this client alive until
         it is closed (or collected)."""
