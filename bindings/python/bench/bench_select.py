@@ -13,6 +13,12 @@ and re-takes the GIL around the call) and plain ctypes (``PyDLL``, which keeps t
 explicit argtypes). ``select()`` itself goes through ``easdirect._fastpick``: one C function
 that keeps the GIL and returns a cached ``Instance``.
 
+At 100 instances one more column, in the same interleaved runs: a call cycle, what a request
+through ``Client.call`` costs the binding beyond its I/O. A fresh unkeyed call per iteration:
+begin, ``next()``, ``record(status=200, headers=...)`` with a vLLM load report
+(``endpoint-load-metrics: TEXT named_metrics.kv_cache_usage_perc=0.4,
+named_metrics.num_requests_waiting=3.0``), ``finish(Body.DONE)``, ``close()``.
+
     bindings/python/run-bench.sh [--picks 100000] [--repeat 7] [--json out.json]
 """
 
@@ -37,6 +43,9 @@ from eas_prediction.endpoint import Endpoint
 
 SIZES = (3, 100, 1000)
 THREADS = (1, 4)
+#: The list size of the call-cycle column.
+CALL_CYCLE_SIZE = 100
+LOAD_REPORT = "TEXT named_metrics.kv_cache_usage_perc=0.4, named_metrics.num_requests_waiting=3.0"
 
 
 def ips(n: int) -> list:
@@ -84,6 +93,22 @@ def cffi_pick(client: easdirect.Client):
         return out.id, string(out.host).decode()
 
     return pick
+
+
+def call_cycle(client: easdirect.Client):
+    """One request's worth of call API: begin, next, record 200 with a load report, finish
+    DONE, free (the I/O between next and record left out)."""
+    headers = {"endpoint-load-metrics": LOAD_REPORT}
+    call, done = client.call, easdirect.Body.DONE
+
+    def cycle():
+        c = call()
+        c.next()
+        c.record(status=200, headers=headers)
+        c.finish(done)
+        c.close()
+
+    return cycle
 
 
 def measure(fn, picks: int, threads: int) -> float:
@@ -136,6 +161,8 @@ def main() -> int:
             "plain cffi": cffi_pick(client),
             "plain ctypes": ctypes_pick(client),
         }
+        if n == CALL_CYCLE_SIZE:
+            candidates["easdirect call cycle"] = call_cycle(client)
         for threads in THREADS:
             row = {"instances": n, "threads": threads}
             runs = {name: [] for name in candidates}
@@ -175,6 +202,18 @@ def main() -> int:
         )
     print()
     print("ratio = easdirect / eas-prediction (target: at most 0.5)")
+    print()
+    print(
+        f"Call cycle at {CALL_CYCLE_SIZE} instances, ns per cycle (same runs as select()): begin, "
+        "next, record 200 with a load report, finish DONE, close"
+    )
+    print()
+    print("| threads | easdirect select() | call cycle | call cycle / select() |")
+    print("|---:|---:|---:|---:|")
+    for r in results:
+        if "easdirect call cycle" in r:
+            sel, cyc = r["easdirect select()"], r["easdirect call cycle"]
+            print(f"| {r['threads']} | {sel:.0f} | {cyc:.0f} | {cyc / sel:.1f} |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(

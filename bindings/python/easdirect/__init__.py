@@ -14,6 +14,10 @@ round-robin without taking a lock, and instances reported as failing are ejected
 Instances from your own registry: ``easdirect.Client.from_source(fetch)``, where ``fetch()``
 returns ``(ip, port[, weight])`` tuples and runs on a library thread at each refresh.
 
+Calls, for a request loop over your own HTTP stack with load-aware picks, retries and affinity
+decided by the library: ``with client.call(key=...) as call:`` then ``call.next()``,
+``call.record(status=..., headers=...)`` (True: try again) and ``call.finish()``.
+
 HTTP helpers that follow the library's retry policy: :mod:`easdirect.requests` (a ``requests``
 transport adapter) and :mod:`easdirect.httpx` (sync and async ``httpx`` transports).
 """
@@ -38,29 +42,36 @@ from ._client import (
     Client,
     Endpoint,
     Instance,
+    InstanceStats,
     Stats,
     Subscription,
     abi_version,
     library_version,
     status_str,
 )
+from ._call import Body, Call, Headers, Outcome
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ABI_MAJOR",
     "ABI_MINOR",
+    "Body",
     "BufferTooSmallError",
+    "Call",
     "DEFAULT_WEIGHT",
     "Client",
     "ClosedError",
     "DiscoveryFailedError",
     "Endpoint",
     "Error",
+    "Headers",
     "Instance",
+    "InstanceStats",
     "InvalidArgumentError",
     "NoInstanceError",
     "NullParameterError",
+    "Outcome",
     "PanicError",
     "Stats",
     "Status",

@@ -8,7 +8,9 @@ cffi releases the GIL around every call, which is what the blocking calls need (
 close, free, unsubscribe) and what lets a subscription callback take the GIL while such a call
 waits for it. The pick path is not here: see ``_fastpick.c``. A source callback adds its whole
 list with one call (``easpy_add_all``), not one call (and one GIL release) per instance: a busy
-Python thread could hold each reacquisition up for a switch interval.
+Python thread could hold each reacquisition up for a switch interval. A call's record takes its
+headers as one buffer (``easpy_call_record``), and a call lives with its outputs in one
+``easpy_call`` allocation.
 """
 
 from __future__ import annotations
@@ -24,6 +26,26 @@ EXTRA_CDEF = r"""
  * one the library refused. Returns the number added. (SOURCE below.) */
 size_t easpy_add_all(eas_source_builder *builder, const char *ips, const uint16_t *ports,
                      const uint32_t *weights, size_t n, uint8_t *refused);
+
+/* A call and its outputs in one allocation (one ffi.new per easdirect.Call, not three): the
+ * easpy_call_* functions wrap the eas_call_* ones on it. */
+typedef struct easpy_call {
+  eas_call *call;     /* NULL before begin and after free */
+  uint32_t retry;     /* eas_call_record's *retry */
+  eas_instance inst;  /* eas_call_next's *out */
+} easpy_call;
+enum eas_status easpy_call_begin(const eas_client *c, const uint8_t *key, size_t key_len,
+                                 uint32_t flags, easpy_call *s);
+enum eas_status easpy_call_next(easpy_call *s);
+/* eas_call_record with its n headers as 2n NUL-terminated strings back to back (name, value,
+ * name, value...): one bytes object from Python instead of 2n cdata strings and two arrays. At
+ * most EASPY_MAX_HEADERS are passed (the binding passes only the two the core reads). */
+#define EASPY_MAX_HEADERS 16
+enum eas_status easpy_call_record(easpy_call *s, int32_t outcome, uint32_t http_status,
+                                  const char *headers, size_t n);
+enum eas_status easpy_call_finish(easpy_call *s, int32_t body);
+/* Frees s->call and sets it to NULL: a second free is a no-op. */
+void easpy_call_free(easpy_call *s);
 
 /* Callbacks implemented in Python (easdirect._client): subscriptions, and a source's fetch.
  * easpy_on_free ends either kind. */
@@ -64,6 +86,46 @@ static size_t easpy_add_all(eas_source_builder *builder, const char *ips, const 
     ips += strlen(ips) + 1;
   }
   return added;
+}
+
+typedef struct easpy_call {
+  eas_call *call;
+  uint32_t retry;
+  eas_instance inst;
+} easpy_call;
+
+static enum eas_status easpy_call_begin(const eas_client *c, const uint8_t *key, size_t key_len,
+                                        uint32_t flags, easpy_call *s) {
+  return eas_call_begin(c, key, key_len, flags, &s->call);
+}
+
+static enum eas_status easpy_call_next(easpy_call *s) { return eas_call_next(s->call, &s->inst); }
+
+#define EASPY_MAX_HEADERS 16
+
+static enum eas_status easpy_call_record(easpy_call *s, int32_t outcome, uint32_t http_status,
+                                         const char *headers, size_t n) {
+  const char *names[EASPY_MAX_HEADERS];
+  const char *values[EASPY_MAX_HEADERS];
+  if (n > EASPY_MAX_HEADERS) n = EASPY_MAX_HEADERS;
+  for (size_t k = 0; k < n; k++) {
+    names[k] = headers;
+    headers += strlen(headers) + 1;
+    values[k] = headers;
+    headers += strlen(headers) + 1;
+  }
+  return eas_call_record(s->call, outcome, http_status, n ? names : NULL, n ? values : NULL, n,
+                         &s->retry);
+}
+
+static enum eas_status easpy_call_finish(easpy_call *s, int32_t body) {
+  return eas_call_finish(s->call, body);
+}
+
+static void easpy_call_free(easpy_call *s) {
+  eas_call *call = s->call;
+  s->call = NULL;
+  eas_call_free(call);
 }
 """
 

@@ -15,7 +15,6 @@ import os
 import threading
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
-from urllib.parse import urlsplit
 
 from ._errors import ClosedError, Error, InvalidArgumentError, Status, error_for
 
@@ -36,6 +35,7 @@ __all__ = [
     "Client",
     "Endpoint",
     "Instance",
+    "InstanceStats",
     "Stats",
     "Subscription",
     "abi_version",
@@ -44,12 +44,29 @@ __all__ = [
 ]
 
 #: The ABI this binding is written for: it needs the same major and at least this minor
-#: (1.1: ``eas_client_new_with_source``, behind :meth:`Client.from_source`).
+#: (1.1: ``eas_client_new_with_source``, behind :meth:`Client.from_source`; 1.2: the
+#: ``eas_call_*`` functions behind :meth:`Client.call`, ``eas_client_instance_stats``,
+#: ``eas_client_service`` and ``eas_client_target``).
 ABI_MAJOR = 1
-ABI_MINOR = 1
+ABI_MINOR = 2
 #: ``sizeof(eas_instance)`` in the C ABI; the struct never grows.
 INSTANCE_SIZE = 128
 _LAYOUT = {"id": 0, "ip": 8, "port": 54, "weight": 56, "host": 60, "reserved": 124}
+#: ``sizeof(eas_instance_stats)`` in the C ABI; the struct never grows.
+INSTANCE_STATS_SIZE = 64
+_STATS_LAYOUT = {
+    "id": 0,
+    "in_flight": 8,
+    "reported_waiting": 12,
+    "attempts": 16,
+    "failures": 24,
+    "latency_ewma_us": 32,
+    "reported_kv_permille": 36,
+    "ejected_until_unix_ms": 40,
+    "report_unix_ms": 48,
+    "weight": 56,
+    "reported_running": 60,
+}
 
 _log = logging.getLogger("easdirect")
 
@@ -62,8 +79,16 @@ _NULL = ffi.NULL
 _U32_MAX = 0xFFFFFFFF
 
 
-def check_abi(version: int, instance_size: int, layout: Optional[Dict[str, int]] = None) -> None:
-    """Raises ImportError unless the loaded library suits this binding (run at import)."""
+def check_abi(
+    version: int,
+    instance_size: int,
+    layout: Optional[Dict[str, int]] = None,
+    stats_size: int = INSTANCE_STATS_SIZE,
+    stats_layout: Optional[Dict[str, int]] = None,
+) -> None:
+    """Raises ImportError unless the loaded library suits this binding (run at import):
+    the ABI version, and the size and field offsets of ``eas_instance`` and
+    ``eas_instance_stats`` the extension was compiled with."""
     major, minor = version >> 16, version & 0xFFFF
     if major != ABI_MAJOR or minor < ABI_MINOR:
         raise ImportError(
@@ -81,6 +106,16 @@ def check_abi(version: int, instance_size: int, layout: Optional[Dict[str, int]]
             f"easdirect: the eas_instance layout is {layout}, expected {_LAYOUT}; the package "
             f"was built against an incompatible easdirect.h"
         )
+    if stats_size != INSTANCE_STATS_SIZE:
+        raise ImportError(
+            f"easdirect: sizeof(eas_instance_stats) is {stats_size}, expected "
+            f"{INSTANCE_STATS_SIZE}; the package was built against an incompatible easdirect.h"
+        )
+    if stats_layout is not None and stats_layout != _STATS_LAYOUT:
+        raise ImportError(
+            f"easdirect: the eas_instance_stats layout is {stats_layout}, expected "
+            f"{_STATS_LAYOUT}; the package was built against an incompatible easdirect.h"
+        )
 
 
 if lib.EAS_ABI_MAJOR != ABI_MAJOR:  # the header the extension was compiled against
@@ -92,6 +127,8 @@ check_abi(
     lib.eas_abi_version(),
     ffi.sizeof("eas_instance"),
     {field: ffi.offsetof("eas_instance", field) for field in _LAYOUT},
+    ffi.sizeof("eas_instance_stats"),
+    {field: ffi.offsetof("eas_instance_stats", field) for field in _STATS_LAYOUT},
 )
 
 
@@ -162,6 +199,51 @@ class Stats(NamedTuple):
     instances: int
     #: Instances ejected now.
     ejected: int
+
+
+class InstanceStats(NamedTuple):
+    """The figures of one instance of the current list (the C ``eas_instance_stats``), from
+    this client's calls and the instance's load reports (see :meth:`Client.instance_stats`)."""
+
+    #: The instance's id (as :attr:`Instance.id`).
+    id: int
+    #: Attempts of this client's calls now in flight to it.
+    in_flight: int
+    #: Its queue (``num_requests_waiting``), from its last load report.
+    reported_waiting: int
+    #: Call attempts sent to it since it joined the list.
+    attempts: int
+    #: Every failure the ejection state saw: failed attempts and ``report_failure`` calls.
+    failures: int
+    #: The peak EWMA of the time to response headers, in microseconds (what ``peak_ewma``
+    #: uses); 0 before the first sample.
+    latency_ewma_us: int
+    #: KV-cache use, 0-1000, from its last load report.
+    reported_kv_permille: int
+    #: Until when (ms since the epoch) it is out of picks, ejected or backing off; 0 if not.
+    ejected_until_unix_ms: int
+    #: Time of its last load report (ms since the epoch); 0 if none.
+    report_unix_ms: int
+    #: Its weight.
+    weight: int
+    #: Requests running (``num_requests_running``), from its last load report.
+    reported_running: int
+
+
+def _decode_stats(c: Any) -> InstanceStats:
+    return InstanceStats(
+        int(c.id),
+        int(c.in_flight),
+        int(c.reported_waiting),
+        int(c.attempts),
+        int(c.failures),
+        int(c.latency_ewma_us),
+        int(c.reported_kv_permille),
+        int(c.ejected_until_unix_ms),
+        int(c.report_unix_ms),
+        int(c.weight),
+        int(c.reported_running),
+    )
 
 
 def _decode(c: Any) -> Instance:
@@ -254,28 +336,6 @@ def _instance_id(x: Any) -> int:
     raise TypeError(f"expected an instance id (int) or an Instance, got {type(x).__name__}")
 
 
-def _redact(target: str) -> str:
-    """The target without userinfo or query, as it may be printed."""
-    try:
-        parts = urlsplit(target)
-    except ValueError:
-        return "<invalid target>"
-    netloc = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
-def _service_of(target: str) -> Optional[str]:
-    """The service name of a target with one (``eas://``, ``nacos://``...), else None."""
-    try:
-        parts = urlsplit(target)
-    except ValueError:
-        return None
-    if parts.scheme in ("static", "dns", ""):
-        return None
-    path = parts.path.strip("/")
-    return path.rsplit("/", 1)[-1] or None
-
-
 # Everything a subscription or the exit hook needs lives at module level.
 _tls = threading.local()
 _active_subscriptions: Set["Subscription"] = set()
@@ -333,8 +393,8 @@ class Client:
         self._source: Optional[_Source] = None
         _drain_deferred()
         ctarget = _c_string("target", target)
-        self._target = target
-        self._service = _service_of(target)
+        self._target = ""  # the library's printable target, set by _open
+        self._service: Optional[str] = None
         # id -> Instance of the ids picked so far (see _fastpick.c); a hit is checked against
         # the pick's weight.
         self._cache: Dict[int, Instance] = {}
@@ -368,6 +428,11 @@ class Client:
                 lib.eas_options_free(opts)
         self._h = out[0]
         self._hv = int(ffi.cast("uintptr_t", self._h))
+        # Both texts are fixed for the client's life: read once.
+        if not self._target:
+            self._target = ffi.string(lib.eas_client_target(self._h)).decode("utf-8", "replace")
+        service = ffi.string(lib.eas_client_service(self._h)).decode("utf-8", "replace")
+        self._service = service or None
         _live_clients.add(self)
 
     @classmethod
@@ -473,18 +538,22 @@ class Client:
 
     @property
     def target(self) -> str:
-        """The target as given; ``"<source NAME>"`` for a client from :meth:`from_source`."""
+        """The target as it may be printed (``eas_client_target``): secrets removed, no
+        userinfo and no query (``eas://1.2.3.4:8080/my_service``); ``"<source NAME>"`` for a
+        client from :meth:`from_source`. Still answers after :meth:`close`."""
         return self._target
 
     @property
     def service(self) -> Optional[str]:
-        """The service name in the target (``eas://host/NAME``), or None (``static://``)."""
+        """The service the target names (``eas_client_service``): the service of an ``eas://``
+        or ``nacos://`` target, the name of a ``dns://`` one; None for ``static://`` and
+        :meth:`from_source` clients. The HTTP helpers route requests whose host is this name.
+        Still answers after :meth:`close`."""
         return self._service
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        target = self._target if self._source is not None else _redact(self._target)
-        return f"<easdirect.Client {target} {state}>"
+        return f"<easdirect.Client {self._target} {state}>"
 
     # -- readiness and picks ----------------------------------------------------------------
 
@@ -534,6 +603,29 @@ class Client:
             return False
         raise error_for(st, "the client is closed" if st == Status.CLOSED else status_str(st))
 
+    # -- calls ----------------------------------------------------------------------------------
+
+    def call(
+        self, key: Union[bytes, bytearray, memoryview, str, None] = None, *, idempotent: bool = True
+    ) -> "Call":
+        """Begins a call: one logical request and its attempts, with picks that see load (by
+        ``lb_policy``: ``least_request`` by default), retries decided by the library, and
+        per-instance figures (:meth:`instance_stats`). Use it as a context manager::
+
+            with client.call(key=session_id) as call:
+                inst = call.next()
+                ...                                  # send the request to inst.host
+                retry = call.record(status=resp.status_code, headers=resp.headers)
+
+        ``key``: an affinity key (bytes-like, or a str taken as UTF-8; a session id, a
+        conversation id, a prompt-prefix hash): a keyed call goes to the same instance for the
+        same key (consistent hashing with bounded loads), whatever ``lb_policy`` says; None or
+        empty for none. ``idempotent=False``: retry only when nothing was sent (CONNECT_FAILED).
+
+        Raises :class:`ClosedError` after :meth:`close`. The call holds this client alive until
+        it is closed (or collected)."""
+        return Call(self, key, bool(idempotent))
+
     # -- observation --------------------------------------------------------------------------
 
     def instances(self) -> List[Instance]:
@@ -551,6 +643,25 @@ class Client:
                 )
             cap = int(n[0]) + 8  # the list can grow between calls
             buf = ffi.new("eas_instance[]", cap)
+
+    def instance_stats(self) -> List[InstanceStats]:
+        """The figures of each instance of the current list, in the order of
+        :meth:`instances`: in-flight attempts, attempts, failures, latency EWMA, the last load
+        report, ejection; [] before the first list. Takes the client's lock briefly: not for
+        the request path."""
+        n = ffi.new("size_t *")
+        buf = _NULL
+        cap = 0
+        while True:
+            st = lib.eas_client_instance_stats(self._h, buf, cap, n)
+            if st == _OK:
+                return [_decode_stats(buf[k]) for k in range(int(n[0]))] if cap else []
+            if st != _BUFFER_TOO_SMALL:
+                raise error_for(
+                    st, "the client is closed" if st == Status.CLOSED else status_str(st)
+                )
+            cap = int(n[0]) + 8  # the list can grow between calls
+            buf = ffi.new("eas_instance_stats[]", cap)
 
     def stats(self) -> Stats:
         """The client's counters."""
@@ -849,3 +960,6 @@ def _stop_callbacks_at_exit() -> None:
         if any(s._client() is client for s in _active_subscriptions):
             client.close()
     _drain_deferred()
+
+
+from ._call import Call  # noqa: E402 - it uses Instance and the pick cache defined above

@@ -51,11 +51,14 @@ class NullParameterError(Error):
 
 
 class InvalidArgumentError(Error, ValueError):
-    """``EAS_STATUS_INVALID_ARGUMENT``: a bad target, option key or value."""
+    """``EAS_STATUS_INVALID_ARGUMENT``: a bad target, option key or value; for a
+    :class:`Call`: a record with no attempt open, an unknown outcome or body, a status out of
+    100-599."""
 
 
 class NoInstanceError(Error):
-    """``EAS_STATUS_NO_INSTANCE``: nothing selectable (none known yet, or all excluded)."""
+    """``EAS_STATUS_NO_INSTANCE``: nothing selectable (none known yet, or all excluded); for
+    ``Call.next``: no attempt left (budget spent, every candidate tried, or the call ended)."""
 
 
 class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - it is easdirect.TimeoutError
@@ -77,7 +80,8 @@ class UnknownInstanceError(Error):
 
 
 class ClosedError(Error):
-    """``EAS_STATUS_CLOSED``: the client was closed."""
+    """``EAS_STATUS_CLOSED``: the client was closed (or, for a :class:`Call`'s methods, that
+    call)."""
 
 
 class PanicError(Error):

@@ -165,12 +165,34 @@ static PyObject *pick_excluding(PyObject *self, PyObject *const *args, Py_ssize_
   return instance_for(cache, &inst);
 }
 
+/* instance(cache: dict, address: int) -> Instance: the Instance of the eas_instance at
+ * `address` (an eas_call_next output the caller owns), through the same cache as a pick. */
+static PyObject *instance(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  (void)self;
+  if (nargs != 2) {
+    PyErr_Format(PyExc_TypeError, "expected 2 arguments, got %zd", nargs);
+    return NULL;
+  }
+  if (!PyDict_CheckExact(args[0])) {
+    PyErr_SetString(PyExc_TypeError, "cache must be a dict");
+    return NULL;
+  }
+  void *p = PyLong_AsVoidPtr(args[1]);
+  if (!p) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "NULL instance address");
+    return NULL;
+  }
+  return instance_for(args[0], (const eas_instance *)p);
+}
+
 static PyMethodDef methods[] = {
     {"init", init, METH_VARARGS, "init(instance_type, raise_error): set once at import."},
     {"pick", (PyCFunction)(void (*)(void))pick, METH_FASTCALL,
      "pick(handle, cache) -> Instance: eas_select_instance, keeping the GIL."},
     {"pick_excluding", (PyCFunction)(void (*)(void))pick_excluding, METH_FASTCALL,
      "pick_excluding(handle, cache, ids) -> Instance: eas_select_instance_excluding."},
+    {"instance", (PyCFunction)(void (*)(void))instance, METH_FASTCALL,
+     "instance(cache, address) -> Instance: the cached Instance of an eas_instance."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,7 +13,7 @@ import pytest
 
 import easdirect
 from easdirect import Status
-from easdirect._client import _redact, check_abi
+from easdirect._client import check_abi
 from easdirect._errors import error_for
 
 from conftest import fnv1a64, wait_for
@@ -31,22 +31,29 @@ def test_abi_and_versions():
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", easdirect.library_version())
     assert ffi.sizeof("eas_instance") == 128
     assert ffi.offsetof("eas_instance", "host") == 60
+    assert ffi.sizeof("eas_instance_stats") == 64
+    assert ffi.offsetof("eas_instance_stats", "report_unix_ms") == 48
+    assert ffi.offsetof("eas_instance_stats", "reported_running") == 60
 
 
 def test_check_abi_refuses_a_mismatched_library():
-    assert easdirect.ABI_MINOR == 1  # Client.from_source needs eas_client_new_with_source (1.1)
-    check_abi((1 << 16) | 1, 128)
+    assert easdirect.ABI_MINOR == 2  # Client.call needs eas_call_* (1.2)
+    check_abi((1 << 16) | 2, 128)
     check_abi((1 << 16) | 7, 128)  # a newer minor is fine
-    with pytest.raises(ImportError, match=r"ABI version 1\.0.*needs 1\.x with x >= 1"):
-        check_abi(1 << 16, 128)  # no callback source
+    with pytest.raises(ImportError, match=r"ABI version 1\.1.*needs 1\.x with x >= 2"):
+        check_abi((1 << 16) | 1, 128)  # no calls
     with pytest.raises(ImportError, match=r"ABI version 2\.0.*needs 1\.x"):
         check_abi(2 << 16, 128)
     with pytest.raises(ImportError, match=r"ABI version 0\.3"):
         check_abi(3, 128)
     with pytest.raises(ImportError, match=r"sizeof\(eas_instance\) is 120"):
-        check_abi((1 << 16) | 1, 120)
+        check_abi((1 << 16) | 2, 120)
     with pytest.raises(ImportError, match="layout"):
-        check_abi((1 << 16) | 1, 128, {"id": 0})
+        check_abi((1 << 16) | 2, 128, {"id": 0})
+    with pytest.raises(ImportError, match=r"sizeof\(eas_instance_stats\) is 72"):
+        check_abi((1 << 16) | 2, 128, None, 72)
+    with pytest.raises(ImportError, match="eas_instance_stats layout"):
+        check_abi((1 << 16) | 2, 128, None, 64, {"id": 0})
 
 
 def test_status_values_and_strings():
@@ -326,7 +333,6 @@ def test_finalizer_frees_clients():
 
 
 def test_repr_never_shows_secrets():
-    assert _redact("eas://user:secret@10.0.0.1:80/svc?token=abc") == "eas://10.0.0.1:80/svc"
     with easdirect.Client("static://127.0.0.1:1?refresh_interval_ms=100") as c:
         assert repr(c) == "<easdirect.Client static://127.0.0.1:1 open>"
 
