@@ -34,11 +34,6 @@
 #include <stdint.h>
 
 /**
- * How far a server's gRPC port is from its HTTP port, as in the Nacos clients.
- */
-#define GRPC_PORT_OFFSET 1000
-
-/**
  * ABI major version: a binding requires the same major.
  */
 #define EAS_ABI_MAJOR 1

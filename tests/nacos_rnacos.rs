@@ -14,8 +14,10 @@ use easdirect::{Client, Options, Transport};
 mod rnacos;
 use rnacos::{Registry, Rnacos, GROUP, HEALTH_TIMEOUT_S};
 
+/// A polling client (`nacos_transport=http`): these tests count fetches.
 fn client(servers: &[&Rnacos], service: &str) -> Client {
     let mut o = Options::new();
+    o.set("nacos_transport", "http").unwrap();
     o.set("refresh_interval_ms", "100").unwrap();
     o.set("request_timeout_ms", "1000").unwrap();
     let hosts: Vec<String> = servers.iter().map(|s| s.addr()).collect();
@@ -339,4 +341,40 @@ fn push_only_gets_its_list_from_the_subscription_and_survives_a_server_restart()
         || listed(&c).contains(&(9402, 1000)),
     );
     assert_eq!(c.transport().unwrap(), Transport::Push);
+}
+
+#[test]
+fn the_push_stream_moves_to_the_other_server_when_its_server_stops() {
+    let mut first = Rnacos::start();
+    let mut second = Rnacos::start();
+    let reg = Registry::new("svc-push-two", &[&first, &second]);
+    reg.register(9501, 1.0);
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "60000").unwrap();
+    o.set("request_timeout_ms", "1000").unwrap();
+    let target = format!("nacos://{},{}/svc-push-two", first.addr(), second.addr());
+    let c = Client::new(&target, &o).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    let ten = Duration::from_secs(10);
+    eventually("the push stream is up", ten, || {
+        c.transport().unwrap() == Transport::Push
+    });
+    // Whichever server the stream is on, one of these two stops is its server's.
+    for (round, port) in [(0, 9502), (1, 9503)] {
+        if round == 0 {
+            first.stop();
+        } else {
+            first.spawn();
+            second.stop();
+        }
+        reg.register(port, 1.0);
+        eventually(
+            "a registration pushed through the server still up",
+            ten,
+            || listed(&c).iter().any(|&(p, _)| p == port),
+        );
+        eventually("pushing again", ten, || {
+            c.transport().unwrap() == Transport::Push
+        });
+    }
 }

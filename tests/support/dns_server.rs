@@ -34,12 +34,28 @@ pub struct DnsServer {
     state: Arc<State>,
 }
 
+/// A UDP socket and a TCP listener on the same port. With port 0 the UDP port is free for TCP
+/// only most of the time (another process may hold it): then another port is tried.
+fn bind_both(bind: SocketAddr) -> io::Result<(UdpSocket, TcpListener, SocketAddr)> {
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(bind)?;
+        let addr = udp.local_addr()?;
+        match TcpListener::bind(addr) {
+            Ok(tcp) => return Ok((udp, tcp, addr)),
+            Err(e) if bind.port() == 0 && tries < 50 => {
+                tries += 1;
+                let _ = e;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl DnsServer {
     /// Serves on `bind` (port 0 picks one; UDP and TCP share it).
     pub fn start(bind: SocketAddr) -> io::Result<DnsServer> {
-        let udp = UdpSocket::bind(bind)?;
-        let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr)?;
+        let (udp, tcp, addr) = bind_both(bind)?;
         udp.set_read_timeout(Some(Duration::from_millis(50)))?;
         let state = Arc::new(State::default());
         let s = state.clone();

@@ -64,7 +64,7 @@ pub enum Transport {
 }
 
 /// How far a server's gRPC port is from its HTTP port, as in the Nacos clients.
-pub const GRPC_PORT_OFFSET: u16 = 1000;
+pub(crate) const GRPC_PORT_OFFSET: u16 = 1000;
 
 pub struct NacosSource {
     config: NacosConfig,
