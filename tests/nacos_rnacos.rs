@@ -378,3 +378,60 @@ fn the_push_stream_moves_to_the_other_server_when_its_server_stops() {
         });
     }
 }
+
+#[test]
+fn a_forked_child_subscribes_on_its_own_and_gets_pushes() {
+    let server = Rnacos::start();
+    let reg = Registry::new("svc-push-fork", &[&server]);
+    reg.register(9601, 1.0);
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "60000").unwrap();
+    o.set("request_timeout_ms", "1000").unwrap();
+    let c = Client::new(&format!("nacos://{}/svc-push-fork", server.addr()), &o).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    eventually("the push stream is up", Duration::from_secs(10), || {
+        c.transport().unwrap() == Transport::Push
+    });
+    let flag = server.dir.join("child-subscribed");
+    let _ = std::fs::remove_file(&flag);
+    // SAFETY: the child only runs the closure below, then leaves through _exit without
+    // unwinding or running the parent's atexit handlers.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let child = || -> i32 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            // The parent's stream is not the child's: it subscribes on its own.
+            while c.transport().unwrap() != Transport::Push {
+                if Instant::now() > deadline {
+                    return 2;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::fs::write(&flag, b"up").unwrap();
+            while !listed(&c).iter().any(|&(p, _)| p == 9602) {
+                if Instant::now() > deadline {
+                    return 3;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            0
+        };
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(99);
+        // SAFETY: ends the child at once, as a forked child of a threaded process must.
+        unsafe { libc::_exit(code) };
+    }
+    eventually("the child subscribed", Duration::from_secs(20), || {
+        flag.exists()
+    });
+    reg.register(9602, 1.0); // after the child's subscription: only a push can bring it
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid out pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "the child crashed: {status}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "the child's exit code");
+    // And the parent's stream still works.
+    eventually("the parent too", Duration::from_secs(10), || {
+        listed(&c).iter().any(|&(p, _)| p == 9602)
+    });
+}

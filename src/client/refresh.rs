@@ -128,6 +128,7 @@ impl Fetcher {
     /// In a child after fork: the parent's push task is not ours to touch.
     pub(super) fn forget_push(&self) {
         std::mem::forget(gated(&self.push).1.take());
+        self.pushing.store(false, Ordering::Release);
     }
 
     /// The newest list reaches the file, waiting at most `timeout` (see `Saver::flush`).
