@@ -134,8 +134,8 @@ bench-rust:
 	$(CARGO) bench --bench pick
 	$(CARGO) bench --bench publish
 
-bench-nacos: $(RNACOS)
-	EASDIRECT_RNACOS=$(RNACOS) $(CARGO) bench --bench nacos
+bench-nacos: $(RNACOS) $(NACOS_PY)
+	EASDIRECT_RNACOS=$(RNACOS) EASDIRECT_NACOS_PYTHON=$(NACOS_PY) $(CARGO) bench --bench nacos
 
 bench-go: build $(RNACOS)
 	EASDIRECT_RNACOS=$(RNACOS) bash bindings/go/run-bench.sh
