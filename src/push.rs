@@ -33,9 +33,13 @@ fn handle() -> Option<&'static tokio::runtime::Handle> {
     runtime()
         .handle
         .get_or_init(|| {
+            // One blocking thread at most, for the logins push needs (over HTTP, as the Nacos
+            // clients do); it exits when idle.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
                 .enable_time()
+                .max_blocking_threads(1)
+                .thread_keep_alive(std::time::Duration::from_secs(10))
                 .build()
                 .ok()?;
             let handle = rt.handle().clone();

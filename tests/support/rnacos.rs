@@ -172,13 +172,24 @@ impl Registry {
         ]
     }
 
+    /// One request, tried again twice when it timed out (a loaded machine can make rnacos
+    /// miss a 2 s timeout); a stopped server's refusal is final.
     fn send(&self, method: &str, base: &str, path: &str, params: &[(&str, String)]) -> bool {
-        let mut req =
-            ureq::request(method, &format!("{base}{path}")).timeout(Duration::from_secs(2));
-        for (k, v) in params {
-            req = req.query(k, v);
+        for _ in 0..3 {
+            let mut req =
+                ureq::request(method, &format!("{base}{path}")).timeout(Duration::from_secs(2));
+            for (k, v) in params {
+                req = req.query(k, v);
+            }
+            match req.call() {
+                Ok(_) => return true,
+                Err(ureq::Error::Transport(t)) if t.kind() != ureq::ErrorKind::ConnectionFailed => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(_) => return false,
+            }
         }
-        req.call().is_ok()
+        false
     }
 
     pub fn register(&self, port: u16, weight: f64) {

@@ -111,7 +111,8 @@ impl NacosSource {
         let Servers::Fixed(list) = &self.config.servers else {
             return None;
         };
-        let servers: Vec<String> = list
+        // (gRPC address, HTTP base) of each server whose gRPC port is known.
+        let (servers, http_bases): (Vec<String>, Vec<String>) = list
             .iter()
             .filter_map(|server| {
                 let (host, port) = server.rsplit_once(':')?;
@@ -120,13 +121,21 @@ impl NacosSource {
                     Some(p) => p,
                     None => port.checked_add(GRPC_PORT_OFFSET)?,
                 };
-                Some(format!("{host}:{grpc}"))
+                Some((format!("{host}:{grpc}"), self.base(server)))
             })
-            .collect();
+            .unzip();
         if servers.is_empty() {
             return None;
         }
+        let with_identity = self.config.username.is_some() || self.config.access_key.is_some();
+        let auth = with_identity.then(|| grpc::subscriber::PushAuth {
+            config: self.config.clone(),
+            agent: self.agent.clone(),
+            http_bases,
+            state: Default::default(),
+        });
         Some(grpc::subscriber::PushConfig {
+            auth,
             servers,
             tls: self.tls.clone(),
             namespace: self.config.namespace.clone(),

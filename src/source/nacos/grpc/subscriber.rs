@@ -4,7 +4,7 @@
 //! the push runtime and tells the client what happens through its sink.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::{sleep, timeout};
@@ -12,6 +12,8 @@ use tokio::time::{sleep, timeout};
 use super::conn::{self, Conn};
 use super::messages::{self, Pushed, Subscription};
 use crate::instance::Instance;
+use crate::source::nacos::auth::Auth;
+use crate::source::nacos::NacosConfig;
 
 /// What a push subscription tells its client.
 #[derive(Debug)]
@@ -39,6 +41,42 @@ pub(crate) struct PushConfig {
     pub(crate) clusters: String,
     /// Each connect and each call waits at most this.
     pub(crate) timeout: Duration,
+    /// Who the client is, when the servers want to know (a login, AK/SK signing).
+    pub(crate) auth: Option<PushAuth>,
+}
+
+/// What identifies a subscriber: the login token (got over HTTP, as the Nacos clients do, on
+/// the runtime's one blocking thread) or the AK/SK signature, sent as request headers.
+#[derive(Clone)]
+pub(crate) struct PushAuth {
+    pub(crate) config: NacosConfig,
+    pub(crate) agent: ureq::Agent,
+    /// `scheme://host:port/context` of the server's HTTP side, by index of `servers`.
+    pub(crate) http_bases: Vec<String>,
+    pub(crate) state: Arc<Mutex<Auth>>,
+}
+
+impl PushAuth {
+    /// The identity headers for a request to the server whose HTTP side is `base`; `renew`
+    /// logs in again (the server refused the token).
+    async fn headers(&self, base: &str, renew: bool, limit: Duration) -> Result<BTreeMap<String, String>, String> {
+        let me = self.clone();
+        let base = base.to_owned();
+        let work = tokio::task::spawn_blocking(move || {
+            let mut auth = me.state.lock().unwrap_or_else(|p| p.into_inner());
+            auth.ensure(&me.agent, &me.config, &base, renew)
+                .map_err(|f| f.message())?;
+            Ok::<_, String>(auth.identity(&me.config))
+        });
+        let identity = timeout(limit * 2, work)
+            .await
+            .map_err(|_| "the login did not answer in time".to_string())?
+            .map_err(|_| "the login failed".to_string())??;
+        Ok(identity
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect())
+    }
 }
 
 /// An idle stream is checked this often (HealthCheckRequest), as the Nacos clients do.
@@ -56,7 +94,13 @@ pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
             .take()
             .unwrap_or_else(|| config.servers[next % config.servers.len()].clone());
         let mut up = false;
-        let ended = session(&config, &server, &sink, &mut up).await;
+        let base = config.auth.as_ref().map(|a| {
+            a.http_bases
+                .get(next % config.servers.len())
+                .cloned()
+                .unwrap_or_default()
+        });
+        let ended = session(&config, &server, base.as_deref(), &sink, &mut up).await;
         match ended {
             Ended::Reset(to) => {
                 // The server asked for it: at once, to the server it names if any.
@@ -85,8 +129,14 @@ enum Ended {
     Failed(String),
 }
 
-async fn session(config: &PushConfig, server: &str, sink: &PushSink, up: &mut bool) -> Ended {
-    match stream_session(config, server, sink, up).await {
+async fn session(
+    config: &PushConfig,
+    server: &str,
+    base: Option<&str>,
+    sink: &PushSink,
+    up: &mut bool,
+) -> Ended {
+    match stream_session(config, server, base, sink, up).await {
         Ok(to) => Ended::Reset(to),
         Err(why) => Ended::Failed(format!("push from {server}: {why}")),
     }
@@ -95,12 +145,19 @@ async fn session(config: &PushConfig, server: &str, sink: &PushSink, up: &mut bo
 async fn stream_session(
     config: &PushConfig,
     server: &str,
+    base: Option<&str>,
     sink: &PushSink,
     up: &mut bool,
 ) -> Result<Option<String>, String> {
     let mut conn = conn::connect(server, config.tls.clone(), config.timeout).await?;
     messages::connection_id(&conn.call(&messages::server_check()).await?)?;
-    let headers = BTreeMap::new();
+    let identity = |renew: bool| async move {
+        match (&config.auth, base) {
+            (Some(auth), Some(base)) => auth.headers(base, renew, config.timeout).await,
+            _ => Ok(BTreeMap::new()),
+        }
+    };
+    let mut headers = identity(false).await?;
     let (mut to_server, mut incoming) = conn
         .stream(&messages::connection_setup(&config.namespace, &headers))
         .await?;
@@ -110,7 +167,14 @@ async fn stream_session(
         service: &config.service,
         clusters: &config.clusters,
     };
-    let list = subscribe(&mut conn, &subscription, &headers).await?;
+    let list = match subscribe(&mut conn, &subscription, &headers).await {
+        // A token the server no longer takes: log in again, once.
+        Err(why) if config.auth.is_some() && why.contains("errorCode 403") => {
+            headers = identity(true).await?;
+            subscribe(&mut conn, &subscription, &headers).await?
+        }
+        other => other?,
+    };
     *up = true;
     sink(PushEvent::Up);
     sink(PushEvent::List(list));
