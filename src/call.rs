@@ -184,14 +184,18 @@ impl Call {
     /// state).
     fn pick(&mut self, now: u64) -> Result<(Arc<Snapshot>, usize), ErrorKind> {
         let settings = *self.client.call_settings();
+        // A keyed pick loads the snapshot and its ring under one epoch pin: the loads' own pins
+        // nest in it, without a fence each.
+        let _pin = self.key.map(|_| crossbeam_epoch::pin());
         // A round-robin pick comes from the picker, which may be one list behind the cell for
         // an instant: then the cell's list is asked again.
         for _ in 0..4 {
             let snapshot = self.client.current().ok_or(ErrorKind::NoInstance)?;
             let tried = self.tried.as_slice();
             let index = if let Some(key) = self.key {
-                let ring = self.client.rings.ring(&snapshot);
-                crate::affinity::pick(&snapshot, &ring, key, tried, now, &settings)
+                self.client.rings.with(&snapshot, |ring| {
+                    crate::affinity::pick(&snapshot, ring, key, tried, now, &settings)
+                })
             } else {
                 match settings.lb_policy {
                     LbPolicy::RoundRobin => {

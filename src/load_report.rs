@@ -359,41 +359,53 @@ fn number(b: &[u8]) -> Option<f64> {
 /// (Clinger's fast path). Anything else goes to `f64::from_str`.
 #[inline]
 fn number_at(b: &[u8]) -> (Option<f64>, usize) {
-    let at = |i: usize| b.get(i).copied().unwrap_or(0);
-    let mut i = usize::from(matches!(at(0), b'+' | b'-'));
+    let len = b.len();
+    let signed = len > 0 && (b[0] == b'-' || b[0] == b'+');
+    let negative = signed && b[0] == b'-';
+    let mut i = usize::from(signed);
     let mut mantissa: u64 = 0;
-    let mut digits = 0usize;
-    while at(i).is_ascii_digit() {
-        mantissa = mantissa
-            .wrapping_mul(10)
-            .wrapping_add(u64::from(at(i) - b'0'));
+    let int_start = i;
+    while i < len {
+        let d = b[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
         i += 1;
     }
-    digits += i - usize::from(matches!(at(0), b'+' | b'-'));
+    let mut digits = i - int_start;
     let mut scale: i64 = 0;
-    if at(i) == b'.' {
+    if i < len && b[i] == b'.' {
         i += 1;
         let frac_start = i;
-        while at(i).is_ascii_digit() {
-            mantissa = mantissa
-                .wrapping_mul(10)
-                .wrapping_add(u64::from(at(i) - b'0'));
+        while i < len {
+            let d = b[i].wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
             i += 1;
         }
-        scale = -((i - frac_start) as i64);
         digits += i - frac_start;
+        scale = -((i - frac_start) as i64);
     }
     if digits == 0 {
         return (None, i);
     }
-    if matches!(at(i), b'e' | b'E') {
+    if i < len && (b[i] | 0x20) == b'e' {
         i += 1;
-        let exp_negative = at(i) == b'-';
-        i += usize::from(matches!(at(i), b'+' | b'-'));
+        let exp_negative = i < len && b[i] == b'-';
+        if i < len && (b[i] == b'-' || b[i] == b'+') {
+            i += 1;
+        }
         let exp_start = i;
         let mut exp: i64 = 0;
-        while at(i).is_ascii_digit() {
-            exp = (exp * 10 + i64::from(at(i) - b'0')).min(1 << 20);
+        while i < len {
+            let d = b[i].wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            exp = (exp * 10 + i64::from(d)).min(1 << 20);
             i += 1;
         }
         if i == exp_start {
@@ -409,7 +421,7 @@ fn number_at(b: &[u8]) -> (Option<f64>, usize) {
         } else {
             m / POW10[scale.unsigned_abs() as usize]
         };
-        return (Some(if at(0) == b'-' { -v } else { v }), i);
+        return (Some(if negative { -v } else { v }), i);
     }
     // Only ASCII digits, signs, '.' and 'e' are in there, so the text is UTF-8.
     let value = std::str::from_utf8(&b[..i])
