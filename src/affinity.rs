@@ -51,10 +51,9 @@ pub fn key_hash(key: &[u8]) -> u64 {
 /// The ring of one snapshot: points sorted by (hash, host), each naming an instance index.
 #[derive(Debug)]
 pub struct Ring {
-    /// The points' hashes, ascending: all a key's search reads (8 bytes a point).
-    hashes: Vec<u64>,
-    /// The instance index of each point.
-    owners: Vec<u32>,
+    /// The points: hash (ascending) and instance index, side by side so that the point a
+    /// key's search ends on also names its instance (one cache line).
+    points: Vec<(u64, u32)>,
     /// Where the points whose hash has top bits `b` begin (`bucket_bits` of them), and one
     /// more entry for the end: a key's search starts within a few points of its place
     /// instead of a binary search over the whole ring (20 cache misses at a million points).
@@ -71,8 +70,7 @@ impl Ring {
         let total: u64 = instances.iter().map(|i| u64::from(i.weight)).sum();
         if total == 0 {
             return Ring {
-                hashes: Vec::new(),
-                owners: Vec::new(),
+                points: Vec::new(),
                 buckets: vec![0, 0],
                 bucket_bits: 0,
                 total_weight: 0,
@@ -110,8 +108,8 @@ impl Ring {
                     .cmp(instances[b.1 as usize].host_str())
             })
         });
-        // About 8 points (one cache line of hashes) a bucket.
-        let bucket_bits = (points.len() / 8).max(1).ilog2();
+        // About 4 points (one cache line) a bucket.
+        let bucket_bits = (points.len() / 4).max(1).ilog2();
         let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
         let mut at = 0;
         for b in 0..1u64 << bucket_bits {
@@ -122,8 +120,7 @@ impl Ring {
         }
         buckets.push(points.len() as u32);
         Ring {
-            hashes: points.iter().map(|p| p.0).collect(),
-            owners: points.iter().map(|p| p.1).collect(),
+            points,
             buckets,
             bucket_bits,
             total_weight: total,
@@ -134,12 +131,12 @@ impl Ring {
     fn start(&self, key: u64) -> usize {
         let b = bucket_of(key, self.bucket_bits) as usize;
         let (from, to) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
-        from + self.hashes[from..to].partition_point(|&h| h < key)
+        from + self.points[from..to].partition_point(|p| p.0 < key)
     }
 
     /// The instances (indexes) in `key`'s order, each once.
     pub fn order(&self, key: u64, n: usize) -> Order<'_> {
-        let len = self.hashes.len();
+        let len = self.points.len();
         let start = self.start(key);
         Order {
             ring: self,
@@ -174,10 +171,10 @@ impl Iterator for Order<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.left > 0 {
-            let index = self.ring.owners[self.at] as usize;
+            let index = self.ring.points[self.at].1 as usize;
             self.left -= 1;
             self.at += 1;
-            if self.at == self.ring.owners.len() {
+            if self.at == self.ring.points.len() {
                 self.at = 0;
             }
             if self.seen.insert(index, self.n) {
@@ -583,12 +580,7 @@ mod tests {
 
     /// The documented order computed plainly: every point sorted, walked from the key's place.
     fn plain_order(ring: &Ring, key: u64) -> Vec<usize> {
-        let points: Vec<(u64, u32)> = ring
-            .hashes
-            .iter()
-            .copied()
-            .zip(ring.owners.iter().copied())
-            .collect();
+        let points = &ring.points;
         let start = points.partition_point(|p| p.0 < key);
         let mut seen = HashSet::new();
         (0..points.len())
@@ -606,8 +598,8 @@ mod tests {
             let ring = Ring::new(&s);
             let mut keys: Vec<u64> = (0..500u64).map(|k| key_hash(&k.to_le_bytes())).collect();
             // The edges: before the first point, on points, after the last.
-            keys.extend([0, u64::MAX, ring.hashes[0], *ring.hashes.last().unwrap()]);
-            keys.extend(ring.hashes.iter().take(50).map(|h| h.wrapping_add(1)));
+            keys.extend([0, u64::MAX, ring.points[0].0, ring.points.last().unwrap().0]);
+            keys.extend(ring.points.iter().take(50).map(|p| p.0.wrapping_add(1)));
             for key in keys {
                 let got: Vec<usize> = ring.order(key, n).collect();
                 assert_eq!(got, plain_order(&ring, key), "n {n}, key {key:#x}");
