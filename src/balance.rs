@@ -10,23 +10,25 @@ use crate::snapshot::Snapshot;
 pub struct Rng(u64);
 
 thread_local! {
-    /// This thread's seed stream: seeded once per thread (`random_unit` reads the process id,
-    /// a system call), then advanced by one splitmix64 step per generator.
-    static SEEDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// This thread's seed stream and the fork generation it was seeded in: seeded once per
+    /// thread and process (`random_unit` reads the process id, a system call, and the clock),
+    /// then advanced by one splitmix64 step per generator. A forked child reseeds, so that
+    /// workers forked from one parent do not draw alike.
+    static SEEDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 impl Rng {
     pub fn new() -> Rng {
         let seed = SEEDS.with(|seeds| {
-            let mut state = seeds.get();
-            if state == 0 {
+            let (mut state, seeded_in) = seeds.get();
+            let fork = crate::refresher::fork_generation();
+            if state == 0 || seeded_in != fork {
                 state = (crate::pick::random_unit() * (1u64 << 53) as f64) as u64 | 1;
             }
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            seeds.set(state);
-            // splitmix64 finalizer, with the clock mixed in so that a forked child draws
-            // differently from its parent.
-            let mut x = state ^ crate::eject::monotonic_ns();
+            seeds.set((state, fork));
+            // splitmix64 finalizer
+            let mut x = state;
             x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             x ^ (x >> 31)
@@ -143,13 +145,52 @@ pub fn lower_cost(
 }
 
 /// least_request's cost of instance `index`: `(in_flight + others + 1) / weight`.
+#[cfg(test)]
 pub fn least_request_cost(snapshot: &Snapshot, index: usize, now_ms: u64, ttl_ms: u64) -> f64 {
-    let weight = f64::from(snapshot.instances[index].weight.max(1));
+    let (queue, weight) = least_request_load(snapshot, index, now_ms, ttl_ms);
+    queue as f64 / weight as f64
+}
+
+/// least_request's cost of instance `index` as a fraction: `in_flight + others + 1` over
+/// `weight` (at least 1).
+#[inline]
+pub fn least_request_load(
+    snapshot: &Snapshot,
+    index: usize,
+    now_ms: u64,
+    ttl_ms: u64,
+) -> (u64, u64) {
+    let weight = u64::from(snapshot.instances[index].weight.max(1));
     let Some(load) = snapshot.loads.get(index) else {
-        return 1.0 / weight;
+        return (1, weight);
     };
     let queue = u64::from(load.in_flight()) + u64::from(load.others(now_ms, ttl_ms)) + 1;
-    queue as f64 / weight
+    (queue, weight)
+}
+
+/// Power of two choices on least_request's cost: the lower `queue / weight` wins, compared
+/// exactly (cross-multiplied: no division, no rounding), ties at random.
+pub fn lower_load(
+    pair: (usize, Option<usize>),
+    rng: &mut Rng,
+    mut load: impl FnMut(usize) -> (u64, u64),
+) -> usize {
+    let (a, Some(b)) = pair else { return pair.0 };
+    let ((qa, wa), (qb, wb)) = (load(a), load(b));
+    // Both sides below 2^34 x 2^32: no overflow in u128.
+    let (ca, cb) = (
+        u128::from(qa) * u128::from(wb),
+        u128::from(qb) * u128::from(wa),
+    );
+    if ca < cb {
+        a
+    } else if cb < ca {
+        b
+    } else if rng.next_u64() & 1 == 0 {
+        a
+    } else {
+        b
+    }
 }
 
 /// peak_ewma's cost of instance `index`: `ewma x (in_flight + 1) / weight`, where an instance
@@ -160,7 +201,7 @@ pub fn peak_ewma_cost(snapshot: &Snapshot, index: usize, median: f64) -> f64 {
     let Some(load) = snapshot.loads.get(index) else {
         return 1.0 / weight;
     };
-    let ewma = match load.figures().ewma_us {
+    let ewma = match load.ewma_us() {
         e if e > 0.0 => e,
         _ if median > 0.0 => median,
         _ => 1.0,
@@ -255,6 +296,29 @@ mod tests {
                 least_request_cost(&s, i, 0, 2000)
             });
             assert_eq!(pick, 1);
+        }
+    }
+
+    #[test]
+    fn least_request_compares_exactly_and_by_weight() {
+        let s = snapshot(&[3, 1]);
+        let _a = s.loads[0].start();
+        let _b = s.loads[0].start();
+        let mut rng = Rng::new();
+        // (2 + 1) / 3 = 1 against (0 + 1) / 1 = 1: a tie, so both win at times.
+        let mut wins = [0u32; 2];
+        for _ in 0..200 {
+            wins[lower_load((0, Some(1)), &mut rng, |i| {
+                least_request_load(&s, i, 0, 2000)
+            })] += 1;
+        }
+        assert!(wins[0] > 0 && wins[1] > 0, "{wins:?}");
+        let _c = s.loads[0].start();
+        for _ in 0..100 {
+            let pick = lower_load((0, Some(1)), &mut rng, |i| {
+                least_request_load(&s, i, 0, 2000)
+            });
+            assert_eq!(pick, 1, "4 / 3 > 1 / 1");
         }
     }
 }

@@ -14,11 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::balance::{self, Rng};
 use crate::client::Inner;
 use crate::config::LbPolicy;
-use crate::eject::{monotonic_ms, monotonic_ns};
+use crate::eject::monotonic_ns;
 use crate::error::ErrorKind;
 use crate::instance::Instance;
 use crate::load::InFlight;
-use crate::{load_report, retry_after};
+use crate::load_report::{self, LoadReport};
+use crate::retry_after;
+use crate::snapshot::Snapshot;
 
 /// Retry only when nothing was sent (`CONNECT_FAILED`): `EAS_CALL_NOT_IDEMPOTENT`.
 pub const CALL_NOT_IDEMPOTENT: u32 = 1;
@@ -91,6 +93,7 @@ enum Effect {
 struct Attempt {
     id: u64,
     in_flight: InFlight,
+    /// Monotonic ns when the attempt began (before its pick).
     started_ns: u64,
     /// The recorded outcome already counted a failure (so a broken body counts none again).
     failed: bool,
@@ -102,7 +105,7 @@ pub struct Call {
     /// The affinity key's hash, for a keyed call.
     key: Option<u64>,
     not_idempotent: bool,
-    tried: Vec<u64>,
+    tried: Tried,
     /// Attempts started.
     attempts: u32,
     /// The attempt between next and record.
@@ -120,7 +123,7 @@ impl Call {
             client,
             key: key.map(crate::affinity::key_hash),
             not_idempotent: flags & CALL_NOT_IDEMPOTENT != 0,
-            tried: Vec::new(),
+            tried: Tried::default(),
             attempts: 0,
             open: None,
             recorded: None,
@@ -137,6 +140,14 @@ impl Call {
     // Named as eas_call_next; a call is no iterator (it fails, and its items need a record).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Instance, ErrorKind> {
+        let mut out = Instance::ZEROED;
+        self.next_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// [`Call::next`] into `out` (written only on success): the C ABI's form, which copies the
+    /// 128-byte record once, from the list to the caller.
+    pub(crate) fn next_into(&mut self, out: &mut Instance) -> Result<(), ErrorKind> {
         if self.recorded.is_some() {
             self.finish(Body::Done)?;
         }
@@ -149,69 +160,79 @@ impl Call {
         if self.ended || self.attempts >= self.client.call_settings().max_attempts {
             return Err(ErrorKind::NoInstance);
         }
-        let (instance, load) = self.pick()?;
+        // The one clock read of a next: the attempt's start, and the time its pick sees.
+        let now_ns = monotonic_ns();
+        let (snapshot, index) = self.pick(now_ns / 1_000_000)?;
+        let (Some(instance), Some(load)) =
+            (snapshot.instances.get(index), snapshot.loads.get(index))
+        else {
+            return Err(ErrorKind::NoInstance);
+        };
         self.attempts += 1;
         self.tried.push(instance.id);
         self.open = Some(Attempt {
             id: instance.id,
             in_flight: load.start(),
-            started_ns: monotonic_ns(),
+            started_ns: now_ns,
             failed: false,
         });
-        Ok(instance)
+        *out = *instance;
+        Ok(())
     }
 
-    fn pick(&mut self) -> Result<(Instance, Arc<crate::load::InstanceLoad>), ErrorKind> {
+    /// The attempt's instance: the snapshot picked from and its index there (which has a load
+    /// state).
+    fn pick(&mut self, now: u64) -> Result<(Arc<Snapshot>, usize), ErrorKind> {
         let settings = *self.client.call_settings();
+        // A keyed pick loads the snapshot and its ring under one epoch pin: the loads' own pins
+        // nest in it, without a fence each.
+        let _pin = self.key.map(|_| crossbeam_epoch::pin());
         // A round-robin pick comes from the picker, which may be one list behind the cell for
         // an instant: then the cell's list is asked again.
         for _ in 0..4 {
             let snapshot = self.client.current().ok_or(ErrorKind::NoInstance)?;
-            let now = monotonic_ms();
+            let tried = self.tried.as_slice();
             let index = if let Some(key) = self.key {
-                let ring = self.client.rings.ring(&snapshot);
-                crate::affinity::pick(&snapshot, &ring, key, &self.tried, now, &settings)
+                self.client.rings.with(&snapshot, |ring| {
+                    crate::affinity::pick(&snapshot, ring, key, tried, now, &settings)
+                })
             } else {
                 match settings.lb_policy {
                     LbPolicy::RoundRobin => {
                         let mut out = Instance::ZEROED;
-                        self.client.select_excluding(&self.tried, &mut out)?;
+                        self.client.select_excluding(tried, &mut out)?;
                         match snapshot.index_of(out.id) {
                             Some(index) => Some(index),
                             None => continue,
                         }
                     }
                     LbPolicy::LeastRequest => {
-                        balance::two_choices(&snapshot, &self.tried, now, &mut self.rng).map(
-                            |pair| {
-                                balance::lower_cost(pair, &mut self.rng, |i| {
-                                    balance::least_request_cost(
-                                        &snapshot,
-                                        i,
-                                        now,
-                                        settings.load_report_ttl_ms,
-                                    )
-                                })
-                            },
-                        )
+                        balance::two_choices(&snapshot, tried, now, &mut self.rng).map(|pair| {
+                            balance::lower_load(pair, &mut self.rng, |i| {
+                                balance::least_request_load(
+                                    &snapshot,
+                                    i,
+                                    now,
+                                    settings.load_report_ttl_ms,
+                                )
+                            })
+                        })
                     }
                     LbPolicy::PeakEwma => {
                         let median = self.client.loads.median_ewma_us();
-                        balance::two_choices(&snapshot, &self.tried, now, &mut self.rng).map(
-                            |pair| {
-                                balance::lower_cost(pair, &mut self.rng, |i| {
-                                    balance::peak_ewma_cost(&snapshot, i, median)
-                                })
-                            },
-                        )
+                        balance::two_choices(&snapshot, tried, now, &mut self.rng).map(|pair| {
+                            balance::lower_cost(pair, &mut self.rng, |i| {
+                                balance::peak_ewma_cost(&snapshot, i, median)
+                            })
+                        })
                     }
                 }
             };
             let index = index.ok_or(ErrorKind::NoInstance)?;
-            let Some(load) = snapshot.loads.get(index) else {
+            if index >= snapshot.loads.len() {
                 continue;
-            };
-            return Ok((snapshot.instances[index], load.clone()));
+            }
+            return Ok((snapshot, index));
         }
         Err(ErrorKind::NoInstance)
     }
@@ -226,32 +247,50 @@ impl Call {
         outcome: Outcome,
         headers: &[(&str, &str)],
     ) -> Result<bool, ErrorKind> {
+        self.record_raw(
+            outcome,
+            headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        )
+    }
+
+    /// [`Call::record`] with the headers as bytes, as the C ABI has them (not checked for
+    /// UTF-8: bytes that are not read as U+FFFD would).
+    pub(crate) fn record_raw<'h>(
+        &mut self,
+        outcome: Outcome,
+        headers: impl Iterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Result<bool, ErrorKind> {
         let mut attempt = self.open.take().ok_or(ErrorKind::InvalidArgument)?;
+        // The one clock read of a record (monotonic only: the stats convert to unix time).
         let now_ns = monotonic_ns();
         let settings = *self.client.call_settings();
-        let load = attempt.in_flight.load().clone();
         let closed = self.client.is_closed();
+        let load = attempt.in_flight.load();
         // An instance that left the list meanwhile counts nothing.
         let counts = load.is_present() && !closed;
         let mut retry_after_ms = None;
+        let mut report: Option<LoadReport> = None;
         if counts {
-            let now_unix = unix_ms();
             for (name, value) in headers {
-                if name.trim().eq_ignore_ascii_case(load_report::HEADER) {
-                    match load_report::parse(value) {
-                        Some(report) => {
-                            if report.malformed {
+                if is_header(name, load_report::HEADER) {
+                    match load_report::parse_bytes(value) {
+                        Some(new) => {
+                            if new.malformed {
                                 self.client.loads.count_malformed();
                             }
-                            if report.has_figures() {
-                                load.take_report(&report, monotonic_ms(), now_unix);
+                            if new.has_figures() {
+                                // A figure a later report lacks keeps the earlier one's.
+                                report = Some(match report {
+                                    Some(old) => new.over(&old),
+                                    None => new,
+                                });
                             }
                         }
                         None => self.client.loads.count_malformed(),
                     }
-                } else if name.trim().eq_ignore_ascii_case(retry_after::HEADER) {
-                    retry_after_ms =
-                        retry_after::parse(value, now_unix).map(|d| d.as_millis() as u64);
+                } else if is_header(name, retry_after::HEADER) {
+                    retry_after_ms = retry_after::parse(&String::from_utf8_lossy(value), unix_ms())
+                        .map(|d| d.as_millis() as u64);
                 }
             }
         }
@@ -279,10 +318,13 @@ impl Call {
                 }
                 Effect::Nothing => {}
             }
-            if sample {
-                let waited_us = now_ns.saturating_sub(attempt.started_ns) as f64 / 1e3;
-                load.take_latency(waited_us, now_ns, settings.ewma_decay_ms);
-                self.client.loads.refresh_median(monotonic_ms(), || {
+            let latency_us = sample.then(|| now_ns.saturating_sub(attempt.started_ns) as f64 / 1e3);
+            if report.is_some() || latency_us.is_some() {
+                load.take(report.as_ref(), latency_us, now_ns, settings.ewma_decay_ms);
+            }
+            // Only peak_ewma reads the median.
+            if latency_us.is_some() && settings.lb_policy == LbPolicy::PeakEwma {
+                self.client.loads.refresh_median(now_ns / 1_000_000, || {
                     self.client.current().map(|s| s.loads.to_vec())
                 });
             }
@@ -301,7 +343,7 @@ impl Call {
         Ok(self
             .client
             .current()
-            .is_some_and(|s| balance::any_untried(&s, &self.tried)))
+            .is_some_and(|s| balance::any_untried(&s, self.tried.as_slice())))
     }
 
     /// The recorded attempt's body is over; the attempt leaves in-flight. A broken body is a
@@ -346,6 +388,47 @@ impl std::fmt::Debug for Call {
             .field("recorded", &self.recorded.is_some())
             .field("ended", &self.ended)
             .finish()
+    }
+}
+
+/// Whether header `name` is `header` (ASCII, lower case): in any case, with surrounding
+/// whitespace as `str::trim` removes it (a name that is not UTF-8 is no header the core reads).
+fn is_header(name: &[u8], header: &str) -> bool {
+    name.eq_ignore_ascii_case(header.as_bytes())
+        || (name.len() > header.len()
+            && std::str::from_utf8(name).is_ok_and(|n| n.trim().eq_ignore_ascii_case(header)))
+}
+
+/// The ids a call has tried, inline up to `INLINE` (max_attempts is 3 by default), so that a
+/// call allocates nothing for them.
+#[derive(Debug, Default)]
+struct Tried {
+    len: usize,
+    inline: [u64; Tried::INLINE],
+    more: Vec<u64>,
+}
+
+impl Tried {
+    const INLINE: usize = 4;
+
+    fn as_slice(&self) -> &[u64] {
+        if self.len <= Tried::INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
+    }
+
+    fn push(&mut self, id: u64) {
+        if self.len < Tried::INLINE {
+            self.inline[self.len] = id;
+        } else {
+            if self.len == Tried::INLINE {
+                self.more.extend_from_slice(&self.inline);
+            }
+            self.more.push(id);
+        }
+        self.len += 1;
     }
 }
 

@@ -24,6 +24,16 @@ pub struct InstanceLoad {
     backoff_until: AtomicU64,
     /// False once the instance has left the list.
     present: AtomicBool,
+    /// What a pick reads, kept apart from `figures` so that it takes no lock: the monotonic ms
+    /// of the last report (0: none), what that report shows beyond this client (see `others`),
+    /// and the latency EWMA (f64 bits, µs; 0: no sample). Written under the `figures` lock
+    /// after it; a pick may see one report's time with the next one's load, which no policy
+    /// minds.
+    report_ms: AtomicU64,
+    others: AtomicU32,
+    ewma_us: AtomicU64,
+    /// The writers' state (one lock per recorded attempt that brings a report or a sample),
+    /// also read whole by the instance stats.
     figures: Mutex<Figures>,
     /// The client's attempts in flight on every instance (shared by its table's instances): what
     /// a keyed pick's bound needs, read in O(1) instead of summed over the list.
@@ -44,8 +54,6 @@ pub struct Figures {
     pub in_flight_at_report: u32,
     /// Monotonic ms of the last report; 0: none.
     pub report_ms: u64,
-    /// Unix ms of the last report; 0: none.
-    pub report_unix_ms: u64,
     /// Peak EWMA of the time to response headers, in microseconds; 0: no sample yet.
     pub ewma_us: f64,
     /// Monotonic ns of the last latency sample.
@@ -90,6 +98,12 @@ impl InstanceStats {
     /// which it is out of picks.
     pub fn of(inst: &Instance, load: &InstanceLoad, out_until_unix_ms: u64) -> InstanceStats {
         let f = load.figures();
+        // Reports keep only monotonic time (one clock read per record); the wall-clock time
+        // shown here is converted with the offset of now.
+        let report_unix_ms = match f.report_ms {
+            0 => 0,
+            at => unix_ms().saturating_sub(monotonic_now_ms().saturating_sub(at)),
+        };
         InstanceStats {
             id: inst.id,
             in_flight: load.in_flight(),
@@ -99,7 +113,7 @@ impl InstanceStats {
             latency_ewma_us: f.ewma_us.round().min(f64::from(u32::MAX)) as u32,
             reported_kv_permille: f.kv_permille,
             ejected_until_unix_ms: out_until_unix_ms,
-            report_unix_ms: f.report_unix_ms,
+            report_unix_ms,
             weight: inst.weight,
             reported_running: f.running,
         }
@@ -176,56 +190,106 @@ impl InstanceLoad {
         *lock(&self.figures)
     }
 
-    /// Takes in a parsed report; a figure it lacks keeps its last value.
-    pub(crate) fn take_report(&self, report: &LoadReport, now_ms: u64, now_unix_ms: u64) {
-        let in_flight = self.in_flight();
-        let mut f = lock(&self.figures);
-        if let Some(w) = report.waiting {
-            f.waiting = w;
-            f.has_waiting = true;
-        }
-        if let Some(r) = report.running {
-            f.running = r;
-            f.has_running = true;
-        }
-        if let Some(kv) = report.kv_permille {
-            f.kv_permille = kv;
-        }
-        f.in_flight_at_report = in_flight;
-        f.report_ms = now_ms.max(1);
-        f.report_unix_ms = now_unix_ms;
+    /// The latency EWMA, µs; 0 before the first sample.
+    pub fn ewma_us(&self) -> f64 {
+        f64::from_bits(self.ewma_us.load(Ordering::Acquire))
     }
 
-    /// The load the instance's last report shows beyond this client, when that report is
-    /// younger than `ttl_ms`: `running + waiting` minus this client's in-flight count when it
-    /// arrived (at least 0) when it gave `running`; `waiting` when it gave only that; else 0.
-    pub fn others(&self, now_ms: u64, ttl_ms: u64) -> u32 {
-        let f = lock(&self.figures);
-        if f.report_ms == 0 || now_ms.saturating_sub(f.report_ms) >= ttl_ms {
-            return 0;
+    /// Takes in what one recorded attempt brought, under one lock: a parsed report (a figure
+    /// it lacks keeps its last value) and a latency sample (µs), at `now_ns` (monotonic).
+    pub(crate) fn take(
+        &self,
+        report: Option<&LoadReport>,
+        latency_us: Option<f64>,
+        now_ns: u64,
+        decay_ms: u64,
+    ) {
+        let in_flight = self.in_flight();
+        let mut f = lock(&self.figures);
+        if let Some(report) = report {
+            if let Some(w) = report.waiting {
+                f.waiting = w;
+                f.has_waiting = true;
+            }
+            if let Some(r) = report.running {
+                f.running = r;
+                f.has_running = true;
+            }
+            if let Some(kv) = report.kv_permille {
+                f.kv_permille = kv;
+            }
+            f.in_flight_at_report = in_flight;
+            f.report_ms = (now_ns / 1_000_000).max(1);
+            // Fixed at the report, so that a pick only reads it.
+            let others = if f.has_running {
+                (f.running + f.waiting).saturating_sub(f.in_flight_at_report)
+            } else if f.has_waiting {
+                f.waiting
+            } else {
+                0
+            };
+            self.others.store(others, Ordering::Relaxed);
+            self.report_ms.store(f.report_ms, Ordering::Release);
         }
-        if f.has_running {
-            (f.running + f.waiting).saturating_sub(f.in_flight_at_report)
-        } else if f.has_waiting {
-            f.waiting
-        } else {
-            0
+        if let Some(sample_us) = latency_us {
+            if f.ewma_us == 0.0 || sample_us > f.ewma_us {
+                f.ewma_us = sample_us.max(1.0);
+            } else {
+                let dt_ms = now_ns.saturating_sub(f.sample_ns) as f64 / 1e6;
+                let w = exp_neg(dt_ms / decay_ms.max(1) as f64);
+                f.ewma_us = (f.ewma_us * w + sample_us * (1.0 - w)).max(1.0);
+            }
+            f.sample_ns = now_ns;
+            self.ewma_us.store(f.ewma_us.to_bits(), Ordering::Release);
         }
+    }
+
+    /// Takes in a parsed report at `now_ms` (monotonic).
+    #[cfg(test)]
+    pub(crate) fn take_report(&self, report: &LoadReport, now_ms: u64) {
+        self.take(Some(report), None, now_ms * 1_000_000, 1);
     }
 
     /// Takes in a latency sample (Finagle's peak EWMA): `ewma = s` when `s` exceeds it, else
     /// `ewma x w + s x (1 - w)` with `w = exp(-dt / decay)`.
     pub fn take_latency(&self, sample_us: f64, now_ns: u64, decay_ms: u64) {
-        let mut f = lock(&self.figures);
-        if f.ewma_us == 0.0 || sample_us > f.ewma_us {
-            f.ewma_us = sample_us.max(1.0);
-        } else {
-            let dt_ms = now_ns.saturating_sub(f.sample_ns) as f64 / 1e6;
-            let w = (-dt_ms / decay_ms.max(1) as f64).exp();
-            f.ewma_us = (f.ewma_us * w + sample_us * (1.0 - w)).max(1.0);
-        }
-        f.sample_ns = now_ns;
+        self.take(None, Some(sample_us), now_ns, decay_ms);
     }
+
+    /// The load the instance's last report shows beyond this client, when that report is
+    /// younger than `ttl_ms`: `running + waiting` minus this client's in-flight count when it
+    /// arrived (at least 0) when it gave `running`; `waiting` when it gave only that; else 0.
+    /// Two atomic reads, no lock: it is on the pick path.
+    #[inline]
+    pub fn others(&self, now_ms: u64, ttl_ms: u64) -> u32 {
+        let at = self.report_ms.load(Ordering::Acquire);
+        if at == 0 || now_ms.saturating_sub(at) >= ttl_ms {
+            return 0;
+        }
+        self.others.load(Ordering::Relaxed)
+    }
+}
+
+/// `exp(-x)` for `x >= 0`. Samples on a busy instance come much closer together than the
+/// decay (10 s by default), where a cubic is as exact as `exp` (its error, below `x^4 / 24`,
+/// is under half an ulp of 1 for `x < 2^-13`) and skips the libm call.
+#[inline]
+fn exp_neg(x: f64) -> f64 {
+    if x < 1.0 / 8192.0 {
+        1.0 - x * (1.0 - x * (0.5 - x * (1.0 / 6.0)))
+    } else {
+        (-x).exp()
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn monotonic_now_ms() -> u64 {
+    crate::eject::monotonic_ns() / 1_000_000
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -312,7 +376,7 @@ impl LoadTable {
         let Some(loads) = loads() else { return };
         let mut samples: Vec<f64> = loads
             .iter()
-            .map(|l| l.figures().ewma_us)
+            .map(|l| l.ewma_us())
             .filter(|&e| e > 0.0)
             .collect();
         samples.sort_by(f64::total_cmp);
@@ -407,7 +471,7 @@ mod tests {
             running: Some(2),
             ..LoadReport::default()
         };
-        load.take_report(&report, 1000, 1);
+        load.take_report(&report, 1000);
         assert_eq!(load.others(1500, 2000), 4, "2 + 3 - 1 of mine");
         assert_eq!(load.others(3000, 2000), 0, "stale");
         let waiting_only = Arc::new(InstanceLoad::default());
@@ -417,7 +481,6 @@ mod tests {
                 ..LoadReport::default()
             },
             1000,
-            1,
         );
         assert_eq!(waiting_only.others(1001, 2000), 7);
     }
@@ -432,5 +495,72 @@ mod tests {
         let e = load.figures().ewma_us;
         let want = 5000.0 * (-1.0f64).exp() + 1000.0 * (1.0 - (-1.0f64).exp());
         assert!((e - want).abs() < 1.0, "{e} vs {want}");
+    }
+
+    #[test]
+    fn the_cubic_for_close_samples_is_as_exact_as_exp() {
+        for i in 0..=10_000 {
+            let x = f64::from(i) / 10_000.0 / 8192.0;
+            let (got, want) = (exp_neg(x), (-x).exp());
+            assert!(
+                (got - want).abs() <= f64::EPSILON / 2.0,
+                "{x}: {got} vs {want}"
+            );
+        }
+        let x = 1.0 / 8192.0;
+        assert_eq!(exp_neg(x), (-x).exp());
+    }
+
+    #[test]
+    fn close_samples_decay_the_ewma_as_exp_says() {
+        let load = InstanceLoad::default();
+        load.take_latency(5000.0, 0, 10_000);
+        // 40 us apart, as on a busy instance.
+        load.take_latency(1000.0, 40_000, 10_000);
+        let w = (-40_000.0f64 / 1e6 / 10_000.0).exp();
+        let want = 5000.0 * w + 1000.0 * (1.0 - w);
+        assert!(
+            (load.ewma_us() - want).abs() < 1e-9,
+            "{} vs {want}",
+            load.ewma_us()
+        );
+        assert_eq!(load.figures().ewma_us, load.ewma_us());
+    }
+
+    #[test]
+    fn a_report_without_running_keeps_the_last_running_for_others() {
+        let load = Arc::new(InstanceLoad::default());
+        let both = LoadReport {
+            waiting: Some(1),
+            running: Some(5),
+            ..LoadReport::default()
+        };
+        load.take_report(&both, 1000);
+        let waiting_only = LoadReport {
+            waiting: Some(3),
+            ..LoadReport::default()
+        };
+        load.take_report(&waiting_only, 1100);
+        assert_eq!(load.others(1200, 2000), 8, "running 5 kept, waiting 3");
+        assert_eq!(
+            load.others(3100, 2000),
+            0,
+            "stale from the second report's time"
+        );
+    }
+
+    #[test]
+    fn the_report_time_is_shown_in_unix_ms() {
+        let table = LoadTable::default();
+        let loads = table.attach(&[inst(1)]);
+        assert_eq!(InstanceStats::of(&inst(1), &loads[0], 0).report_unix_ms, 0);
+        let report = LoadReport {
+            waiting: Some(2),
+            ..LoadReport::default()
+        };
+        loads[0].take(Some(&report), None, crate::eject::monotonic_ns(), 1);
+        let shown = InstanceStats::of(&inst(1), &loads[0], 0).report_unix_ms;
+        let now = unix_ms();
+        assert!(shown <= now && shown + 1000 > now, "{shown} vs {now}");
     }
 }

@@ -69,30 +69,80 @@ impl LoadReport {
     pub fn has_figures(&self) -> bool {
         self.waiting.is_some() || self.running.is_some() || self.kv_permille.is_some()
     }
+
+    /// This report over an earlier one (of the same response): its figures, and the earlier
+    /// one's where it lacks them.
+    pub fn over(self, earlier: &LoadReport) -> LoadReport {
+        LoadReport {
+            waiting: self.waiting.or(earlier.waiting),
+            running: self.running.or(earlier.running),
+            kv_permille: self.kv_permille.or(earlier.kv_permille),
+            malformed: self.malformed || earlier.malformed,
+        }
+    }
 }
 
 /// Parses an `endpoint-load-metrics` value. `None` when it is not a report at all (no TEXT or
 /// JSON word, JSON that does not parse or is not an object, too long): the core ignores it and
 /// counts it as malformed. Unknown keys (cpu_utilization, other named metrics) are ignored.
+#[cfg(test)]
 pub(crate) fn parse(value: &str) -> Option<LoadReport> {
+    parse_bytes(value.as_bytes())
+}
+
+/// [`parse`] of the header's bytes as they came (the C ABI passes them unchecked). Bytes that
+/// are not UTF-8 read as U+FFFD would: they match no key, separator or digit either way.
+pub(crate) fn parse_bytes(value: &[u8]) -> Option<LoadReport> {
     if value.len() > MAX_LEN {
         return None;
     }
-    let value = value.trim_matches(is_wsp);
-    let word_end = value.find(is_wsp).unwrap_or(value.len());
+    // The limit is on the UTF-8 text, where each bad byte stands as 3 (U+FFFD): only a value
+    // long enough to cross it that way needs the check.
+    if value.len() > MAX_LEN / 3 && std::str::from_utf8(value).is_err() {
+        let text = String::from_utf8_lossy(value);
+        if text.len() > MAX_LEN {
+            return None;
+        }
+    }
+    let value = trim_wsp(value);
+    let word_end = value.iter().position(|&b| is_wsp(b)).unwrap_or(value.len());
     let (word, body) = value.split_at(word_end);
-    let body = body.trim_start_matches(is_wsp);
-    if word.eq_ignore_ascii_case("TEXT") {
+    let body = trim_start_wsp(body);
+    if word.eq_ignore_ascii_case(b"TEXT") {
         Some(parse_text(body))
-    } else if word.eq_ignore_ascii_case("JSON") {
-        parse_json(body)
+    } else if word.eq_ignore_ascii_case(b"JSON") {
+        parse_json(&String::from_utf8_lossy(body))
     } else {
         None
     }
 }
 
-fn is_wsp(c: char) -> bool {
-    c == ' ' || c == '\t'
+fn is_wsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_start_wsp(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if !is_wsp(*first) {
+            break;
+        }
+        b = rest;
+    }
+    b
+}
+
+fn trim_end_wsp(mut b: &[u8]) -> &[u8] {
+    while let [rest @ .., last] = b {
+        if !is_wsp(*last) {
+            break;
+        }
+        b = rest;
+    }
+    b
+}
+
+fn trim_wsp(b: &[u8]) -> &[u8] {
+    trim_end_wsp(trim_start_wsp(b))
 }
 
 /// The figures as they come, before range checks, with duplicates noticed.
@@ -124,18 +174,25 @@ impl Slot {
 }
 
 impl Figures {
-    /// Records `name` (a named metric, prefix removed) with its value (`None`: not a number).
-    fn record(&mut self, name: &str, value: Option<f64>) {
-        let slot = if name == WAITING {
-            &mut self.waiting
-        } else if name == RUNNING {
-            &mut self.running
-        } else if KV_NAMES.contains(&name) {
-            &mut self.kv
+    /// The slot of `name` (a named metric, prefix removed), `None` for a metric not read.
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Slot> {
+        if name == WAITING.as_bytes() {
+            Some(&mut self.waiting)
+        } else if name == RUNNING.as_bytes() {
+            Some(&mut self.running)
+        } else if KV_NAMES.iter().any(|k| name == k.as_bytes()) {
+            Some(&mut self.kv)
         } else {
-            return;
-        };
-        slot.set(value);
+            None
+        }
+    }
+
+    fn slot_of(&mut self, which: Which) -> &mut Slot {
+        match which {
+            Which::Waiting => &mut self.waiting,
+            Which::Running => &mut self.running,
+            Which::Kv => &mut self.kv,
+        }
     }
 
     fn finish(self) -> LoadReport {
@@ -168,79 +225,210 @@ impl Figures {
 /// is malformed.
 fn count(v: f64) -> Option<u32> {
     // `v >= 0.0` holds for `-0.0` too, and fails for NaN.
-    (v >= 0.0 && v.round() <= f64::from(MAX_COUNT)).then(|| v.round() as u32)
+    (v >= 0.0 && v < f64::from(MAX_COUNT) + 0.5).then(|| round_small(v))
 }
 
 /// A fraction 0-1 as thousandths.
 fn permille(v: f64) -> Option<u32> {
-    (v.is_finite() && (0.0..=1.0).contains(&v)).then(|| (v * 1000.0).round() as u32)
+    (v.is_finite() && (0.0..=1.0).contains(&v)).then(|| round_small(v * 1000.0))
 }
 
-fn parse_text(body: &str) -> LoadReport {
+/// `v.round()` (half away from zero) for `0 <= v < 2^32`, without the libm call that
+/// `f64::round` is on baseline x86-64: `v - trunc(v)` is exact in that range.
+fn round_small(v: f64) -> u32 {
+    let whole = v as u32;
+    whole + u32::from(v - f64::from(whole) >= 0.5)
+}
+
+/// The TEXT body in one pass. An entry that starts with a key the core reads is matched by
+/// comparing it whole (no scan of its bytes for a separator); its value is read up to the next
+/// comma. Other entries are scanned for their separator, only to tell whether they are
+/// malformed.
+fn parse_text(body: &[u8]) -> LoadReport {
     let mut figures = Figures::default();
-    for entry in body.split(',') {
-        let entry = entry.trim_matches(is_wsp);
-        if entry.is_empty() {
-            continue; // RFC 9110 5.6.1: empty list elements are allowed and mean nothing
+    let n = body.len();
+    let mut i = 0;
+    while i < n {
+        i += body[i..].iter().take_while(|&&b| is_wsp(b)).count();
+        if i == n {
+            break;
         }
-        let Some(sep) = entry.find(['=', ':']) else {
-            figures.malformed = true;
+        if body[i] == b',' {
+            i += 1; // RFC 9110 5.6.1: empty list elements are allowed and mean nothing
             continue;
+        }
+        let entry_end = |from: usize| {
+            from + body[from..]
+                .iter()
+                .position(|&b| b == b',')
+                .unwrap_or(n - from)
         };
-        let key = entry[..sep].trim_end_matches(is_wsp);
-        let value = entry[sep + 1..].trim_start_matches(is_wsp);
+        // A key the core reads, then optional whitespace and the separator.
+        if let Some((which, len)) = known_key(&body[i..]) {
+            let after = i + len;
+            let sep = after + body[after..].iter().take_while(|&&b| is_wsp(b)).count();
+            if sep < n && (body[sep] == b'=' || body[sep] == b':') {
+                // The value in the same pass: a number, then only whitespace to the comma.
+                let start = sep + 1 + body[sep + 1..].iter().take_while(|&&b| is_wsp(b)).count();
+                let (value, len) = number_at(&body[start..]);
+                let after = start + len;
+                let after = after + body[after..].iter().take_while(|&&b| is_wsp(b)).count();
+                let (value, end) = if after == n || body[after] == b',' {
+                    (value, after)
+                } else {
+                    (None, entry_end(after))
+                };
+                figures.slot_of(which).set(value);
+                i = end + 1;
+                continue;
+            }
+        }
+        let rest = &body[i..];
+        let Some(at) = rest
+            .iter()
+            .position(|&b| b == b'=' || b == b':' || b == b',')
+        else {
+            figures.malformed = true; // the last entry has no separator
+            break;
+        };
+        if rest[at] == b',' {
+            figures.malformed = true;
+            i += at + 1;
+            continue;
+        }
+        let key = trim_end_wsp(&rest[..at]);
+        let end = entry_end(i + at + 1);
         if key.is_empty() {
             figures.malformed = true;
-            continue;
+        } else if let Some(name) = key.strip_prefix(NAMED_PREFIX.as_bytes()) {
+            // Not reached for a key the core reads (matched above), but kept exact.
+            if let Some(slot) = figures.slot(name) {
+                slot.set(number(trim_wsp(&body[i + at + 1..end])));
+            }
         }
-        if let Some(name) = key.strip_prefix(NAMED_PREFIX) {
-            figures.record(name, number(value));
-        }
+        i = end + 1;
     }
     figures.finish()
 }
 
+#[derive(Clone, Copy)]
+enum Which {
+    Waiting,
+    Running,
+    Kv,
+}
+
+/// The figure named at the start of `entry` (`named_metrics.` and a name the core reads) and
+/// the length of that key.
+fn known_key(entry: &[u8]) -> Option<(Which, usize)> {
+    let name = entry.strip_prefix(NAMED_PREFIX.as_bytes())?;
+    let which = match name.first()? {
+        b'n' if name.starts_with(WAITING.as_bytes()) => (Which::Waiting, WAITING.len()),
+        b'n' if name.starts_with(RUNNING.as_bytes()) => (Which::Running, RUNNING.len()),
+        b'k' => {
+            let kv = KV_NAMES.iter().find(|k| name.starts_with(k.as_bytes()))?;
+            (Which::Kv, kv.len())
+        }
+        _ => return None,
+    };
+    Some((which.0, NAMED_PREFIX.len() + which.1))
+}
+
+/// Powers of ten that an f64 holds exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 /// A decimal number in the strict grammar of the module documentation (no `inf`, `nan`, hex,
 /// quotes or trailing text, which `f64::from_str` alone would partly accept).
-fn number(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    if matches!(b.first(), Some(b'+' | b'-')) {
-        i += 1;
+fn number(b: &[u8]) -> Option<f64> {
+    match number_at(b) {
+        (value, len) if len == b.len() => value,
+        _ => None,
     }
+}
+
+/// Reads a number of that grammar at the start of `b`, in one pass: the value (`None` when the
+/// grammar is not met, or the value is not finite) and the bytes read (up to the first that
+/// cannot continue it).
+///
+/// What senders write (`3`, `3.0`, `0.4`, `1e-05`) has at most 15 significant digits and a
+/// small exponent: then the digits as an integer (exact below 2^53) times or divided by an
+/// exact power of ten is one correctly rounded operation, the same f64 as `f64::from_str`
+/// (Clinger's fast path). Anything else goes to `f64::from_str`.
+#[inline]
+fn number_at(b: &[u8]) -> (Option<f64>, usize) {
+    let len = b.len();
+    let signed = len > 0 && (b[0] == b'-' || b[0] == b'+');
+    let negative = signed && b[0] == b'-';
+    let mut i = usize::from(signed);
+    let mut mantissa: u64 = 0;
     let int_start = i;
-    while b.get(i).is_some_and(u8::is_ascii_digit) {
+    while i < len {
+        let d = b[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
         i += 1;
     }
     let mut digits = i - int_start;
-    if b.get(i) == Some(&b'.') {
+    let mut scale: i64 = 0;
+    if i < len && b[i] == b'.' {
         i += 1;
         let frac_start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
+        while i < len {
+            let d = b[i].wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
             i += 1;
         }
         digits += i - frac_start;
+        scale = -((i - frac_start) as i64);
     }
     if digits == 0 {
-        return None;
+        return (None, i);
     }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
+    if i < len && (b[i] | 0x20) == b'e' {
         i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
+        let exp_negative = i < len && b[i] == b'-';
+        if i < len && (b[i] == b'-' || b[i] == b'+') {
             i += 1;
         }
         let exp_start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
+        let mut exp: i64 = 0;
+        while i < len {
+            let d = b[i].wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            exp = (exp * 10 + i64::from(d)).min(1 << 20);
             i += 1;
         }
         if i == exp_start {
-            return None;
+            return (None, i);
         }
+        scale += if exp_negative { -exp } else { exp };
     }
-    if i != b.len() {
-        return None;
+    // Below 20 digits the wrapping products above did not wrap.
+    if digits < 20 && mantissa <= 1 << 53 && (-22..=22).contains(&scale) {
+        let m = mantissa as f64;
+        let v = if scale >= 0 {
+            m * POW10[scale as usize]
+        } else {
+            m / POW10[scale.unsigned_abs() as usize]
+        };
+        return (Some(if negative { -v } else { v }), i);
     }
-    s.parse::<f64>().ok().filter(|v| v.is_finite())
+    // Only ASCII digits, signs, '.' and 'e' are in there, so the text is UTF-8.
+    let value = std::str::from_utf8(&b[..i])
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|v| v.is_finite());
+    (value, i)
 }
 
 fn parse_json(body: &str) -> Option<LoadReport> {
@@ -251,8 +439,9 @@ fn parse_json(body: &str) -> Option<LoadReport> {
         None => {}
         Some(serde_json::Value::Object(named)) => {
             for (name, v) in named {
-                let v = v.as_f64().filter(|v| v.is_finite());
-                figures.record(name, v);
+                if let Some(slot) = figures.slot(name.as_bytes()) {
+                    slot.set(v.as_f64().filter(|v| v.is_finite()));
+                }
             }
         }
         Some(_) => figures.malformed = true,
@@ -469,6 +658,45 @@ mod tests {
         assert_eq!(parse(&long), None);
     }
 
+    #[test]
+    fn the_length_limit_counts_bad_bytes_as_their_replacement() {
+        // 30,000 bad bytes are 90,000 bytes of text once each is U+FFFD: over the limit.
+        let mut v = b"TEXT named_metrics.num_requests_waiting=2, x=".to_vec();
+        v.extend(std::iter::repeat_n(0xffu8, 30_000));
+        assert_eq!(parse_bytes(&v), None);
+        assert_eq!(reference::parse(&String::from_utf8_lossy(&v)), None);
+        // As many good bytes are under it.
+        let mut v = b"TEXT named_metrics.num_requests_waiting=2, x=".to_vec();
+        v.extend(std::iter::repeat_n(b'y', 30_000));
+        assert_eq!(parse_bytes(&v), Some(report(Some(2), None, None)));
+    }
+
+    #[test]
+    fn number_shapes_senders_write_read_exactly() {
+        for (text, want) in [
+            ("3", 3.0),
+            ("3.0", 3.0),
+            ("0.4", 0.4),
+            ("1e-05", 1e-05),
+            ("0.9996", 0.9996),
+            ("1.5e+2", 150.0),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("+7", 7.0),
+            ("0.30000000000000004", 0.30000000000000004),
+            ("123456789012345678901234567890", 1.2345678901234568e29),
+            ("1e-30", 1e-30),
+        ] {
+            assert_eq!(number(text.as_bytes()), Some(want), "{text}");
+        }
+        assert_eq!(number(b"-0").map(f64::to_bits), Some((-0.0f64).to_bits()));
+        for bad in [
+            "", "-", ".", "e5", "1e", "1e+", "1.2.3", "1 ", " 1", "0x1", "inf", "1e400",
+        ] {
+            assert_eq!(number(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
     /// The emulator's LLM backends write reports in vLLM's form; this parser reads them. (Here
     /// rather than in tests/, because the parser is crate-private.)
     mod from_the_emulator {
@@ -539,6 +767,203 @@ mod tests {
         }
     }
 
+    /// The parser before the byte-wise one (several passes by `char`, each number checked and
+    /// then parsed by `f64::from_str`): the new one must agree with it on every input.
+    mod reference {
+        use crate::load_report::{
+            LoadReport, KV_NAMES, MAX_COUNT, MAX_LEN, NAMED_PREFIX, RUNNING, WAITING,
+        };
+
+        /// Parses an `endpoint-load-metrics` value. `None` when it is not a report at all (no TEXT or
+        /// JSON word, JSON that does not parse or is not an object, too long): the core ignores it and
+        /// counts it as malformed. Unknown keys (cpu_utilization, other named metrics) are ignored.
+        pub(crate) fn parse(value: &str) -> Option<LoadReport> {
+            if value.len() > MAX_LEN {
+                return None;
+            }
+            let value = value.trim_matches(is_wsp);
+            let word_end = value.find(is_wsp).unwrap_or(value.len());
+            let (word, body) = value.split_at(word_end);
+            let body = body.trim_start_matches(is_wsp);
+            if word.eq_ignore_ascii_case("TEXT") {
+                Some(parse_text(body))
+            } else if word.eq_ignore_ascii_case("JSON") {
+                parse_json(body)
+            } else {
+                None
+            }
+        }
+
+        fn is_wsp(c: char) -> bool {
+            c == ' ' || c == '\t'
+        }
+
+        /// The figures as they come, before range checks, with duplicates noticed.
+        #[derive(Default)]
+        struct Figures {
+            waiting: Slot,
+            running: Slot,
+            kv: Slot,
+            malformed: bool,
+        }
+
+        #[derive(Default)]
+        enum Slot {
+            #[default]
+            Absent,
+            Value(f64),
+            Bad,
+        }
+
+        impl Slot {
+            fn set(&mut self, v: Option<f64>) {
+                *self = match (&*self, v) {
+                    (_, None) | (Slot::Bad, _) => Slot::Bad,
+                    (Slot::Absent, Some(v)) => Slot::Value(v),
+                    (Slot::Value(old), Some(v)) if *old == v => Slot::Value(v),
+                    (Slot::Value(_), Some(_)) => Slot::Bad,
+                };
+            }
+        }
+
+        impl Figures {
+            /// Records `name` (a named metric, prefix removed) with its value (`None`: not a number).
+            fn record(&mut self, name: &str, value: Option<f64>) {
+                let slot = if name == WAITING {
+                    &mut self.waiting
+                } else if name == RUNNING {
+                    &mut self.running
+                } else if KV_NAMES.contains(&name) {
+                    &mut self.kv
+                } else {
+                    return;
+                };
+                slot.set(value);
+            }
+
+            fn finish(self) -> LoadReport {
+                let mut malformed = self.malformed;
+                let mut take = |slot: Slot, convert: fn(f64) -> Option<u32>| match slot {
+                    Slot::Absent => None,
+                    Slot::Value(v) => {
+                        let out = convert(v);
+                        malformed |= out.is_none();
+                        out
+                    }
+                    Slot::Bad => {
+                        malformed = true;
+                        None
+                    }
+                };
+                let waiting = take(self.waiting, count);
+                let running = take(self.running, count);
+                let kv_permille = take(self.kv, permille);
+                LoadReport {
+                    waiting,
+                    running,
+                    kv_permille,
+                    malformed,
+                }
+            }
+        }
+
+        /// A count written as a number (`7`, `7.0`, `6.6`): rounded; negative or above [`MAX_COUNT`]
+        /// is malformed.
+        fn count(v: f64) -> Option<u32> {
+            // `v >= 0.0` holds for `-0.0` too, and fails for NaN.
+            (v >= 0.0 && v.round() <= f64::from(MAX_COUNT)).then(|| v.round() as u32)
+        }
+
+        /// A fraction 0-1 as thousandths.
+        fn permille(v: f64) -> Option<u32> {
+            (v.is_finite() && (0.0..=1.0).contains(&v)).then(|| (v * 1000.0).round() as u32)
+        }
+
+        fn parse_text(body: &str) -> LoadReport {
+            let mut figures = Figures::default();
+            for entry in body.split(',') {
+                let entry = entry.trim_matches(is_wsp);
+                if entry.is_empty() {
+                    continue; // RFC 9110 5.6.1: empty list elements are allowed and mean nothing
+                }
+                let Some(sep) = entry.find(['=', ':']) else {
+                    figures.malformed = true;
+                    continue;
+                };
+                let key = entry[..sep].trim_end_matches(is_wsp);
+                let value = entry[sep + 1..].trim_start_matches(is_wsp);
+                if key.is_empty() {
+                    figures.malformed = true;
+                    continue;
+                }
+                if let Some(name) = key.strip_prefix(NAMED_PREFIX) {
+                    figures.record(name, number(value));
+                }
+            }
+            figures.finish()
+        }
+
+        /// A decimal number in the strict grammar of the module documentation (no `inf`, `nan`, hex,
+        /// quotes or trailing text, which `f64::from_str` alone would partly accept).
+        pub(super) fn number(s: &str) -> Option<f64> {
+            let b = s.as_bytes();
+            let mut i = 0;
+            if matches!(b.first(), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let int_start = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            let mut digits = i - int_start;
+            if b.get(i) == Some(&b'.') {
+                i += 1;
+                let frac_start = i;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                digits += i - frac_start;
+            }
+            if digits == 0 {
+                return None;
+            }
+            if matches!(b.get(i), Some(b'e' | b'E')) {
+                i += 1;
+                if matches!(b.get(i), Some(b'+' | b'-')) {
+                    i += 1;
+                }
+                let exp_start = i;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                if i == exp_start {
+                    return None;
+                }
+            }
+            if i != b.len() {
+                return None;
+            }
+            s.parse::<f64>().ok().filter(|v| v.is_finite())
+        }
+
+        fn parse_json(body: &str) -> Option<LoadReport> {
+            let value: serde_json::Value = serde_json::from_str(body).ok()?;
+            let obj = value.as_object()?;
+            let mut figures = Figures::default();
+            match obj.get("named_metrics") {
+                None => {}
+                Some(serde_json::Value::Object(named)) => {
+                    for (name, v) in named {
+                        let v = v.as_f64().filter(|v| v.is_finite());
+                        figures.record(name, v);
+                    }
+                }
+                Some(_) => figures.malformed = true,
+            }
+            Some(figures.finish())
+        }
+    }
+
     fn check_in_range(r: &LoadReport) {
         assert!(r.waiting.is_none_or(|w| w <= MAX_COUNT));
         assert!(r.running.is_none_or(|w| w <= MAX_COUNT));
@@ -595,6 +1020,80 @@ mod tests {
             if let Some(r) = parse(&text) {
                 check_in_range(&r);
             }
+        }
+
+        #[test]
+        fn the_byte_parser_agrees_with_the_reference_on_any_text(text in "\\PC{0,120}") {
+            prop_assert_eq!(parse(&text), reference::parse(&text));
+        }
+
+        #[test]
+        fn the_byte_parser_agrees_with_the_reference_on_report_like_text(
+            word in prop_oneof![Just("TEXT"), Just("text"), Just("JSON"), Just("Tex")],
+            entries in prop::collection::vec((arb_key(), prop_oneof![Just("="), Just(":"), Just(" = "), Just("")], arb_value()), 0..6),
+        ) {
+            let body: Vec<String> = entries.iter().map(|(k, s, v)| format!("{k}{s}{v}")).collect();
+            let text = format!("{word} {}", body.join(", "));
+            prop_assert_eq!(parse(&text), reference::parse(&text));
+            let json: Vec<String> = entries
+                .iter()
+                .map(|(k, _, v)| format!("{:?}: {v}", k.trim_start_matches(NAMED_PREFIX)))
+                .collect();
+            let text = format!("JSON {{\"named_metrics\": {{{}}}}}", json.join(", "));
+            prop_assert_eq!(parse(&text), reference::parse(&text));
+        }
+
+        #[test]
+        fn the_byte_parser_agrees_with_the_reference_on_token_soup(
+            tokens in prop::collection::vec(prop_oneof![
+                Just("named_metrics."), Just("num_requests_waiting"), Just("num_requests_running"),
+                Just("kv_cache_usage_perc"), Just("kv_cache_utilization"), Just("="), Just(":"),
+                Just(","), Just(" "), Just("\t"), Just("0.4"), Just("3"), Just("."), Just("e"),
+                Just("-"), Just("+"), Just("x"), Just("7.0"), Just("1e-05"),
+            ], 0..24),
+        ) {
+            let text = format!("TEXT {}", tokens.concat());
+            prop_assert_eq!(parse(&text), reference::parse(&text), "{:?}", text);
+        }
+
+        #[test]
+        fn rounding_is_f64_round(v in 0.0..4.0e9f64, w in 0u32..1_000_000) {
+            prop_assert_eq!(round_small(v), v.round() as u32);
+            for v in [f64::from(w) + 0.5, f64::from(w) + 0.49999999999999994, f64::from(w)] {
+                prop_assert_eq!(round_small(v), v.round() as u32, "{}", v);
+            }
+        }
+
+        #[test]
+        fn numbers_read_as_f64_from_str_reads_them(
+            text in prop_oneof![
+                any::<f64>().prop_map(|f| f.to_string()),
+                any::<f64>().prop_map(|f| format!("{f:e}")),
+                any::<u64>().prop_map(|n| n.to_string()),
+                (0.0..1.2f64).prop_map(|f| f.to_string()),
+                (0u32..100_000, 0u32..6).prop_map(|(m, d)| format!("{}", f64::from(m) / 10f64.powi(d as i32))),
+                "[-+]?[0-9]{0,20}(\\.[0-9]{0,20})?([eE][-+]?[0-9]{1,3})?",
+            ],
+        ) {
+            // Bit for bit: -0.0 too.
+            prop_assert_eq!(
+                number(text.as_bytes()).map(f64::to_bits),
+                reference::number(&text).map(f64::to_bits),
+                "{}",
+                text
+            );
+        }
+
+        #[test]
+        fn bytes_that_are_not_utf8_read_as_their_lossy_text(
+            head in "\\PC{0,40}",
+            bad in prop::collection::vec(0x80u8..=0xff, 0..4),
+            tail in "[a-z_.=:, 0-9]{0,40}",
+        ) {
+            let mut bytes = format!("TEXT named_metrics.num_requests_waiting=2, {head}").into_bytes();
+            bytes.extend(&bad);
+            bytes.extend(tail.as_bytes());
+            prop_assert_eq!(parse_bytes(&bytes), reference::parse(&String::from_utf8_lossy(&bytes)));
         }
 
         #[test]

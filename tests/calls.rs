@@ -455,6 +455,65 @@ fn running_in_a_report_counts_only_beyond_this_clients_own_attempts() {
 }
 
 #[test]
+fn a_load_report_shows_its_time_in_unix_ms_and_names_match_trimmed_in_any_case() {
+    let c = fixed(1, &[]);
+    let before = unix_ms();
+    let mut call = c.call(None, 0).unwrap();
+    let inst = call.next().unwrap();
+    call.record(
+        Outcome::Response(200),
+        &[(
+            " ENDPOINT-load-metrics\t",
+            "  text   named_metrics.num_requests_waiting = 6.5 ,",
+        )],
+    )
+    .unwrap();
+    drop(call);
+    let s = stats_by_id(&c)[&inst.id];
+    assert_eq!(s.reported_waiting, 7, "6.5 rounds half away from zero");
+    // Kept as monotonic time, shown as unix time: within the clock's millisecond either side.
+    let after = unix_ms();
+    assert!(
+        s.report_unix_ms + 20 >= before && s.report_unix_ms <= after + 20,
+        "{} not in {before}..{after}",
+        s.report_unix_ms
+    );
+}
+
+#[test]
+fn two_load_reports_in_one_response_read_as_one_with_the_later_figures_winning() {
+    let c = fixed(1, &[]);
+    let mut call = c.call(None, 0).unwrap();
+    let inst = call.next().unwrap();
+    call.record(
+        Outcome::Response(200),
+        &[
+            (
+                "endpoint-load-metrics",
+                "TEXT named_metrics.num_requests_running=4, named_metrics.num_requests_waiting=9",
+            ),
+            ("retry-after", "x"),
+            (
+                "endpoint-load-metrics",
+                "TEXT named_metrics.num_requests_waiting=2, named_metrics.kv_cache_utilization=0.25",
+            ),
+        ],
+    )
+    .unwrap();
+    drop(call);
+    let s = stats_by_id(&c)[&inst.id];
+    assert_eq!(
+        (
+            s.reported_running,
+            s.reported_waiting,
+            s.reported_kv_permille
+        ),
+        (4, 2, 250)
+    );
+    assert_eq!(c.malformed_load_reports(), 0);
+}
+
+#[test]
 fn a_malformed_load_report_is_ignored_and_counted() {
     let c = fixed(1, &[]);
     let mut call = c.call(None, 0).unwrap();

@@ -1,7 +1,8 @@
 //! `eas_call`: the call functions of the C ABI (one logical request and its attempts).
 
-use std::borrow::Cow;
+use std::cell::Cell;
 use std::ffi::{c_char, CStr};
+use std::mem::MaybeUninit;
 
 use super::boundary::{boundary, boundary_or};
 use super::client::{client, eas_client};
@@ -18,6 +19,37 @@ const _: () = assert!(EAS_CALL_NOT_IDEMPOTENT == CALL_NOT_IDEMPOTENT);
 #[allow(non_camel_case_types)]
 pub struct eas_call {
     call: Call,
+}
+
+thread_local! {
+    /// The memory of the last call freed on this thread, for the next eas_call_begin on it: a
+    /// call cycle then allocates nothing. Freed with the thread (reachable until then).
+    static SPARE: Cell<Option<Box<MaybeUninit<eas_call>>>> = const { Cell::new(None) };
+}
+
+/// A call's box: the thread's spare one if it has it, else a new one.
+fn new_box(call: Call) -> *mut eas_call {
+    let mut spare = SPARE
+        .try_with(Cell::take)
+        .ok()
+        .flatten()
+        .unwrap_or_else(Box::new_uninit);
+    spare.write(eas_call { call });
+    // Initialised just above; `MaybeUninit<eas_call>` has the layout of `eas_call`.
+    Box::into_raw(spare).cast::<eas_call>()
+}
+
+/// # Safety
+/// `call` came from `new_box` and is not used again.
+unsafe fn free_box(call: *mut eas_call) {
+    // SAFETY: `MaybeUninit<eas_call>` has the layout of `eas_call`, and the pointer came from
+    // a `Box` of it, so this box owns the same allocation (and never drops its contents).
+    let mut spare = unsafe { Box::from_raw(call.cast::<MaybeUninit<eas_call>>()) };
+    // SAFETY: the contents are initialised (written by `new_box`) and dropped only here. On a
+    // panic in that drop, `spare` still frees the memory as it unwinds.
+    unsafe { spare.assume_init_drop() };
+    // A thread being torn down has no spare slot any more: the box is freed then.
+    let _ = SPARE.try_with(|slot| slot.set(Some(spare)));
 }
 
 /// How an attempt went, as far as response headers (eas_call_record's `outcome`).
@@ -95,7 +127,7 @@ pub extern "C" fn eas_call_begin(
         };
         match client.call(key, flags) {
             Ok(call) => {
-                *out = Box::into_raw(Box::new(eas_call { call }));
+                *out = new_box(call);
                 eas_status::EAS_STATUS_OK
             }
             Err(kind) => kind.into(),
@@ -119,18 +151,12 @@ pub extern "C" fn eas_call_next(call: *mut eas_call, out: *mut Instance) -> eas_
         let (Some(call), Some(out)) = (unsafe { call_mut(call) }, unsafe { out.as_mut() }) else {
             return eas_status::EAS_STATUS_NULL_PARAMETER;
         };
-        match call.next() {
-            Ok(instance) => {
-                *out = instance;
-                eas_status::EAS_STATUS_OK
-            }
+        match call.next_into(out) {
+            Ok(()) => eas_status::EAS_STATUS_OK,
             Err(kind) => kind.into(),
         }
     })
 }
-
-/// Headers read without allocating when all are UTF-8 (bindings pass at most two).
-const INLINE_HEADERS: usize = 8;
 
 /// Records how the open attempt went (see eas_outcome; the outcome table of the README says
 /// what each means for ejection, back-off and latency).
@@ -171,43 +197,14 @@ pub extern "C" fn eas_call_record(
         // SAFETY (both closures): the arrays hold `n_headers` pointers, and non-NULL entries
         // are NUL-terminated strings that outlive the call, by contract.
         let entry = |i: usize| unsafe { (*header_names.add(i), *header_values.add(i)) };
-        let cstr = |p: *const c_char| unsafe { CStr::from_ptr(p) };
-        // The common case (a few headers, all UTF-8) is read in place, without allocating.
-        let mut inline: [(&str, &str); INLINE_HEADERS] = [("", ""); INLINE_HEADERS];
-        let mut len = 0;
-        let mut all_utf8 = n_headers <= INLINE_HEADERS;
-        // More than INLINE_HEADERS go the allocating way at once.
-        let read_inline = if all_utf8 { n_headers } else { 0 };
-        for i in 0..read_inline {
+        let bytes = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_bytes();
+        // Read in place as bytes: no copy, no UTF-8 check (the core reads bytes that are not
+        // UTF-8 as U+FFFD would be read).
+        let headers = (0..n_headers).filter_map(|i| {
             let (name, value) = entry(i);
-            if name.is_null() || value.is_null() {
-                continue;
-            }
-            match (cstr(name).to_str(), cstr(value).to_str()) {
-                (Ok(name), Ok(value)) => {
-                    inline[len] = (name, value);
-                    len += 1;
-                }
-                _ => {
-                    all_utf8 = false;
-                    break;
-                }
-            }
-        }
-        let owned: Vec<(Cow<str>, Cow<str>)>;
-        let collected: Vec<(&str, &str)>;
-        let headers: &[(&str, &str)] = if all_utf8 {
-            &inline[..len]
-        } else {
-            owned = (0..n_headers)
-                .map(entry)
-                .filter(|(name, value)| !name.is_null() && !value.is_null())
-                .map(|(name, value)| (cstr(name).to_string_lossy(), cstr(value).to_string_lossy()))
-                .collect();
-            collected = owned.iter().map(|(n, v)| (&**n, &**v)).collect();
-            &collected
-        };
-        match call.record(outcome, headers) {
+            (!name.is_null() && !value.is_null()).then(|| (bytes(name), bytes(value)))
+        });
+        match call.record_raw(outcome, headers) {
             Ok(again) => {
                 // SAFETY: `retry` is NULL or writable, by contract.
                 if let Some(retry) = unsafe { retry.as_mut() } {
@@ -250,7 +247,7 @@ pub extern "C" fn eas_call_free(call: *mut eas_call) {
     boundary_or!((), {
         if !call.is_null() {
             // SAFETY: `call` came from eas_call_begin and is freed once, by contract.
-            drop(unsafe { Box::from_raw(call) });
+            unsafe { free_box(call) };
         }
     })
 }
