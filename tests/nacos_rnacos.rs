@@ -435,3 +435,37 @@ fn a_forked_child_subscribes_on_its_own_and_gets_pushes() {
         listed(&c).iter().any(|&(p, _)| p == 9602)
     });
 }
+
+#[test]
+fn push_logs_in_where_the_server_wants_a_token_and_never_shows_the_password() {
+    let server = Rnacos::start_with_auth();
+    let reg = Registry::new("svc-push-auth", &[&server]);
+    reg.login("admin", "admin");
+    reg.register(9701, 1.0);
+    let mut o = Options::new();
+    o.set("nacos_transport", "grpc").unwrap(); // push only: no HTTP poll could log in for it
+    o.set("refresh_interval_ms", "60000").unwrap();
+    o.set("request_timeout_ms", "1000").unwrap();
+    o.set("username", "admin").unwrap();
+    o.set("password", "admin").unwrap();
+    let c = Client::new(&format!("nacos://{}/svc-push-auth", server.addr()), &o).unwrap();
+    c.wait_ready(Duration::from_secs(10)).unwrap();
+    assert_eq!(listed(&c), vec![(9701, 1000)]);
+    assert_eq!(c.transport().unwrap(), Transport::Push);
+    reg.register(9702, 1.0);
+    eventually("a registration, pushed", Duration::from_secs(10), || {
+        listed(&c).len() == 2
+    });
+
+    // Without the login, the server refuses the subscription, and says so without secrets.
+    let mut o = Options::new();
+    o.set("nacos_transport", "grpc").unwrap();
+    o.set("request_timeout_ms", "500").unwrap();
+    o.set("username", "admin").unwrap();
+    o.set("password", "wrong-Secret-9").unwrap();
+    let refused = Client::new(&format!("nacos://{}/svc-push-auth", server.addr()), &o).unwrap();
+    let err = refused.wait_ready(Duration::from_secs(3)).unwrap_err();
+    assert!(!err.message.contains("wrong-Secret-9"), "{}", err.message);
+    assert!(err.message.contains("login"), "{}", err.message);
+    assert_eq!(refused.transport().unwrap(), Transport::Poll);
+}

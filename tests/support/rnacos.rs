@@ -44,10 +44,22 @@ pub struct Rnacos {
     child: Option<Child>,
     pub port: u16,
     pub dir: PathBuf,
+    /// Whether the open API wants a login (user `admin`, password `admin`).
+    auth: bool,
 }
 
 impl Rnacos {
     pub fn start() -> Rnacos {
+        Rnacos::start_as(false)
+    }
+
+    /// A server whose HTTP and gRPC APIs want a login token (user `admin`, password `admin`).
+    #[allow(dead_code)]
+    pub fn start_with_auth() -> Rnacos {
+        Rnacos::start_as(true)
+    }
+
+    fn start_as(auth: bool) -> Rnacos {
         let port = free_port_triple();
         let dir =
             std::env::temp_dir().join(format!("easdirect-rnacos-{}-{port}", std::process::id()));
@@ -56,6 +68,7 @@ impl Rnacos {
             child: None,
             port,
             dir,
+            auth,
         };
         server.spawn();
         server
@@ -83,6 +96,7 @@ impl Rnacos {
                 HEALTH_TIMEOUT_S.to_string(),
             )
             .env("RNACOS_NAMING_INSTANCE_TIMEOUT_SECOND", "60")
+            .env("RNACOS_ENABLE_OPEN_API_AUTH", self.auth.to_string())
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -136,6 +150,8 @@ pub struct Registry {
     weights: Mutex<BTreeMap<u16, f64>>,
     beating: Mutex<BTreeMap<u16, bool>>,
     stop: AtomicBool,
+    /// The login token every request carries, for a server that wants one.
+    token: Mutex<Option<String>>,
 }
 
 impl Registry {
@@ -146,6 +162,7 @@ impl Registry {
             weights: Mutex::default(),
             beating: Mutex::default(),
             stop: AtomicBool::new(false),
+            token: Mutex::default(),
         });
         let r = registry.clone();
         std::thread::spawn(move || {
@@ -157,7 +174,32 @@ impl Registry {
         registry
     }
 
+    /// Logs in at the first server; every request carries the token from now on.
+    #[allow(dead_code)]
+    pub fn login(&self, username: &str, password: &str) {
+        let url = format!("{}/v1/auth/users/login", self.servers[0]);
+        // A server just started may not have its users yet: tried for a few seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let body = loop {
+            match ureq::post(&url).send_form(&[("username", username), ("password", password)]) {
+                Ok(answer) => break answer.into_string().expect("an answer"),
+                Err(e) if std::time::Instant::now() > deadline => panic!("login: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
+        let token = answer["accessToken"].as_str().expect("a token").to_owned();
+        *self.token.lock().unwrap() = Some(token);
+    }
+
     fn params(&self, port: u16, weight: f64) -> Vec<(&'static str, String)> {
+        let token = self.token.lock().unwrap().clone();
+        let mut params = self.instance_params(port, weight);
+        params.extend(token.map(|t| ("accessToken", t)));
+        params
+    }
+
+    fn instance_params(&self, port: u16, weight: f64) -> Vec<(&'static str, String)> {
         vec![
             ("namespaceId", "public".into()),
             ("groupName", GROUP.into()),

@@ -59,7 +59,12 @@ pub(crate) struct PushAuth {
 impl PushAuth {
     /// The identity headers for a request to the server whose HTTP side is `base`; `renew`
     /// logs in again (the server refused the token).
-    async fn headers(&self, base: &str, renew: bool, limit: Duration) -> Result<BTreeMap<String, String>, String> {
+    async fn headers(
+        &self,
+        base: &str,
+        renew: bool,
+        limit: Duration,
+    ) -> Result<BTreeMap<String, String>, String> {
         let me = self.clone();
         let base = base.to_owned();
         let work = tokio::task::spawn_blocking(move || {
