@@ -96,13 +96,19 @@ const _: () = assert!(std::mem::size_of::<InstanceStats>() == 64);
 impl InstanceStats {
     /// The stats of `inst`, given its load state and the deadline (unix ms, 0: none) until
     /// which it is out of picks.
-    pub fn of(inst: &Instance, load: &InstanceLoad, out_until_unix_ms: u64) -> InstanceStats {
+    /// The record of `inst`; `now` is the clock pair of the stats call (see [`StatsClock`]).
+    pub fn of(
+        inst: &Instance,
+        load: &InstanceLoad,
+        out_until_unix_ms: u64,
+        now: StatsClock,
+    ) -> InstanceStats {
         let f = load.figures();
         // Reports keep only monotonic time (one clock read per record); the wall-clock time
         // shown here is converted with the offset of now.
         let report_unix_ms = match f.report_ms {
             0 => 0,
-            at => unix_ms().saturating_sub(monotonic_now_ms().saturating_sub(at)),
+            at => now.unix_ms.saturating_sub(now.monotonic_ms.saturating_sub(at)),
         };
         InstanceStats {
             id: inst.id,
@@ -279,6 +285,23 @@ fn exp_neg(x: f64) -> f64 {
         1.0 - x * (1.0 - x * (0.5 - x * (1.0 / 6.0)))
     } else {
         (-x).exp()
+    }
+}
+
+/// One reading of both clocks, for every record of a stats call.
+#[derive(Clone, Copy, Debug)]
+pub struct StatsClock {
+    /// Precise monotonic ms, the clock reports are stamped with.
+    pub monotonic_ms: u64,
+    pub unix_ms: u64,
+}
+
+impl StatsClock {
+    pub fn now() -> StatsClock {
+        StatsClock {
+            monotonic_ms: monotonic_now_ms(),
+            unix_ms: unix_ms(),
+        }
     }
 }
 
@@ -553,13 +576,13 @@ mod tests {
     fn the_report_time_is_shown_in_unix_ms() {
         let table = LoadTable::default();
         let loads = table.attach(&[inst(1)]);
-        assert_eq!(InstanceStats::of(&inst(1), &loads[0], 0).report_unix_ms, 0);
+        assert_eq!(InstanceStats::of(&inst(1), &loads[0], 0, StatsClock::now()).report_unix_ms, 0);
         let report = LoadReport {
             waiting: Some(2),
             ..LoadReport::default()
         };
         loads[0].take(Some(&report), None, crate::eject::monotonic_ns(), 1);
-        let shown = InstanceStats::of(&inst(1), &loads[0], 0).report_unix_ms;
+        let shown = InstanceStats::of(&inst(1), &loads[0], 0, StatsClock::now()).report_unix_ms;
         let now = unix_ms();
         assert!(shown <= now && shown + 1000 > now, "{shown} vs {now}");
     }

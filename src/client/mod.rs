@@ -19,7 +19,7 @@ use crate::config::{CallSettings, Options, Settings, SourceKind};
 use crate::eject::{monotonic_ms, EjectionPolicy};
 use crate::error::{Error, ErrorKind};
 use crate::instance::Instance;
-use crate::load::{InstanceStats, LoadTable};
+use crate::load::{InstanceStats, LoadTable, StatsClock};
 use crate::pick::Picker;
 use crate::redact;
 use crate::refresher::{self, fork_generation};
@@ -200,6 +200,7 @@ impl Client {
             return Ok(Vec::new());
         };
         let (now, unix_now) = (monotonic_ms(), unix_ms());
+        let clock = StatsClock::now();
         let ejections = self.inner.health.ejection_deadlines(&snapshot);
         Ok(snapshot
             .instances
@@ -213,7 +214,7 @@ impl Client {
                 } else {
                     0
                 };
-                InstanceStats::of(inst, load, until_unix)
+                InstanceStats::of(inst, load, until_unix, clock)
             })
             .collect())
     }
