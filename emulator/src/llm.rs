@@ -348,6 +348,15 @@ impl Llm {
         }
     }
 
+    /// Requests that have reached the queue since the backend started (each waits for, or
+    /// holds, a slot from then on; served and abandoned ones included), read under the same
+    /// lock as `running` and `waiting`: `(running, waiting, arrived)`. A central dispatcher
+    /// subtracts `arrived` from what it sent to count its requests still on the way.
+    pub fn occupancy(&self) -> (u32, u32, u64) {
+        let st = self.state();
+        (st.running, st.queue.len() as u32, st.next_ticket)
+    }
+
     /// The requests served since the last call, oldest first (at most the last 100,000).
     pub fn take_served(&self) -> Vec<ServedRequest> {
         self.state().samples.drain(..).collect()
