@@ -23,7 +23,8 @@
 //!
 //! Environment: `LB_REQUESTS` (per cell, default 20000), `LB_RUNS` (default 3; each figure is
 //! the median of the runs), `LB_SCENARIOS` (comma list, default all four), `LB_WORKERS`
-//! (default 512).
+//! (workers at the start of a cell, default 512; more are added, up to 4096, whenever an
+//! arrival is due and every worker is busy, so that the load stays open-loop).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -51,6 +52,9 @@ const SHARED_LEAD: Duration = Duration::from_secs(2);
 const SHARED_TAIL: Duration = Duration::from_secs(1);
 /// A start later than this behind its scheduled arrival counts as a late start.
 const LATE: Duration = Duration::from_millis(1);
+/// The most workers a run may use, and how many are added at a time when all are busy.
+const MAX_WORKERS: usize = 4096;
+const GROW_BY: usize = 32;
 
 // ---------------------------------------------------------------------------------------------
 // Plans: a seeded Poisson timeline and the sizes of its requests.
@@ -354,59 +358,77 @@ fn agent(workers: usize) -> ureq::Agent {
         .build()
 }
 
-/// Runs `plan` through `driver` with `workers` workers; `started` is told the run's start
-/// first (the shared scenario's child prints it).
+/// Runs `plan` through `driver`, starting with `workers` workers and adding more whenever the
+/// next arrival is due and no worker has taken it (so that arrivals never wait for one), up to
+/// `MAX_WORKERS`; `started` is called at the run's start (the shared scenario's child prints
+/// it). Returns every request and the number of workers the run ended with.
 fn run_plan(
     plan: &Plan,
     driver: &Driver,
     ports: &[u16],
     workers: usize,
     started: impl FnOnce(),
-) -> Vec<Done> {
-    let agent = agent(workers);
+) -> (Vec<Done>, usize) {
+    let agent = agent(MAX_WORKERS);
     let next = AtomicUsize::new(0);
     let t0 = Instant::now() + Duration::from_millis(100);
     let results = Mutex::new(Vec::with_capacity(plan.at.len()));
-    thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let mut mine = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= plan.at.len() {
-                        break;
-                    }
-                    let due = t0 + plan.at[i];
-                    let now = Instant::now();
-                    let queued = now > due + LATE;
-                    if now < due {
-                        thread::sleep(due - now);
-                    }
-                    let late = Instant::now().saturating_duration_since(due);
-                    let (backend, ok) = drive(driver, &agent, ports, plan.tokens[i]);
-                    let end = Instant::now();
-                    mine.push(Done {
-                        index: i,
-                        latency: end.saturating_duration_since(due),
-                        end: end.saturating_duration_since(t0),
-                        late,
-                        queued,
-                        backend,
-                        ok,
-                    });
-                }
-                results.lock().unwrap().extend(mine);
+    let work = || {
+        let mut mine = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= plan.at.len() {
+                break;
+            }
+            let due = t0 + plan.at[i];
+            let now = Instant::now();
+            let queued = now > due + LATE;
+            if now < due {
+                thread::sleep(due - now);
+            }
+            let late = Instant::now().saturating_duration_since(due);
+            let (backend, ok) = drive(driver, &agent, ports, plan.tokens[i]);
+            let end = Instant::now();
+            mine.push(Done {
+                index: i,
+                latency: end.saturating_duration_since(due),
+                end: end.saturating_duration_since(t0),
+                late,
+                queued,
+                backend,
+                ok,
             });
+        }
+        results.lock().unwrap().extend(mine);
+    };
+    let mut spawned = workers.min(MAX_WORKERS);
+    thread::scope(|s| {
+        for _ in 0..spawned {
+            s.spawn(work);
         }
         let now = Instant::now();
         if now < t0 {
             thread::sleep(t0 - now);
         }
         started();
+        // Every worker busy (the next arrival is due and untaken): add some.
+        loop {
+            let i = next.load(Ordering::Relaxed);
+            if i >= plan.at.len() {
+                break;
+            }
+            if spawned < MAX_WORKERS && Instant::now() > t0 + plan.at[i] {
+                for _ in 0..GROW_BY.min(MAX_WORKERS - spawned) {
+                    s.spawn(work);
+                }
+                spawned += GROW_BY.min(MAX_WORKERS - spawned);
+            }
+            thread::sleep(Duration::from_micros(500));
+        }
     });
     let mut v = results.into_inner().unwrap();
     v.sort_by_key(|d| d.index);
-    v
+    (v, spawned)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,6 +448,8 @@ struct Figures {
     late_p99_ms: f64,
     /// Process CPU time over the cell's wall time, in cores (of 2).
     cpu: f64,
+    /// Workers the run ended with.
+    workers: usize,
     /// Share of the answered requests per backend.
     share: Vec<f64>,
     requests: usize,
@@ -481,6 +505,7 @@ fn figures(plan: &Plan, done: &[Done], window: Option<(Duration, Duration)>) -> 
             quantile(&late, 0.99)
         },
         cpu: 0.0,
+        workers: 0,
         share,
         requests: chosen.len(),
     }
@@ -507,6 +532,7 @@ fn median_figures(runs: &[Figures]) -> Figures {
         queued: runs.iter().map(|f| f.queued).max().unwrap_or(0),
         late_p99_ms: m(&|f| f.late_p99_ms),
         cpu: m(&|f| f.cpu),
+        workers: runs.iter().map(|f| f.workers).max().unwrap_or(0),
         share: (0..BACKENDS)
             .map(|b| median(runs.iter().map(|f| f.share[b]).collect()))
             .collect(),
@@ -658,9 +684,10 @@ fn run_cell(cfg: &Config, scenario: Scenario, policy: Policy, run: usize) -> Cel
             Count::Requests(cfg.requests),
         );
         let cpu = Cpu::now(libc::RUSAGE_SELF);
-        let done = run_plan(&plan, &driver, &backends.ports, cfg.workers, || {});
+        let (done, workers) = run_plan(&plan, &driver, &backends.ports, cfg.workers, || {});
         let mut main = figures(&plan, &done, None);
         main.cpu = cpu.cores(libc::RUSAGE_SELF);
+        main.workers = workers;
         return CellResult {
             main,
             other: None,
@@ -707,9 +734,10 @@ fn run_cell(cfg: &Config, scenario: Scenario, policy: Policy, run: usize) -> Cel
     assert_eq!(first, "started", "process A");
     thread::sleep(SHARED_LEAD - Duration::from_millis(100));
     let cpu = Cpu::now(libc::RUSAGE_SELF);
-    let done = run_plan(&plan, &driver, &backends.ports, cfg.workers, || {});
+    let (done, workers) = run_plan(&plan, &driver, &backends.ports, cfg.workers, || {});
     let mut main = figures(&plan, &done, None);
     main.cpu = cpu.cores(libc::RUSAGE_SELF);
+    main.workers = workers;
     let mut a = None;
     for line in lines.map_while(Result::ok) {
         if let Some(rest) = line.strip_prefix("figures ") {
@@ -756,8 +784,8 @@ impl Cpu {
 
 fn print_figures_line(f: &Figures) -> String {
     format!(
-        "{} {} {} {} {} {} {}",
-        f.p50_ms, f.p99_ms, f.throughput, f.failed, f.queued, f.late_p99_ms, f.cpu
+        "{} {} {} {} {} {} {} {}",
+        f.p50_ms, f.p99_ms, f.throughput, f.failed, f.queued, f.late_p99_ms, f.cpu, f.workers
     )
 }
 
@@ -771,6 +799,7 @@ fn parse_figures(s: &str) -> Figures {
         queued: v[4] as usize,
         late_p99_ms: v[5],
         cpu: v[6],
+        workers: v[7] as usize,
         share: vec![0.0; BACKENDS],
         requests: 0,
     }
@@ -797,12 +826,13 @@ fn loadgen(ports: &str) {
     let plan = plan(seed, sigma, capacity, load, Count::Span(span));
     let driver = Driver::Plain(AtomicUsize::new(0));
     let cpu = Cpu::now(libc::RUSAGE_SELF);
-    let done = run_plan(&plan, &driver, &ports, workers, || {
+    let (done, workers) = run_plan(&plan, &driver, &ports, workers, || {
         println!("started");
         let _ = std::io::stdout().flush();
     });
     let mut f = figures(&plan, &done, Some(window));
     f.cpu = cpu.cores(libc::RUSAGE_SELF);
+    f.workers = workers;
     println!("figures {}", print_figures_line(&f));
 }
 
@@ -882,7 +912,7 @@ fn main() {
                 let f = &r.main;
                 eprintln!(
                     "run {} {:8} {:26} p50 {:7.2} ms  p99 {:8.2} ms  thr {:.4}  no worker {}  \
-                     start delay p99 {:.2} ms  cpu {:.2} cores  ({:.1} s)",
+                     start delay p99 {:.2} ms  cpu {:.2} cores  workers {}  ({:.1} s)",
                     run + 1,
                     scenario.name(),
                     policy.name(),
@@ -892,6 +922,7 @@ fn main() {
                     f.queued,
                     f.late_p99_ms,
                     f.cpu,
+                    f.workers,
                     t.elapsed().as_secs_f64()
                 );
                 if let Some(a) = &r.other {
@@ -932,7 +963,7 @@ fn main() {
         println!();
         println!(
             "| policy | p50 ms | p99 ms | throughput / offered | p99 / oracle | p99 / round_robin \
-             | failed | no free worker | start delay p99 ms | CPU cores |{}",
+             | failed | no free worker | start delay p99 ms | workers | CPU cores |{}",
             if scenario == Scenario::Shared {
                 " A p50 ms | A p99 ms | A throughput / offered |"
             } else {
@@ -940,7 +971,7 @@ fn main() {
             }
         );
         println!(
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|{}",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|{}",
             if scenario == Scenario::Shared {
                 "---:|---:|---:|"
             } else {
@@ -952,7 +983,7 @@ fn main() {
         for &policy in scenario.policies() {
             let (f, a) = &medians[&(scenario, policy)];
             let mut line = format!(
-                "| {} | {:.2} | {:.2} | {:.4} | {:.2} | {:.2} | {} | {} | {:.2} | {:.2} |",
+                "| {} | {:.2} | {:.2} | {:.4} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {:.2} |",
                 policy.name(),
                 f.p50_ms,
                 f.p99_ms,
@@ -962,6 +993,7 @@ fn main() {
                 f.failed,
                 f.queued,
                 f.late_p99_ms,
+                f.workers,
                 f.cpu
             );
             if let Some(a) = a {
