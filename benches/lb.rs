@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -374,9 +374,16 @@ fn run_plan(
 ) -> (Vec<Done>, usize) {
     let agent = agent(MAX_WORKERS);
     let next = AtomicUsize::new(0);
-    let t0 = Instant::now() + Duration::from_millis(100);
+    // The start is set once every first worker runs (spawning hundreds of threads on a busy
+    // machine can take longer than any fixed lead, which would make the first arrivals late).
+    let start = OnceLock::new();
+    let ready = Barrier::new(workers.min(MAX_WORKERS) + 1);
     let results = Mutex::new(Vec::with_capacity(plan.at.len()));
-    let work = || {
+    let work = |first: bool| {
+        if first {
+            ready.wait();
+        }
+        let t0: Instant = *start.get().expect("the start is set");
         let mut mine = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -407,8 +414,11 @@ fn run_plan(
     let mut spawned = workers.min(MAX_WORKERS);
     thread::scope(|s| {
         for _ in 0..spawned {
-            s.spawn(work);
+            s.spawn(move || work(true));
         }
+        let t0 = Instant::now() + Duration::from_millis(50);
+        start.set(t0).expect("set once");
+        ready.wait();
         let now = Instant::now();
         if now < t0 {
             thread::sleep(t0 - now);
@@ -422,7 +432,7 @@ fn run_plan(
             }
             if spawned < MAX_WORKERS && Instant::now() > t0 + plan.at[i] {
                 for _ in 0..GROW_BY.min(MAX_WORKERS - spawned) {
-                    s.spawn(work);
+                    s.spawn(move || work(false));
                 }
                 spawned += GROW_BY.min(MAX_WORKERS - spawned);
             }
