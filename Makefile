@@ -128,7 +128,7 @@ test-python: build
 	bash bindings/python/run-tests.sh
 
 ## Benchmarks (figures go to BENCHMARKS.md).
-bench: bench-rust bench-c bench-nacos bench-go bench-python bench-java
+bench: bench-rust bench-c bench-nacos bench-lb bench-go bench-python bench-java
 
 bench-rust:
 	$(CARGO) bench --bench pick
