@@ -25,7 +25,7 @@ CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build install tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
+.PHONY: demo test build install tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-lb bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -128,11 +128,17 @@ test-python: build
 	bash bindings/python/run-tests.sh
 
 ## Benchmarks (figures go to BENCHMARKS.md).
-bench: bench-rust bench-c bench-nacos bench-go bench-python bench-java
+bench: bench-rust bench-c bench-nacos bench-lb bench-go bench-python bench-java
 
 bench-rust:
 	$(CARGO) bench --bench pick
 	$(CARGO) bench --bench publish
+
+## Load-aware balancing under open-loop load (issue 13): every lb_policy and an oracle over 8
+## LLM-like emulator backends, four scenarios; LB_REQUESTS (per cell, default 20000) and
+## LB_RUNS (default 3, median) make a quick run possible: `LB_REQUESTS=2000 LB_RUNS=1 make bench-lb`.
+bench-lb:
+	$(CARGO) bench --bench lb --locked
 
 bench-nacos: $(RNACOS) $(NACOS_PY)
 	EASDIRECT_RNACOS=$(RNACOS) EASDIRECT_NACOS_PYTHON=$(NACOS_PY) $(CARGO) bench --bench nacos

@@ -217,16 +217,16 @@ struct State {
     config: LlmConfig,
     rng: SplitMix64,
     running: u32,
-    /// Tickets of waiting requests, first come first.
-    queue: VecDeque<u64>,
+    /// Waiting requests, first come first: each one's ticket and the condition variable it
+    /// waits on (with `state`'s lock). Only the head can take a slot, so only the head is
+    /// woken: a slot freed behind a long queue wakes one thread, not the whole queue.
+    queue: VecDeque<(u64, Arc<Condvar>)>,
     next_ticket: u64,
     samples: VecDeque<ServedRequest>,
 }
 
 struct Inner {
     state: Mutex<State>,
-    /// Signalled when a slot frees, the queue's head leaves, or the settings change.
-    changed: Condvar,
     served: AtomicU64,
     abandoned: AtomicU64,
 }
@@ -250,7 +250,7 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         let mut st = self.llm.state();
         st.running -= 1;
-        self.llm.inner.changed.notify_all();
+        st.wake_head();
     }
 }
 
@@ -284,7 +284,6 @@ impl Llm {
                     next_ticket: 0,
                     samples: VecDeque::new(),
                 }),
-                changed: Condvar::new(),
                 served: AtomicU64::new(0),
                 abandoned: AtomicU64::new(0),
             }),
@@ -309,7 +308,7 @@ impl Llm {
             st.rng = SplitMix64(config.seed);
         }
         st.config = config;
-        self.inner.changed.notify_all();
+        st.wake_head();
         Ok(())
     }
 
@@ -346,6 +345,15 @@ impl Llm {
             served: self.inner.served.load(Ordering::SeqCst),
             abandoned: self.inner.abandoned.load(Ordering::SeqCst),
         }
+    }
+
+    /// Requests that have reached the queue since the backend started (each waits for, or
+    /// holds, a slot from then on; served and abandoned ones included), read under the same
+    /// lock as `running` and `waiting`: `(running, waiting, arrived)`. A central dispatcher
+    /// subtracts `arrived` from what it sent to count its requests still on the way.
+    pub fn occupancy(&self) -> (u32, u32, u64) {
+        let st = self.state();
+        (st.running, st.queue.len() as u32, st.next_ticket)
     }
 
     /// The requests served since the last call, oldest first (at most the last 100,000).
@@ -420,14 +428,15 @@ impl Llm {
         let mut st = self.state();
         let ticket = st.next_ticket;
         st.next_ticket += 1;
-        st.queue.push_back(ticket);
+        let woken = Arc::new(Condvar::new());
+        st.queue.push_back((ticket, woken.clone()));
         let mut probed = Instant::now();
         loop {
-            if st.queue.front() == Some(&ticket) && st.running < st.config.slots {
+            if st.queue.front().map(|w| w.0) == Some(ticket) && st.running < st.config.slots {
                 st.queue.pop_front();
                 st.running += 1;
                 // The next in line may fit too.
-                self.inner.changed.notify_all();
+                st.wake_head();
                 return Some(Slot {
                     llm: self,
                     config: st.config.clone(),
@@ -442,13 +451,11 @@ impl Llm {
                 st = self.state();
             }
             if gone {
-                st.queue.retain(|t| *t != ticket);
-                self.inner.changed.notify_all();
+                st.queue.retain(|w| w.0 != ticket);
+                st.wake_head();
                 return None;
             }
-            st = self
-                .inner
-                .changed
+            st = woken
                 .wait_timeout(st, PROBE_EVERY)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -622,6 +629,15 @@ impl Llm {
         let mut end = chunk(b"data: [DONE]\n\n");
         end.extend_from_slice(&chunk(b""));
         conn.write_all(&end).is_ok()
+    }
+}
+
+impl State {
+    /// Wakes the queue's head (after a slot freed, the head left, or the settings changed).
+    fn wake_head(&self) {
+        if let Some((_, woken)) = self.queue.front() {
+            woken.notify_one();
+        }
     }
 }
 

@@ -351,6 +351,7 @@ fn the_load_report_shows_the_queue() {
     eventually("the first runs", || llm.counters().running == 1);
     let second = thread::spawn(move || ask(addr, &[("x-tokens", "0")], None));
     eventually("the second waits", || llm.counters().waiting == 1);
+    assert_eq!(llm.occupancy(), (1, 1, 2), "running, waiting, arrived");
     // The third is reported when it runs: the second may still be running or waiting.
     let (r, _) = ask(
         addr,
@@ -367,6 +368,7 @@ fn the_load_report_shows_the_queue() {
     assert!(r.json()["queued_ms"].as_f64().unwrap() > 0.0);
     first.join().unwrap();
     second.join().unwrap();
+    eventually("served ones stay arrived", || llm.occupancy() == (0, 0, 3));
 }
 
 #[test]
