@@ -108,7 +108,9 @@ impl InstanceStats {
         // shown here is converted with the offset of now.
         let report_unix_ms = match f.report_ms {
             0 => 0,
-            at => now.unix_ms.saturating_sub(now.monotonic_ms.saturating_sub(at)),
+            at => now
+                .unix_ms
+                .saturating_sub(now.monotonic_ms.saturating_sub(at)),
         };
         InstanceStats {
             id: inst.id,
@@ -576,7 +578,10 @@ mod tests {
     fn the_report_time_is_shown_in_unix_ms() {
         let table = LoadTable::default();
         let loads = table.attach(&[inst(1)]);
-        assert_eq!(InstanceStats::of(&inst(1), &loads[0], 0, StatsClock::now()).report_unix_ms, 0);
+        assert_eq!(
+            InstanceStats::of(&inst(1), &loads[0], 0, StatsClock::now()).report_unix_ms,
+            0
+        );
         let report = LoadReport {
             waiting: Some(2),
             ..LoadReport::default()
