@@ -107,8 +107,13 @@ fn registration_to_pick(server: &Rnacos, reg: &Registry) {
         let mut samples = Vec::new();
         for round in 0..ROUNDS {
             let port = 30_000 + m as u16 * 100 + round;
-            // Registrations at evenly spread points of the refresh cycle (a second for push).
-            let cycle = u64::from((*refresh_ms).min(1000));
+            // Registrations at evenly spread points of the refresh cycle (the last poll saw the
+            // previous deregistration); of a second for push (rnacos pushes on a 500 ms tick).
+            let cycle = if *transport == "auto" {
+                1000
+            } else {
+                u64::from(*refresh_ms)
+            };
             std::thread::sleep(Duration::from_millis(
                 cycle * u64::from(round) / u64::from(ROUNDS),
             ));

@@ -169,7 +169,7 @@ fn nacos_python() -> PathBuf {
 }
 
 #[test]
-fn sees_instances_registered_by_the_official_python_client_over_grpc() {
+fn sees_instances_registered_by_the_official_python_client_over_grpc_by_push_and_by_polling() {
     let python = nacos_python();
     assert!(
         python.exists(),
@@ -180,6 +180,15 @@ fn sees_instances_registered_by_the_official_python_client_over_grpc() {
     // One instance over HTTP with heartbeats, two over gRPC by the Python client.
     let reg = Registry::new("svc-grpc", &[&server]);
     reg.register(9300, 1.0);
+    // A push client that polls once a minute: only pushes can bring what follows.
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "60000").unwrap();
+    o.set("request_timeout_ms", "1000").unwrap();
+    let pushed = Client::new(&format!("nacos://{}/svc-grpc", server.addr()), &o).unwrap();
+    pushed.wait_ready(Duration::from_secs(10)).unwrap();
+    eventually("the push stream is up", Duration::from_secs(10), || {
+        pushed.transport().unwrap() == Transport::Push
+    });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nacos/register_grpc.py");
     let mut registrar = Command::new(&python)
         .arg(script)
@@ -204,8 +213,10 @@ fn sees_instances_registered_by_the_official_python_client_over_grpc() {
 
     let c = client(&[&server], "svc-grpc");
     c.wait_ready(Duration::from_secs(10)).unwrap();
-    eventually("all three", Duration::from_secs(10), || {
-        listed(&c) == vec![(9300, 1000), (9301, 1000), (9302, 2000)]
+    let all = vec![(9300, 1000), (9301, 1000), (9302, 2000)];
+    eventually("all three", Duration::from_secs(10), || listed(&c) == all);
+    eventually("all three, pushed", Duration::from_secs(10), || {
+        listed(&pushed) == all
     });
     // The Python client goes away: its gRPC connection closes and its instances leave.
     drop(registrar.stdin.take());
@@ -215,6 +226,12 @@ fn sees_instances_registered_by_the_official_python_client_over_grpc() {
         Duration::from_secs(HEALTH_TIMEOUT_S + 20),
         || listed(&c) == vec![(9300, 1000)],
     );
+    eventually(
+        "the gRPC instances leave, pushed",
+        Duration::from_secs(10),
+        || listed(&pushed) == vec![(9300, 1000)],
+    );
+    assert_eq!(pushed.transport().unwrap(), Transport::Push);
 }
 
 #[test]
@@ -468,4 +485,29 @@ fn push_logs_in_where_the_server_wants_a_token_and_never_shows_the_password() {
     assert!(!err.message.contains("wrong-Secret-9"), "{}", err.message);
     assert!(err.message.contains("login"), "{}", err.message);
     assert_eq!(refused.transport().unwrap(), Transport::Poll);
+}
+
+#[test]
+fn a_client_started_while_the_server_is_down_subscribes_once_its_port_opens() {
+    let mut server = Rnacos::start();
+    let reg = Registry::new("svc-push-late", &[&server]);
+    reg.register(9801, 1.0);
+    server.stop();
+    let mut o = Options::new();
+    o.set("refresh_interval_ms", "60000").unwrap();
+    o.set("request_timeout_ms", "500").unwrap();
+    let c = Client::new(&format!("nacos://{}/svc-push-late", server.addr()), &o).unwrap();
+    assert!(
+        c.wait_ready(Duration::from_millis(1500)).is_err(),
+        "no server yet"
+    );
+    std::thread::sleep(Duration::from_secs(2)); // the stream's backoff grows meanwhile
+    server.spawn(); // returns once the HTTP port answers
+                    // The poll failed a minute's interval ago: the list can only come by the subscription,
+                    // within 5 s of the port opening.
+    c.wait_ready(Duration::from_secs(5)).unwrap();
+    assert_eq!(c.transport().unwrap(), Transport::Push);
+    eventually("the instance", Duration::from_secs(5), || {
+        listed(&c) == vec![(9801, 1000)]
+    });
 }

@@ -515,3 +515,26 @@ func TestServiceAndTargetKeepSecretsOut(t *testing.T) {
 		t.Fatal("the Target of a nil Client")
 	}
 }
+
+func TestDeliveryIsPollForEverySourceButAPushingNacosAndErrClosedAfterClose(t *testing.T) {
+	c := mustNew(t, "static://10.0.0.1:80,10.0.0.2:80")
+	d, err := c.Delivery()
+	if err != nil || d != DeliveryPoll || d.String() != "poll" {
+		t.Fatalf("Delivery() = %v, %v", d, err)
+	}
+	// A Nacos client whose server never answers: polling, since no stream came up.
+	n := mustNew(t, "nacos://127.0.0.1:1/svc?request_timeout_ms=50")
+	if d, err := n.Delivery(); err != nil || d != DeliveryPoll {
+		t.Fatalf("nacos Delivery() = %v, %v", d, err)
+	}
+	c.Close()
+	if _, err := c.Delivery(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+	if _, err := (*Client)(nil).Delivery(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a nil Client: %v", err)
+	}
+	if DeliveryPush.String() != "push" {
+		t.Fatal(DeliveryPush.String())
+	}
+}

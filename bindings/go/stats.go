@@ -26,6 +26,7 @@ import "C"
 
 import (
 	"runtime"
+	"strconv"
 	"time"
 	"unsafe"
 )
@@ -124,4 +125,42 @@ func (c *Client) Target() string {
 // live until eas_client_free, the Go copies as long as the Client).
 func clientNames(ptr *C.eas_client) (service, target string) {
 	return C.GoString(C.eas_client_service(ptr)), C.GoString(C.eas_client_target(ptr))
+}
+
+// Delivery is what delivers a client's instance list now (eas_client_transport; the name
+// Transport is the http.RoundTripper's).
+type Delivery int
+
+const (
+	// DeliveryPoll: the client polls its source (every source but Nacos, and Nacos while its
+	// push stream is down or was never up).
+	DeliveryPoll Delivery = C.EAS_TRANSPORT_POLL
+	// DeliveryPush: a Nacos push stream (gRPC) delivers the list; polling is a safety net.
+	DeliveryPush Delivery = C.EAS_TRANSPORT_PUSH
+)
+
+// String is "poll" or "push".
+func (d Delivery) String() string {
+	switch d {
+	case DeliveryPoll:
+		return "poll"
+	case DeliveryPush:
+		return "push"
+	}
+	return "Delivery(" + strconv.Itoa(int(d)) + ")"
+}
+
+// Delivery says what delivers the list now (the nacos_transport option decides whether a
+// Nacos client subscribes). A closed client gives an error matching ErrClosed.
+func (c *Client) Delivery() (Delivery, error) {
+	if c.missing() {
+		return DeliveryPoll, errNoClient
+	}
+	var out C.int32_t
+	st := C.eas_client_transport(c.ptr, &out)
+	runtime.KeepAlive(c)
+	if st != C.EAS_STATUS_OK {
+		return DeliveryPoll, statusError(st)
+	}
+	return Delivery(out), nil
 }

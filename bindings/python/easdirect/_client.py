@@ -46,9 +46,10 @@ __all__ = [
 #: The ABI this binding is written for: it needs the same major and at least this minor
 #: (1.1: ``eas_client_new_with_source``, behind :meth:`Client.from_source`; 1.2: the
 #: ``eas_call_*`` functions behind :meth:`Client.call`, ``eas_client_instance_stats``,
-#: ``eas_client_service`` and ``eas_client_target``).
+#: ``eas_client_service`` and ``eas_client_target``; 1.3: ``eas_client_transport``, behind
+#: :meth:`Client.transport`).
 ABI_MAJOR = 1
-ABI_MINOR = 2
+ABI_MINOR = 3
 #: ``sizeof(eas_instance)`` in the C ABI; the struct never grows.
 INSTANCE_SIZE = 128
 _LAYOUT = {"id": 0, "ip": 8, "port": 54, "weight": 56, "host": 60, "reserved": 124}
@@ -662,6 +663,16 @@ class Client:
                 )
             cap = int(n[0]) + 8  # the list can grow between calls
             buf = ffi.new("eas_instance_stats[]", cap)
+
+    def transport(self) -> str:
+        """What delivers the list now: ``"push"`` while a Nacos push stream (gRPC) is up,
+        ``"poll"`` otherwise (every other source, and Nacos while its stream is down; the
+        ``nacos_transport`` option decides whether a Nacos client subscribes)."""
+        out = ffi.new("int32_t *")
+        st = lib.eas_client_transport(self._h, out)
+        if st != _OK:
+            raise error_for(st, "the client is closed" if st == Status.CLOSED else status_str(st))
+        return "push" if out[0] == lib.EAS_TRANSPORT_PUSH else "poll"
 
     def stats(self) -> Stats:
         """The client's counters."""

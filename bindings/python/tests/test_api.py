@@ -37,23 +37,23 @@ def test_abi_and_versions():
 
 
 def test_check_abi_refuses_a_mismatched_library():
-    assert easdirect.ABI_MINOR == 2  # Client.call needs eas_call_* (1.2)
-    check_abi((1 << 16) | 2, 128)
+    assert easdirect.ABI_MINOR == 3  # Client.transport needs eas_client_transport (1.3)
+    check_abi((1 << 16) | 3, 128)
     check_abi((1 << 16) | 7, 128)  # a newer minor is fine
-    with pytest.raises(ImportError, match=r"ABI version 1\.1.*needs 1\.x with x >= 2"):
-        check_abi((1 << 16) | 1, 128)  # no calls
+    with pytest.raises(ImportError, match=r"ABI version 1\.2.*needs 1\.x with x >= 3"):
+        check_abi((1 << 16) | 2, 128)  # no transport
     with pytest.raises(ImportError, match=r"ABI version 2\.0.*needs 1\.x"):
         check_abi(2 << 16, 128)
     with pytest.raises(ImportError, match=r"ABI version 0\.3"):
         check_abi(3, 128)
     with pytest.raises(ImportError, match=r"sizeof\(eas_instance\) is 120"):
-        check_abi((1 << 16) | 2, 120)
+        check_abi((1 << 16) | 3, 120)
     with pytest.raises(ImportError, match="layout"):
-        check_abi((1 << 16) | 2, 128, {"id": 0})
+        check_abi((1 << 16) | 3, 128, {"id": 0})
     with pytest.raises(ImportError, match=r"sizeof\(eas_instance_stats\) is 72"):
-        check_abi((1 << 16) | 2, 128, None, 72)
+        check_abi((1 << 16) | 3, 128, None, 72)
     with pytest.raises(ImportError, match="eas_instance_stats layout"):
-        check_abi((1 << 16) | 2, 128, None, 64, {"id": 0})
+        check_abi((1 << 16) | 3, 128, None, 64, {"id": 0})
 
 
 def test_status_values_and_strings():
@@ -386,3 +386,15 @@ def test_select_returns_the_same_object_for_an_unchanged_instance():
     with easdirect.Client("static://127.0.0.1:1") as c:
         a, b = c.select(), c.select()
         assert a is b and a == easdirect.Instance(a.id, "127.0.0.1", 1, 100, "127.0.0.1:1")
+
+
+def test_transport_is_poll_but_for_a_pushing_nacos_client_and_closed_raises():
+    c = easdirect.Client("static://10.0.0.1:80,10.0.0.2:80")
+    assert c.transport() == "poll"
+    # A Nacos client whose server never answers: no stream came up.
+    n = easdirect.Client("nacos://127.0.0.1:1/svc?request_timeout_ms=50")
+    assert n.transport() == "poll"
+    n.close()
+    c.close()
+    with pytest.raises(easdirect.ClosedError):
+        c.transport()

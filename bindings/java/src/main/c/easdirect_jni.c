@@ -50,7 +50,7 @@ _Static_assert(offsetof(eas_instance_stats, weight) == 56, "weight @56");
 _Static_assert(offsetof(eas_instance_stats, reported_running) == 60, "reported_running @60");
 
 /* Bumped whenever a native method of this file changes; JniBackend checks it at load. */
-#define GLUE_VERSION 3
+#define GLUE_VERSION 4
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -89,6 +89,7 @@ static struct {
     FN(eas_client_instance_stats);
     FN(eas_client_service);
     FN(eas_client_target);
+    FN(eas_client_transport);
 } lib;
 #undef FN
 
@@ -202,6 +203,7 @@ JNIEXPORT jstring JNICALL Java_io_easdirect_JniBackend_nInit(JNIEnv *env, jclass
     BIND(eas_client_instance_stats);
     BIND(eas_client_service);
     BIND(eas_client_target);
+    BIND(eas_client_transport);
 #undef BIND
     backend_class = (*env)->NewGlobalRef(env, cls);
     on_change_mid = (*env)->GetStaticMethodID(env, cls, "onChange", "(J[BI)V");
@@ -398,6 +400,18 @@ JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nStats(JNIEnv *env, jclass c
         jlong v[6] = {(jlong)s.generation,      (jlong)s.refresh_ok, (jlong)s.refresh_failed,
                       (jlong)s.last_ok_unix_ms, (jlong)s.instances,  (jlong)s.ejected};
         (*env)->SetLongArrayRegion(env, out, 0, 6, v);
+    }
+    return st;
+}
+
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nTransport(JNIEnv *env, jclass cls, jlong c,
+                                                               jintArray out, jobject owner) {
+    (void)cls, (void)owner;
+    int32_t t = 0;
+    jint st = lib.eas_client_transport(CLIENT(c), &t);
+    if (st == EAS_STATUS_OK) {
+        jint v = (jint)t;
+        (*env)->SetIntArrayRegion(env, out, 0, 1, &v);
     }
     return st;
 }

@@ -15,7 +15,7 @@ abstract class Backend {
      * eas_client_instance_stats, eas_client_service and eas_client_target).
      */
     static final int ABI_MAJOR = 1;
-    static final int ABI_MINOR = 2;
+    static final int ABI_MINOR = 3;
 
     abstract String name();
 

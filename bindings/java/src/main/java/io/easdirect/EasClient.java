@@ -359,6 +359,17 @@ public final class EasClient implements AutoCloseable {
     }
 
     /**
+     * What delivers the list now: {@link Transport#PUSH} while a Nacos push stream (gRPC) is
+     * up, {@link Transport#POLL} otherwise (every other source, and Nacos while its stream is
+     * down; the {@code nacos_transport} option decides whether a Nacos client subscribes).
+     *
+     * @throws EasException {@link EasStatus#CLOSED}
+     */
+    public Transport transport() {
+        return client.transport(this) == 1 ? Transport.PUSH : Transport.POLL;
+    }
+
+    /**
      * The last discovery fetch's error ({@link EasStatus#DISCOVERY_FAILED}, naming the URL and
      * the HTTP status), or empty when the last fetch succeeded or none has finished. For a
      * client from {@link #fromSource} whose source threw, the message carries the exception's

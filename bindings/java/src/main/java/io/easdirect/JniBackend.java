@@ -13,7 +13,7 @@ import java.util.Map;
  */
 final class JniBackend extends Backend {
     /** Must match GLUE_VERSION in easdirect_jni.c. */
-    private static final int GLUE_VERSION = 3;
+    private static final int GLUE_VERSION = 4;
 
     private final NativeLibrary library;
     private final String version;
@@ -242,6 +242,16 @@ final class JniBackend extends Backend {
         }
 
         @Override
+        int transport(Object owner) {
+            int[] out = new int[1];
+            int st = nTransport(ptr, out, owner);
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+            return out[0];
+        }
+
+        @Override
         long subscribe(Object owner, long token) {
             long[] out = new long[1];
             int st = nSubscribe(ptr, token, out, owner);
@@ -446,6 +456,8 @@ final class JniBackend extends Backend {
     private static native int nLastError(long client, byte[][] msg, Object owner);
 
     private static native int nStats(long client, long[] out, Object owner);
+
+    private static native int nTransport(long client, int[] out, Object owner);
 
     private static native int nSubscribe(long client, long token, long[] out, Object owner);
 

@@ -31,6 +31,9 @@ abstract class NativeClient {
     /** Throws EasException for any status but OK. */
     abstract Stats stats(Object owner);
 
+    /** eas_client_transport: EAS_TRANSPORT_POLL (0) or EAS_TRANSPORT_PUSH (1); throws. */
+    abstract int transport(Object owner);
+
     /** Subscribes the listener registered under {@code token}; throws EasException. */
     abstract long subscribe(Object owner, long token);
 

@@ -78,6 +78,7 @@ final class PanamaBackend extends Backend {
     private static final MethodHandle INSTANCES;
     private static final MethodHandle LAST_ERROR;
     private static final MethodHandle STATS_FN;
+    private static final MethodHandle TRANSPORT_FN;
     private static final MethodHandle SUBSCRIBE;
     private static final MethodHandle UNSUBSCRIBE;
     private static final MethodHandle CLOSE;
@@ -145,6 +146,8 @@ final class PanamaBackend extends Backend {
         LAST_ERROR = b.bind("eas_client_last_error",
                 FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         STATS_FN = b.bind("eas_client_stats", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        TRANSPORT_FN = b.bind("eas_client_transport",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         SUBSCRIBE = b.bind("eas_client_subscribe",
                 FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS, ADDRESS));
         UNSUBSCRIBE = b.bind("eas_client_unsubscribe",
@@ -501,6 +504,24 @@ final class PanamaBackend extends Backend {
                 int st = (int) LAST_ERROR.invokeExact(ptr, err);
                 message[0] = st == 0 ? null : takeError(err);
                 return st;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
+        int transport(Object owner) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment out = arena.allocate(JAVA_INT);
+                int st = (int) TRANSPORT_FN.invokeExact(ptr, out);
+                if (st != 0) {
+                    throw EasException.of(st);
+                }
+                return out.get(JAVA_INT, 0);
+            } catch (RuntimeException | Error e) {
+                throw e;
             } catch (Throwable t) {
                 throw unexpected(t);
             } finally {

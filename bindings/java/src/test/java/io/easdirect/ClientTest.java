@@ -280,6 +280,19 @@ class ClientTest {
     }
 
     @Test
+    void transport_is_poll_but_for_a_pushing_nacos_client_and_closed_throws() {
+        EasClient s = EasClient.open("static://127.0.0.1:1,127.0.0.1:2");
+        assertEquals(Transport.POLL, s.transport());
+        // A Nacos client whose server never answers: no push stream came up.
+        EasClient n = EasClient.open("nacos://127.0.0.1:1/svc?request_timeout_ms=50");
+        assertEquals(Transport.POLL, n.transport());
+        n.close();
+        s.close();
+        EasException e = assertThrows(EasException.class, s::transport);
+        assertEquals(EasStatus.CLOSED, e.status());
+    }
+
+    @Test
     void statuses_map_to_their_stable_numbers() {
         for (EasStatus s : EasStatus.values()) {
             if (s != EasStatus.UNKNOWN) {

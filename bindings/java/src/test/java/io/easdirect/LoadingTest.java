@@ -108,18 +108,18 @@ class LoadingTest {
         IllegalStateException e = assertThrows(IllegalStateException.class,
                 () -> Backend.checkAbi(new OtherAbi(2 << 16)));
         assertTrue(e.getMessage().contains("has ABI 2.0"), e.getMessage());
-        assertTrue(e.getMessage().contains("needs ABI 1.2"), e.getMessage());
+        assertTrue(e.getMessage().contains("needs ABI 1.3"), e.getMessage());
         assertTrue(e.getMessage().contains("9.9.9"), e.getMessage());
         Backend.checkAbi(new OtherAbi(1 << 16 | 7)); // a newer minor is fine
-        Backend.checkAbi(new OtherAbi(1 << 16 | 2));
+        Backend.checkAbi(new OtherAbi(1 << 16 | 3));
     }
 
     @Test
     void a_library_of_an_older_minor_abi_is_refused() {
-        // 1.1 has no eas_call_* (EasClient.beginCall).
+        // 1.2 has no eas_client_transport (EasClient.transport).
         IllegalStateException e = assertThrows(IllegalStateException.class,
-                () -> Backend.checkAbi(new OtherAbi(1 << 16 | 1)));
-        assertTrue(e.getMessage().contains("has ABI 1.1"), e.getMessage());
-        assertTrue(e.getMessage().contains("needs ABI 1.2"), e.getMessage());
+                () -> Backend.checkAbi(new OtherAbi(1 << 16 | 2)));
+        assertTrue(e.getMessage().contains("has ABI 1.2"), e.getMessage());
+        assertTrue(e.getMessage().contains("needs ABI 1.3"), e.getMessage());
     }
 }
