@@ -96,8 +96,8 @@ const _: () = assert!(std::mem::size_of::<InstanceStats>() == 64);
 impl InstanceStats {
     /// The stats of `inst`, given its load state and the deadline (unix ms, 0: none) until
     /// which it is out of picks.
-    /// The record of `inst`; `now` is the clock pair of the stats call (see [`StatsClock`]).
-    pub fn of(
+    /// The record of `inst`; `now` is the clock pair of the stats call (see `StatsClock`).
+    pub(crate) fn of(
         inst: &Instance,
         load: &InstanceLoad,
         out_until_unix_ms: u64,
