@@ -511,3 +511,55 @@ fn a_client_started_while_the_server_is_down_subscribes_once_its_port_opens() {
         listed(&c) == vec![(9801, 1000)]
     });
 }
+
+/// An address server on loopback answering `GET /nacos/serverlist` with `body`.
+fn address_server(body: String) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn servers_from_an_address_server_get_pushes_too_with_or_without_polling() {
+    let server = Rnacos::start();
+    let reg = Registry::new("svc-push-endpoint", &[&server]);
+    reg.register(9901, 1.0);
+    let endpoint = address_server(format!("{}\n", server.addr()));
+    for (round, transport) in ["auto", "grpc"].into_iter().enumerate() {
+        let mut o = Options::new();
+        o.set("nacos_transport", transport).unwrap();
+        o.set(
+            "refresh_interval_ms",
+            if transport == "grpc" { "100" } else { "60000" },
+        )
+        .unwrap();
+        o.set("request_timeout_ms", "1000").unwrap();
+        let c = Client::new(
+            &format!("nacos+endpoint://{endpoint}/svc-push-endpoint"),
+            &o,
+        )
+        .unwrap();
+        c.wait_ready(Duration::from_secs(10)).unwrap();
+        eventually("the push stream is up", Duration::from_secs(10), || {
+            c.transport().unwrap() == Transport::Push
+        });
+        let port = 9902 + round as u16;
+        reg.register(port, 1.0);
+        eventually("a registration, pushed", Duration::from_secs(10), || {
+            listed(&c).iter().any(|&(p, _)| p == port)
+        });
+    }
+}

@@ -89,6 +89,29 @@ impl Fetcher {
 
     /// Fetches once from the source (made again when inherited across fork).
     fn fetch(&self) -> Result<Vec<Instance>, String> {
+        let mut source = self.take_source();
+        let result = source.fetch();
+        let describe = source.describe();
+        self.put_source(source);
+        let list = normalize(result?);
+        if !list.iter().any(|i| i.weight > 0) {
+            return Err(format!(
+                "{describe}: no pickable instance in the answer ({} listed, none of positive weight); keeping the last list",
+                list.len()
+            ));
+        }
+        Ok(list)
+    }
+
+    /// Push only: keeps fresh what the push needs (see `Source::maintain`).
+    fn maintain(&self) {
+        let mut source = self.take_source();
+        source.maintain();
+        self.put_source(source);
+    }
+
+    /// The source, out of its slot for one fetch (made again when inherited across fork).
+    fn take_source(&self) -> Box<dyn Source> {
         let generation = fork_generation();
         let source = {
             let (_gate, mut slot) = gated(&self.slot);
@@ -102,21 +125,11 @@ impl Fetcher {
             }
             slot.source.take()
         };
-        let mut source = source.unwrap_or_else(|| (self.make_source)());
-        let result = source.fetch();
-        let describe = source.describe();
-        {
-            let (_gate, mut slot) = gated(&self.slot);
-            slot.source = Some(source);
-        }
-        let list = normalize(result?);
-        if !list.iter().any(|i| i.weight > 0) {
-            return Err(format!(
-                "{describe}: no pickable instance in the answer ({} listed, none of positive weight); keeping the last list",
-                list.len()
-            ));
-        }
-        Ok(list)
+        source.unwrap_or_else(|| (self.make_source)())
+    }
+
+    fn put_source(&self, source: Box<dyn Source>) {
+        gated(&self.slot).1.source = Some(source);
     }
 
     /// Stops the push subscription, if one runs.
@@ -238,7 +251,8 @@ impl Inner {
         self.health.refresh_horizon(&self.picker, &self.loads);
         let fetcher = &self.fetcher;
         if !fetcher.polls {
-            return; // push only
+            fetcher.maintain(); // push only
+            return;
         }
         let now = monotonic_ms();
         if fetcher.pushing.load(Ordering::Acquire)

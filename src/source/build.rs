@@ -94,6 +94,7 @@ pub(crate) fn source_factory(
                 grpc_port: merged
                     .get("grpc_port")
                     .map(|p| p.trim().parse().expect("integers are checked when set")),
+                known_servers: Default::default(),
             };
             if config.username.is_some() != config.password.is_some() {
                 return Err(Error::invalid(

@@ -31,6 +31,9 @@ pub trait Source: Send {
     fn polls(&self) -> bool {
         true
     }
+    /// Called at each refresh instead of `fetch` when the source does not poll: what a push
+    /// needs kept fresh (a Nacos address server's list of servers).
+    fn maintain(&mut self) {}
 }
 
 /// The `ip` and `port` of a discovery item: a textual IPv4/IPv6 address and an integer 1-65535

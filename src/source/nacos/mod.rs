@@ -19,6 +19,7 @@ use auth::Auth;
 pub(crate) use grpc::subscriber::{PushEvent, PushSink};
 use http::Api;
 pub use parse::{parse_v1, parse_v3};
+pub(crate) use servers::KnownServers;
 use servers::ServerList;
 pub use servers::{
     parse_server_list, server_entry, with_default_port, ServerListFn, ServerListProvider, Servers,
@@ -49,6 +50,8 @@ pub struct NacosConfig {
     pub transport: Transport,
     /// `grpc_port`: every server's gRPC port; default its HTTP port + 1000.
     pub grpc_port: Option<u16>,
+    /// The servers this client's sources last learnt (shared by all of them).
+    pub(crate) known_servers: KnownServers,
 }
 
 /// How lists come from Nacos (`nacos_transport`).
@@ -83,7 +86,7 @@ impl NacosSource {
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> NacosSource {
         NacosSource {
-            servers: ServerList::new(config.servers.clone()),
+            servers: ServerList::new(config.servers.clone(), config.known_servers.clone()),
             config,
             timeout,
             agent: super::http::agent(timeout, tls.clone()),
@@ -101,42 +104,27 @@ impl NacosSource {
         }
     }
 
-    /// What a push subscription needs: the servers' gRPC addresses. `None` without push (the
-    /// `http` transport, or servers that only an address server or a callback knows: those
-    /// are polled).
+    /// What a push subscription needs; `None` with the `http` transport. The servers come from
+    /// the client's known list at each connect (an address server's or a callback's list is
+    /// learnt by the polling side, or by `maintain` when push is all there is).
     fn push_config(&self) -> Option<grpc::subscriber::PushConfig> {
         if self.config.transport == Transport::Http {
-            return None;
-        }
-        let Servers::Fixed(list) = &self.config.servers else {
-            return None;
-        };
-        // (gRPC address, HTTP base) of each server whose gRPC port is known.
-        let (servers, http_bases): (Vec<String>, Vec<String>) = list
-            .iter()
-            .filter_map(|server| {
-                let (host, port) = server.rsplit_once(':')?;
-                let port: u16 = port.parse().ok()?;
-                let grpc = match self.config.grpc_port {
-                    Some(p) => p,
-                    None => port.checked_add(GRPC_PORT_OFFSET)?,
-                };
-                Some((format!("{host}:{grpc}"), self.base(server)))
-            })
-            .unzip();
-        if servers.is_empty() {
             return None;
         }
         let with_identity = self.config.username.is_some() || self.config.access_key.is_some();
         let auth = with_identity.then(|| grpc::subscriber::PushAuth {
             config: self.config.clone(),
             agent: self.agent.clone(),
-            http_bases,
             state: Default::default(),
         });
         Some(grpc::subscriber::PushConfig {
             auth,
-            servers,
+            servers: grpc::subscriber::PushServers {
+                known: self.config.known_servers.clone(),
+                grpc_port: self.config.grpc_port,
+                scheme: self.scheme(),
+                context_path: self.config.context_path.clone(),
+            },
             tls: self.tls.clone(),
             namespace: self.config.namespace.clone(),
             group: self.config.group.clone(),
@@ -175,8 +163,14 @@ impl Source for NacosSource {
 
     fn start_push(&self, sink: PushSink) -> Option<crate::push::Task> {
         let config = self.push_config()?;
-        let first = (crate::pick::random_unit() * config.servers.len() as f64) as usize;
+        let first = (crate::pick::random_unit() * 1024.0) as usize;
         crate::push::spawn(grpc::subscriber::run(config, first, sink))
+    }
+
+    fn maintain(&mut self) {
+        // Push only: nothing is listed over HTTP, but an address server's or a callback's list
+        // of servers is still asked for, so that the stream knows where to connect.
+        let _ = self.servers.refresh(&self.agent, &self.config.context_path);
     }
 
     fn polls(&self) -> bool {

@@ -1,7 +1,7 @@
 //! Where a Nacos source's servers come from (a fixed list, an address server, the caller's
 //! function), the one check every listed server goes through, and the failover order.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::http::{get_text, Failure};
@@ -81,24 +81,37 @@ impl std::fmt::Debug for ServerListProvider {
     }
 }
 
+/// The servers a client's sources last learnt (`host:port`), shared by the sources of one client
+/// (its polling one and its push subscription): an address server's or a callback's list
+/// reaches the push stream through it.
+pub(crate) type KnownServers = Arc<Mutex<Vec<String>>>;
+
 /// The servers in use and where the next request goes: a random start (clients spread over the
 /// servers), then round-robin failover.
 pub(super) struct ServerList {
     from: Servers,
+    known: KnownServers,
     servers: Vec<String>,
     fetched_at: Option<Instant>,
     next: usize,
 }
 
 impl ServerList {
-    pub(super) fn new(from: Servers) -> ServerList {
+    pub(super) fn new(from: Servers, known: KnownServers) -> ServerList {
         let servers = match &from {
             Servers::Fixed(list) => list.clone(),
-            Servers::AddressServer(_) | Servers::Provider(_) => Vec::new(),
+            // What this client learnt already (another of its sources asked), else nothing yet.
+            Servers::AddressServer(_) | Servers::Provider(_) => {
+                known.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            }
         };
+        if matches!(from, Servers::Fixed(_)) {
+            *known.lock().unwrap_or_else(|p| p.into_inner()) = servers.clone();
+        }
         let next = random_start(servers.len());
         ServerList {
             from,
+            known,
             servers,
             fetched_at: None,
             next,
@@ -130,6 +143,7 @@ impl ServerList {
     fn take(&mut self, list: Vec<String>) {
         if list != self.servers {
             self.next = random_start(list.len());
+            *self.known.lock().unwrap_or_else(|p| p.into_inner()) = list.clone();
             self.servers = list;
         }
     }

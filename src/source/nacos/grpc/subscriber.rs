@@ -32,8 +32,8 @@ pub(crate) type PushSink = Arc<dyn Fn(PushEvent) + Send + Sync>;
 /// Everything a subscription needs. No `Debug`: the headers may hold a token.
 #[derive(Clone)]
 pub(crate) struct PushConfig {
-    /// gRPC `host:port` of each server, in failover order.
-    pub(crate) servers: Vec<String>,
+    /// The servers, read at each connect.
+    pub(crate) servers: PushServers,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) namespace: String,
     pub(crate) group: String,
@@ -45,14 +45,43 @@ pub(crate) struct PushConfig {
     pub(crate) auth: Option<PushAuth>,
 }
 
+/// Where the servers are: the client's known list (HTTP `host:port`), and how to get from one to
+/// its gRPC address and its HTTP base (for logins).
+#[derive(Clone)]
+pub(crate) struct PushServers {
+    pub(crate) known: crate::source::nacos::KnownServers,
+    /// Every server's gRPC port, when set; else its HTTP port + 1000.
+    pub(crate) grpc_port: Option<u16>,
+    pub(crate) scheme: &'static str,
+    pub(crate) context_path: String,
+}
+
+impl PushServers {
+    /// (gRPC address, HTTP base) of each server whose gRPC port is known, now.
+    fn now(&self) -> Vec<(String, String)> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        known
+            .iter()
+            .filter_map(|server| {
+                let (host, port) = server.rsplit_once(':')?;
+                let port: u16 = port.parse().ok()?;
+                let grpc = match self.grpc_port {
+                    Some(p) => p,
+                    None => port.checked_add(crate::source::nacos::GRPC_PORT_OFFSET)?,
+                };
+                let base = format!("{}://{server}{}", self.scheme, self.context_path);
+                Some((format!("{host}:{grpc}"), base))
+            })
+            .collect()
+    }
+}
+
 /// What identifies a subscriber: the login token (got over HTTP, as the Nacos clients do, on
 /// the runtime's one blocking thread) or the AK/SK signature, sent as request headers.
 #[derive(Clone)]
 pub(crate) struct PushAuth {
     pub(crate) config: NacosConfig,
     pub(crate) agent: ureq::Agent,
-    /// `scheme://host:port/context` of the server's HTTP side, by index of `servers`.
-    pub(crate) http_bases: Vec<String>,
     pub(crate) state: Arc<Mutex<Auth>>,
 }
 
@@ -95,16 +124,23 @@ pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
     let mut backoff = BACKOFF_MIN;
     let mut target: Option<String> = None;
     loop {
-        let server = target
-            .take()
-            .unwrap_or_else(|| config.servers[next % config.servers.len()].clone());
+        let servers = config.servers.now();
+        let (server, base) = match (target.take(), servers.is_empty()) {
+            // A server named by ConnectReset: its HTTP side for logins is taken to be the
+            // usual 1000 ports below (or, with grpc_port set, the first known server's).
+            (Some(to), _) => {
+                let base = servers.first().map(|(_, b)| b.clone()).unwrap_or_default();
+                (to, base)
+            }
+            (None, false) => servers[next % servers.len()].clone(),
+            (None, true) => {
+                // No server known yet (an address server not asked yet): wait for one.
+                sleep(BACKOFF_MIN).await;
+                continue;
+            }
+        };
         let mut up = false;
-        let base = config.auth.as_ref().map(|a| {
-            a.http_bases
-                .get(next % config.servers.len())
-                .cloned()
-                .unwrap_or_default()
-        });
+        let base = config.auth.as_ref().map(|_| base);
         let ended = session(&config, &server, base.as_deref(), &sink, &mut up).await;
         match ended {
             Ended::Reset(to) => {
