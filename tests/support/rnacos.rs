@@ -178,8 +178,9 @@ impl Registry {
     #[allow(dead_code)]
     pub fn login(&self, username: &str, password: &str) {
         let url = format!("{}/v1/auth/users/login", self.servers[0]);
-        // A server just started may not have its users yet: tried for a few seconds.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // A server just started has no users until its store is up (seconds; longer while many
+        // servers start at once on a loaded machine): tried for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(45);
         let body = loop {
             match ureq::post(&url).send_form(&[("username", username), ("password", password)]) {
                 Ok(answer) => break answer.into_string().expect("an answer"),
