@@ -259,6 +259,9 @@ impl Inner {
             && now.saturating_sub(fetcher.last_poll_ms.load(Ordering::Relaxed))
                 < self.safety_net_ms()
         {
+            // No poll, but the list of servers stays fresh (an address server, a callback): the
+            // stream follows it.
+            fetcher.maintain();
             return;
         }
         fetcher.last_poll_ms.store(now, Ordering::Relaxed);

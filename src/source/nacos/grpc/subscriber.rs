@@ -115,6 +115,8 @@ impl PushAuth {
 
 /// An idle stream is checked this often (HealthCheckRequest), as the Nacos clients do.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How often a quiet stream looks whether its server is still in the client's list.
+const TICK: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -125,6 +127,7 @@ pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
     let mut target: Option<String> = None;
     loop {
         let servers = config.servers.now();
+        let listed = target.is_none();
         let (server, base) = match (target.take(), servers.is_empty()) {
             // A server named by ConnectReset: its HTTP side for logins is taken to be the
             // usual 1000 ports below (or, with grpc_port set, the first known server's).
@@ -141,7 +144,7 @@ pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
         };
         let mut up = false;
         let base = config.auth.as_ref().map(|_| base);
-        let ended = session(&config, &server, base.as_deref(), &sink, &mut up).await;
+        let ended = session(&config, &server, listed, base.as_deref(), &sink, &mut up).await;
         match ended {
             Ended::Reset(to) => {
                 // The server asked for it: at once, to the server it names if any.
@@ -150,6 +153,11 @@ pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
                 )));
                 target = to;
                 next += 1;
+                continue;
+            }
+            Ended::Unlisted => {
+                // The client's list no longer has the server: at once, to one it has.
+                sink(PushEvent::Down(format!("{server} left the server list")));
                 continue;
             }
             Ended::Failed(why) => sink(PushEvent::Down(why)),
@@ -167,18 +175,29 @@ pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
 
 enum Ended {
     Reset(Option<String>),
+    Unlisted,
     Failed(String),
+}
+
+/// Why a session that did not fail ended.
+enum Leave {
+    /// ConnectReset, to the server it names if any.
+    Reset(Option<String>),
+    /// The server left the client's list.
+    Unlisted,
 }
 
 async fn session(
     config: &PushConfig,
     server: &str,
+    listed: bool,
     base: Option<&str>,
     sink: &PushSink,
     up: &mut bool,
 ) -> Ended {
-    match stream_session(config, server, base, sink, up).await {
-        Ok(to) => Ended::Reset(to),
+    match stream_session(config, server, listed, base, sink, up).await {
+        Ok(Leave::Reset(to)) => Ended::Reset(to),
+        Ok(Leave::Unlisted) => Ended::Unlisted,
         Err(why) => Ended::Failed(format!("push from {server}: {why}")),
     }
 }
@@ -186,10 +205,11 @@ async fn session(
 async fn stream_session(
     config: &PushConfig,
     server: &str,
+    listed: bool,
     base: Option<&str>,
     sink: &PushSink,
     up: &mut bool,
-) -> Result<Option<String>, String> {
+) -> Result<Leave, String> {
     let mut conn = conn::connect(server, config.tls.clone(), config.timeout).await?;
     messages::connection_id(&conn.call(&messages::server_check()).await?)?;
     let identity = |renew: bool| async move {
@@ -220,13 +240,26 @@ async fn stream_session(
     sink(PushEvent::Up);
     sink(PushEvent::List(list));
     let grouped = format!("{}@@{}", config.group, config.service);
+    let mut quiet = Duration::ZERO;
     loop {
-        let message = match timeout(KEEP_ALIVE, incoming.next()).await {
-            Ok(message) => message?,
+        let message = match timeout(TICK, incoming.next()).await {
+            Ok(message) => {
+                quiet = Duration::ZERO;
+                message?
+            }
             Err(_) => {
-                // Quiet for a while: is the connection still there?
-                let answer = conn.call(&messages::health_check()).await?;
-                messages::response(&answer, "HealthCheckResponse")?;
+                // A server from the list that left it (an address server or a callback moved
+                // the client): the stream moves too.
+                if listed && !config.servers.now().iter().any(|(grpc, _)| grpc == server) {
+                    return Ok(Leave::Unlisted);
+                }
+                quiet += TICK;
+                if quiet >= KEEP_ALIVE {
+                    // Quiet for a while: is the connection still there?
+                    quiet = Duration::ZERO;
+                    let answer = conn.call(&messages::health_check()).await?;
+                    messages::response(&answer, "HealthCheckResponse")?;
+                }
                 continue;
             }
         };
@@ -257,7 +290,7 @@ async fn stream_session(
                     &mut to_server,
                     &messages::reply("ConnectResetRequest", &request_id),
                 );
-                return Ok(server);
+                return Ok(Leave::Reset(server));
             }
             Pushed::Other { kind, request_id } => {
                 conn::send(&mut to_server, &messages::reply(&kind, &request_id))?
