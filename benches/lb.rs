@@ -35,13 +35,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use easdirect::{Body, Client, ErrorKind, Options, Outcome};
-use easdirect_emulator::{Backend, Llm, LlmConfig};
+use easdirect_emulator::{Backend, Llm, LlmConfig, SplitMix64};
 
 const BACKENDS: usize = 8;
 const SLOTS: u32 = 4;
 const BASE: Duration = Duration::from_millis(2);
 const PER_TOKEN: Duration = Duration::from_micros(80);
-const MEAN_TOKENS: f64 = 100.0;
+const MEAN_TOKENS: u32 = 100;
 const MAX_TOKENS: u32 = 4000;
 const LOAD: f64 = 0.70;
 const SHARED_A_LOAD: f64 = 0.90;
@@ -59,30 +59,6 @@ const GROW_BY: usize = 32;
 // ---------------------------------------------------------------------------------------------
 // Plans: a seeded Poisson timeline and the sizes of its requests.
 
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1).
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn log_normal(&mut self, mean: f64, sigma: f64) -> u32 {
-        let (u1, u2) = (self.unit(), self.unit());
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        let mu = mean.ln() - sigma * sigma / 2.0;
-        ((mu + sigma * z).exp().round()).clamp(1.0, f64::from(MAX_TOKENS)) as u32
-    }
-}
-
 fn service_ms(tokens: f64) -> f64 {
     (BASE.as_secs_f64() + PER_TOKEN.as_secs_f64() * tokens) * 1e3
 }
@@ -98,13 +74,13 @@ struct Plan {
 }
 
 fn plan(seed: u64, sigma: f64, slots_x_speed: f64, load: f64, count: Count) -> Plan {
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64(seed);
     // The mean comes from a long draw of the same distribution (then the plan's own sizes), so
     // that the rate does not depend on how many requests are planned.
-    let mut probe = SplitMix(seed ^ 0x5EED);
+    let mut probe = SplitMix64(seed ^ 0x5EED);
     let probe_n = 200_000;
     let mean_tokens = (0..probe_n)
-        .map(|_| f64::from(probe.log_normal(MEAN_TOKENS, sigma)))
+        .map(|_| f64::from(probe.log_normal(MEAN_TOKENS, sigma, MAX_TOKENS)))
         .sum::<f64>()
         / probe_n as f64;
     let mean_service_ms = service_ms(mean_tokens);
@@ -121,7 +97,7 @@ fn plan(seed: u64, sigma: f64, slots_x_speed: f64, load: f64, count: Count) -> P
             break;
         }
         at.push(Duration::from_secs_f64(t));
-        tokens.push(rng.log_normal(MEAN_TOKENS, sigma));
+        tokens.push(rng.log_normal(MEAN_TOKENS, sigma, MAX_TOKENS));
     }
     Plan {
         at,
@@ -186,7 +162,7 @@ struct OracleState {
     /// (requests sent minus arrivals since then are still on the way).
     sent: Vec<u64>,
     arrived0: Vec<u64>,
-    rng: SplitMix,
+    rng: SplitMix64,
 }
 
 impl Oracle {
@@ -203,7 +179,7 @@ impl Oracle {
             state: Mutex::new(OracleState {
                 sent: vec![0; llms.len()],
                 arrived0,
-                rng: SplitMix(7),
+                rng: SplitMix64(7),
             }),
             llms,
             capacity,
@@ -646,7 +622,7 @@ fn start_backends(speeds: &[f64], seed: u64) -> Backends {
                 slots: SLOTS,
                 base: BASE,
                 per_token: PER_TOKEN,
-                mean_tokens: MEAN_TOKENS as u32,
+                mean_tokens: MEAN_TOKENS,
                 tokens_sigma: 0.5,
                 max_tokens: MAX_TOKENS,
                 speed,

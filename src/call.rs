@@ -9,12 +9,11 @@
 //! state that no snapshot shows any more.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::balance::{self, Rng};
 use crate::client::Inner;
 use crate::config::LbPolicy;
-use crate::eject::monotonic_ns;
+use crate::eject::{monotonic_ns, unix_ms};
 use crate::error::ErrorKind;
 use crate::instance::Instance;
 use crate::load::InFlight;
@@ -430,10 +429,4 @@ impl Tried {
         }
         self.len += 1;
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

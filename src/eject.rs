@@ -9,6 +9,13 @@ pub fn monotonic_ms() -> u64 {
     monotonic_ns_of(libc::CLOCK_MONOTONIC_COARSE) / 1_000_000
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it), for times shown to callers.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Monotonic nanoseconds, precise.
 pub fn monotonic_ns() -> u64 {
     monotonic_ns_of(libc::CLOCK_MONOTONIC)

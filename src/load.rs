@@ -302,15 +302,9 @@ impl StatsClock {
     pub fn now() -> StatsClock {
         StatsClock {
             monotonic_ms: monotonic_now_ms(),
-            unix_ms: unix_ms(),
+            unix_ms: crate::eject::unix_ms(),
         }
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn monotonic_now_ms() -> u64 {
@@ -588,7 +582,7 @@ mod tests {
         };
         loads[0].take(Some(&report), None, crate::eject::monotonic_ns(), 1);
         let shown = InstanceStats::of(&inst(1), &loads[0], 0, StatsClock::now()).report_unix_ms;
-        let now = unix_ms();
+        let now = crate::eject::unix_ms();
         assert!(shown <= now && shown + 1000 > now, "{shown} vs {now}");
     }
 }

@@ -103,8 +103,8 @@ mod types;
 pub use backend::{Backend, BackendMode};
 pub use emulator::{Emulator, DOCUMENTED_PREFIX, NEW_PREFIX};
 pub use llm::{
-    Llm, LlmConfig, LlmCounters, ServedRequest, LOAD_FORMAT_HEADER, LOAD_HEADER, STREAM_HEADER,
-    TOKENS_HEADER,
+    Llm, LlmConfig, LlmCounters, ServedRequest, SplitMix64, LOAD_FORMAT_HEADER, LOAD_HEADER,
+    STREAM_HEADER, TOKENS_HEADER,
 };
 pub use script::{Action, Script, ScriptHandle, Step};
 pub use types::{Endpoint, Fault, Paths, FAULT_NAMES};

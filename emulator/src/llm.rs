@@ -642,11 +642,12 @@ impl State {
 }
 
 /// A small seedable generator (splitmix64): no dependency, and the same seed gives the same
-/// draws on every machine.
-struct SplitMix64(u64);
+/// draws on every machine. The token draw of the backends; benches draw their plans with it.
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -655,13 +656,13 @@ impl SplitMix64 {
     }
 
     /// Uniform in (0, 1), never 0 (the logarithm below needs that).
-    fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
     /// A log-normal draw of mean `mean` (so its median is `mean x exp(-sigma^2/2)`), rounded,
     /// within 1..=max.
-    fn log_normal(&mut self, mean: u32, sigma: f64, max: u32) -> u32 {
+    pub fn log_normal(&mut self, mean: u32, sigma: f64, max: u32) -> u32 {
         let (u1, u2) = (self.unit(), self.unit());
         let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
         let mu = f64::from(mean).ln() - sigma * sigma / 2.0;

@@ -9,14 +9,14 @@ mod subscribers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::affinity::RingCache;
 use crate::call::Call;
 use crate::callback::CallbackGate;
 pub use crate::callback::EndFn;
 use crate::config::{CallSettings, Options, Settings, SourceKind};
-use crate::eject::{monotonic_ms, EjectionPolicy};
+use crate::eject::{monotonic_ms, unix_ms, EjectionPolicy};
 use crate::error::{Error, ErrorKind};
 use crate::instance::Instance;
 use crate::load::{InstanceStats, LoadTable, StatsClock};
@@ -458,10 +458,4 @@ impl Inner {
         let weak = self.me.clone();
         refresher::spawn(Box::new(move || refresh(weak, false)));
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::{unix_ms, Inner};
-use crate::eject::monotonic_ms;
+use super::Inner;
+use crate::eject::{monotonic_ms, unix_ms};
 use crate::instance::Instance;
 use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
@@ -186,16 +186,23 @@ impl Inner {
         if self.picker.is_closed() {
             return;
         }
-        // A source of its own, made for the purpose: the one in the slot may be a fetch's, or
-        // the parent's after fork.
-        let source = (self.fetcher.make_source)();
         let weak = self.me.clone();
         let sink: PushSink = Arc::new(move |event| {
             if let Some(inner) = weak.upgrade() {
                 inner.on_push(event);
             }
         });
-        let task = source.start_push(sink);
+        let task = {
+            // The source in the slot (at start it is there); a fresh one when a fetch has it
+            // out, or when it is the parent's after fork. Push only reads its settings.
+            let (_gate, slot) = gated(&self.fetcher.slot);
+            match &slot.source {
+                Some(source) if slot.fork_generation == fork_generation() => {
+                    source.start_push(sink)
+                }
+                _ => (self.fetcher.make_source)().start_push(sink),
+            }
+        };
         *gated(&self.fetcher.push).1 = task;
     }
 

@@ -107,7 +107,12 @@ impl Auth {
             params.push(("accessToken", token.value.clone()));
         }
         if let (Some(ak), Some(sk)) = (&config.access_key, &config.secret_key) {
-            let data = format!("{}@@{}@@{}", unix_ms(), config.group, config.service);
+            let data = format!(
+                "{}@@{}@@{}",
+                crate::eject::unix_ms(),
+                config.group,
+                config.service
+            );
             params.push(("signature", sign(&data, sk)));
             params.push(("data", data));
             params.push(("ak", ak.clone()));
@@ -120,12 +125,6 @@ fn sign(data: &str, secret_key: &str) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(secret_key.as_bytes()).expect("HMAC takes any key");
     mac.update(data.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
-fn unix_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 #[cfg(test)]

@@ -115,21 +115,21 @@ pub(crate) fn reply(request_kind: &str, request_id: &str) -> Payload {
 /// The JSON body of a payload that must be a successful response of `kind`.
 pub(crate) fn response(p: &Payload, kind: &str) -> Result<Value, String> {
     let body: Value = serde_json::from_slice(&p.body)
-        .map_err(|_| format!("the server's {} is not JSON", shown_kind(&p.kind)))?;
+        .map_err(|_| format!("the server's {} is not JSON", quoted_upstream(&p.kind)))?;
     let code = body.get("resultCode").and_then(Value::as_i64).unwrap_or(0);
     if p.kind == "ErrorResponse" || code != 200 {
         let message = body.get("message").and_then(Value::as_str).unwrap_or("");
         let error = body.get("errorCode").and_then(Value::as_i64).unwrap_or(0);
         return Err(format!(
             "the server answered {kind} with {} (resultCode {code}, errorCode {error}): {}",
-            shown_kind(&p.kind),
+            quoted_upstream(&p.kind),
             quoted_upstream(message)
         ));
     }
     if p.kind != kind {
         return Err(format!(
             "the server answered {} where {kind} was expected",
-            shown_kind(&p.kind)
+            quoted_upstream(&p.kind)
         ));
     }
     Ok(body)
@@ -177,7 +177,7 @@ pub(crate) enum Pushed {
 /// Reads a message the server sent on the bi-stream; `Err` for one that is no request.
 pub(crate) fn pushed(p: &Payload) -> Result<Pushed, String> {
     let body: Value = serde_json::from_slice(&p.body)
-        .map_err(|_| format!("the server's {} is not JSON", shown_kind(&p.kind)))?;
+        .map_err(|_| format!("the server's {} is not JSON", quoted_upstream(&p.kind)))?;
     let request_id = body
         .get("requestId")
         .and_then(Value::as_str)
@@ -219,15 +219,10 @@ pub(crate) fn pushed(p: &Payload) -> Result<Pushed, String> {
         _ => {
             return Err(format!(
                 "the server sent {} on the stream",
-                shown_kind(&p.kind)
+                quoted_upstream(&p.kind)
             ))
         }
     })
-}
-
-/// A type name as it may be printed (it comes from the server).
-fn shown_kind(kind: &str) -> String {
-    quoted_upstream(kind)
 }
 
 #[cfg(test)]

@@ -129,8 +129,8 @@ pub(crate) async fn run(config: PushConfig, first: usize, sink: PushSink) {
         let servers = config.servers.now();
         let listed = target.is_none();
         let (server, base) = match (target.take(), servers.is_empty()) {
-            // A server named by ConnectReset: its HTTP side for logins is taken to be the
-            // usual 1000 ports below (or, with grpc_port set, the first known server's).
+            // A server named by ConnectReset: logins go to the first known server's HTTP side
+            // (a token is valid on every server of a cluster).
             (Some(to), _) => {
                 let base = servers.first().map(|(_, b)| b.clone()).unwrap_or_default();
                 (to, base)
