@@ -1,5 +1,6 @@
 //! Backends: real local HTTP servers standing in for a service's instances.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,18 +23,26 @@ pub enum BackendMode {
     /// This status (e.g. 503, 429, 404) with the same JSON body plus `"status"`, at once (an
     /// LLM backend neither queues nor serves the request).
     Status(u16),
+    /// This status (429 or 503, say) with a `Retry-After` of these seconds, otherwise as
+    /// [`Status`](BackendMode::Status).
+    Throttle(u16, u32),
     /// Reads the request and never answers; a parked request is answered under the new mode
     /// when the mode changes, and its connection closes when the backend stops.
     Hang,
+    /// Takes the request's head and closes the connection with the request unread, so the
+    /// kernel resets it: the client sees a reset before any response byte.
+    Reset,
 }
 
 impl BackendMode {
-    /// The control-API name: `ok`, `status` or `hang`.
+    /// The control-API name: `ok`, `status` (with or without `retry_after`), `hang` or
+    /// `reset`.
     pub fn name(self) -> &'static str {
         match self {
             BackendMode::Ok => "ok",
-            BackendMode::Status(_) => "status",
+            BackendMode::Status(_) | BackendMode::Throttle(..) => "status",
             BackendMode::Hang => "hang",
+            BackendMode::Reset => "reset",
         }
     }
 }
@@ -42,7 +51,38 @@ struct BackendShared {
     port: u16,
     mode: Mutex<(BackendMode, u64)>,
     hits: AtomicU64,
+    received: Mutex<VecDeque<Received>>,
     llm: Option<Llm>,
+}
+
+/// The most requests a backend remembers for [`Backend::received`]; older ones go first.
+const MAX_RECEIVED: usize = 64;
+
+/// A request as a backend received it (see [`Backend::received`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The request method.
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    /// Body bytes after de-chunking; `None` when the backend did not read the body (`reset`).
+    pub body_len: Option<usize>,
+    /// Header names in lower case, with their values, in the order sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Received {
+    /// `{"method","path","body_len","headers":{name: value}}` (a repeated header: its last
+    /// value).
+    pub fn to_json(&self) -> serde_json::Value {
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({"method": self.method, "path": self.target, "body_len": self.body_len,
+               "headers": headers})
+    }
 }
 
 impl BackendShared {
@@ -53,15 +93,40 @@ impl BackendShared {
     fn mode_changed(&self, seen: u64) -> bool {
         lock(&self.mode).1 != seen
     }
+
+    fn remember(&self, head: &Head, body_len: Option<usize>) {
+        let r = Received {
+            method: head.method.clone(),
+            target: head.target.clone(),
+            body_len,
+            headers: head
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        };
+        let mut q = lock(&self.received);
+        if q.len() == MAX_RECEIVED {
+            q.pop_front();
+        }
+        q.push_back(r);
+    }
 }
 
 impl Handler for BackendShared {
     fn handle(&self, conn: &mut Conn, head: Head) -> Flow {
         let arrived = Instant::now();
+        if self.mode().0 == BackendMode::Reset {
+            // The head stays unread in the socket: closing now makes the kernel reset it.
+            self.hits.fetch_add(1, Ordering::SeqCst);
+            self.remember(&head, None);
+            return Flow::Close;
+        }
         let Ok(req) = conn.read_request(head) else {
             return Flow::Close;
         };
         self.hits.fetch_add(1, Ordering::SeqCst);
+        self.remember(&req.head, Some(req.body.len()));
         let keep = req.head.keep_alive();
         let head_only = req.head.method == "HEAD";
         let mut body = json!({
@@ -72,6 +137,7 @@ impl Handler for BackendShared {
         });
         loop {
             let (mode, generation) = self.mode();
+            let mut retry_after = None;
             let status = match mode {
                 BackendMode::Ok => match &self.llm {
                     Some(llm) => {
@@ -84,12 +150,22 @@ impl Handler for BackendShared {
                     body["status"] = json!(s);
                     s
                 }
+                BackendMode::Throttle(s, secs) => {
+                    body["status"] = json!(s);
+                    retry_after = Some(secs.to_string());
+                    s
+                }
                 BackendMode::Hang => match conn.park(&|| self.mode_changed(generation)) {
                     Parked::Aborted => continue,
                     Parked::Gone => return Flow::Close,
                 },
+                // Set while this request was parked: it was read, so close it unanswered.
+                BackendMode::Reset => return Flow::Close,
             };
-            let resp = Response::json(status, &body);
+            let mut resp = Response::json(status, &body);
+            if let Some(secs) = retry_after {
+                resp.headers.push(("Retry-After", secs));
+            }
             return match conn.send(&resp, keep, head_only) {
                 Ok(()) => Flow::keep_if(keep),
                 Err(_) => Flow::Close,
@@ -131,6 +207,7 @@ impl Backend {
                 port: addr.port(),
                 mode: Mutex::new((BackendMode::Ok, 0)),
                 hits: AtomicU64::new(0),
+                received: Mutex::new(VecDeque::new()),
                 llm,
             })
         })?;
@@ -167,6 +244,11 @@ impl Backend {
     /// Requests received so far (answered, answered with an error status, or parked).
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// The last requests received (at most 64), oldest first.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.shared.received).iter().cloned().collect()
     }
 
     /// Stops it and returns its final hit count.

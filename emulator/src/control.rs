@@ -144,11 +144,23 @@ fn route(shared: &Shared, req: &Request) -> Result<Response, Response> {
                             .filter(|s| (100..=999).contains(s))
                             .ok_or_else(|| bad("field \"status\" must be an integer 100-999"))?,
                     };
-                    Some(BackendMode::Status(status))
+                    match body.get("retry_after") {
+                        None => Some(BackendMode::Status(status)),
+                        Some(r) => {
+                            Some(BackendMode::Throttle(
+                                status,
+                                r.as_u64().and_then(|r| u32::try_from(r).ok()).ok_or_else(
+                                    || bad("field \"retry_after\" must be a number of seconds"),
+                                )?,
+                            ))
+                        }
+                    }
                 }
+                "reset" => Some(BackendMode::Reset),
                 other => {
                     return Err(bad(format!(
-                        "field \"mode\": unknown mode {other:?}; expected ok, status, hang or dead"
+                        "field \"mode\": unknown mode {other:?}; expected ok, status, hang, reset \
+                         or dead"
                     )))
                 }
             };

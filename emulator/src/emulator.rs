@@ -46,9 +46,19 @@ impl BackendEntry {
         let mut v = json!({"ip": "127.0.0.1", "port": self.port, "service": self.service,
                            "kind": kind, "mode": mode.map_or("dead", BackendMode::name),
                            "hits": hits});
-        if let Some(BackendMode::Status(s)) = mode {
-            v["status"] = json!(s);
+        match mode {
+            Some(BackendMode::Status(s)) => v["status"] = json!(s),
+            Some(BackendMode::Throttle(s, secs)) => {
+                v["status"] = json!(s);
+                v["retry_after"] = json!(secs);
+            }
+            _ => {}
         }
+        let received = self
+            .backend
+            .as_ref()
+            .map_or_else(Vec::new, Backend::received);
+        v["requests"] = Value::Array(received.iter().map(|r| r.to_json()).collect());
         if let Some(llm) = &self.llm {
             v["llm"] = llm.to_json();
         }

@@ -37,9 +37,9 @@
 //! | `PUT /_emulator/paths` | `{"paths":"both"\|"documented_only"\|"new_only"}` | 204; 400 |
 //! | `POST /_emulator/backends` | `{"service":"svc","count":3,"replace":false}` (count 1-64, default 1) | 200 `[{"ip":"127.0.0.1","port":P},...]` |
 //! | `POST /_emulator/backends` | `{"service":"svc","count":2,"kind":"llm","llm":{"slots":2,"speed":0.5}}` (`llm`: any subset of the settings below) | 200, as above; 400 naming the field |
-//! | `PUT /_emulator/backends/{port}` | `{"mode":"ok"\|"status"\|"hang"\|"dead","status":503}` | 204; 404 for an unknown port |
+//! | `PUT /_emulator/backends/{port}` | `{"mode":"ok"\|"status"\|"hang"\|"reset"\|"dead","status":503,"retry_after":2}` (`retry_after`: seconds, sent as `Retry-After`; `reset`: the connection is reset before any answer) | 204; 404 for an unknown port |
 //! | `PUT /_emulator/backends/{port}/llm` | any subset of the LLM settings | 204; 400 naming the field; 404 unless an LLM backend |
-//! | `GET /_emulator/backends` | | `[{"ip","port","service","kind":"echo"\|"llm","mode","status"?,"hits","llm"?}]` |
+//! | `GET /_emulator/backends` | | `[{"ip","port","service","kind":"echo"\|"llm","mode","status"?,"retry_after"?,"hits","llm"?,"requests"}]`; `requests`: the last 64 received, `{"method","path","body_len","headers":{lower-case name: value}}` (`body_len` null when unread) |
 //! | `POST /_emulator/script` | a script (below); replaces the running one | 204; 400 |
 //! | `DELETE /_emulator/script` | | 204 |
 //!
@@ -100,7 +100,7 @@ mod script;
 mod server;
 mod types;
 
-pub use backend::{Backend, BackendMode};
+pub use backend::{Backend, BackendMode, Received};
 pub use emulator::{Emulator, DOCUMENTED_PREFIX, NEW_PREFIX};
 pub use llm::{
     Llm, LlmConfig, LlmCounters, ServedRequest, SplitMix64, LOAD_FORMAT_HEADER, LOAD_HEADER,

@@ -231,6 +231,33 @@ fn backend_answers_and_counts() {
 }
 
 #[test]
+fn backend_throttles_resets_and_remembers_requests() {
+    let b = Backend::start().unwrap();
+    b.set_mode(BackendMode::Throttle(429, 7));
+    let r = backend_get(b.port(), "/t?q=1");
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("7")));
+    assert_eq!(b.mode().name(), "status");
+
+    // A reset comes before any answer byte: the read fails or sees the end at once.
+    b.set_mode(BackendMode::Reset);
+    let mut s = send_get(b.addr(), "/r");
+    let mut buf = [0u8; 16];
+    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    assert_eq!(b.hits(), 2);
+
+    let got = b.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].method.as_str(), got[0].target.as_str()),
+        ("GET", "/t?q=1")
+    );
+    assert_eq!(got[0].body_len, Some(0));
+    assert!(got[0].headers.iter().any(|(k, _)| k == "host"));
+    assert_eq!((got[1].target.as_str(), got[1].body_len), ("/r", None));
+    assert_eq!(got[1].to_json()["body_len"], json!(null));
+}
+
+#[test]
 fn backend_hang_until_mode_changes() {
     let b = Backend::start().unwrap();
     b.set_mode(BackendMode::Hang);
@@ -307,6 +334,12 @@ fn backends_over_http() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("mode"));
     assert_eq!(put(addr, &at(1), r#"{"mode":"ok"}"#).status, 404);
+    let r = put(
+        addr,
+        &at(ports[2]),
+        r#"{"mode":"status","status":503,"retry_after":"x"}"#,
+    );
+    assert!((r.status, r.text().contains("retry_after")) == (400, true));
 
     let listed = get(addr, "/_emulator/backends").json();
     let listed = listed.as_array().unwrap();
@@ -314,6 +347,8 @@ fn backends_over_http() {
     assert_eq!(listed[0]["mode"], "status");
     assert_eq!(listed[0]["status"], 429);
     assert_eq!(listed[0]["hits"], 2);
+    assert_eq!(listed[0]["requests"][0]["path"], "/api/predict/svc");
+    assert_eq!(listed[0]["requests"][1]["method"], "GET");
     assert_eq!(listed[1]["mode"], "dead");
     assert_eq!(listed[1]["hits"], 1);
     assert_eq!(listed[2]["mode"], "hang");
