@@ -41,7 +41,7 @@
 /**
  * ABI minor version: a binding requires at least the minor it was built for.
  */
-#define EAS_ABI_MINOR 3
+#define EAS_ABI_MINOR 4
 
 /**
  * Flag of eas_call_begin: retry only when nothing was sent (EAS_OUTCOME_CONNECT_FAILED).
@@ -294,6 +294,12 @@ typedef struct eas_instance_stats {
    */
   uint32_t reported_running;
 } eas_instance_stats;
+
+/**
+ * A log function: `level` 1 error, 2 warn, 3 info, 4 debug; `message` one NUL-terminated UTF-8
+ * line without a trailing newline, valid for the duration of the call.
+ */
+typedef void (*eas_log_fn)(void *user_data, int32_t level, const char *message);
 
 /**
  * The list a source callback is filling. Valid only during the callback that received it;
@@ -549,6 +555,19 @@ const char *eas_client_service(const struct eas_client *c);
 const char *eas_client_target(const struct eas_client *c);
 
 /**
+ * Prometheus text exposition (format 0.0.4) of the client's stats and every instance's stats;
+ * every sample is labelled by target (secrets removed), per-instance ones also by instance
+ * (`host:port`). The names are stable and listed in the README. `buf` gets NUL-terminated
+ * UTF-8 and `*len` its length without the NUL; EAS_STATUS_BUFFER_TOO_SMALL (with `*len`, buf
+ * untouched) when `cap` <= that length; `buf` may be NULL with `cap` 0 to ask for the length.
+ * The text may grow between two calls (a list change): ask again on BUFFER_TOO_SMALL.
+ */
+enum eas_status eas_client_metrics_text(const struct eas_client *c,
+                                        char *buf,
+                                        size_t cap,
+                                        size_t *len);
+
+/**
  * Stops refreshes and callbacks; from then on every call on `c` but eas_client_free returns
  * EAS_STATUS_CLOSED. Subscriptions end: their free_user_data has run when this returns (when
  * called from inside a callback, once that callback returns). Safe to call more than once and
@@ -596,6 +615,26 @@ enum eas_status eas_options_set(struct eas_options *o,
  * Frees options; NULL is a no-op.
  */
 void eas_options_free(struct eas_options *o);
+
+/**
+ * Gives clients made with these options a log function: the first failed fetch of a streak
+ * (warn) and the recovery (info), list changes (info), ejections, back-offs and their end
+ * (info), snapshot-file trouble (warn), a push stream up (info) and lost (warn); never a line
+ * per request, never a secret. Lines up to `max_level` (0 off, 1 error .. 4 debug) go through
+ * a bounded queue to one log thread, at most 10 a second per client (the count of dropped
+ * lines goes out with the next line). Calls never overlap; `callback` may call any eas_* function
+ * but the *_free ones. eas_client_close waits for a line of its client in delivery, and no
+ * line of it is delivered after close returns. A client keeps the function it was made with.
+ * `free_user_data` (nullable) runs once, on whichever thread lets go last: when these options
+ * have been freed or given another function and every client made with it has been freed.
+ * `callback` NULL or `max_level` 0: no logging (a function set before is let go). `max_level`
+ * outside 0-4: EAS_STATUS_INVALID_ARGUMENT, and no ownership of `user_data` is taken.
+ */
+enum eas_status eas_options_set_log(struct eas_options *o,
+                                    eas_log_fn callback,
+                                    void *user_data,
+                                    eas_free_fn free_user_data,
+                                    int32_t max_level);
 
 /**
  * Adds one instance to the list being built. `weight` is as in eas_instance (0: listed, never

@@ -169,6 +169,9 @@ pub struct Options {
     values: BTreeMap<String, String>,
     /// Nacos: the caller's server-list function (wins over every other way to find servers).
     pub nacos_server_list: Option<ServerListProvider>,
+    /// The caller's log function (`eas_options_set_log`); a client keeps the one it was made
+    /// with.
+    pub log: Option<crate::log::LogSink>,
 }
 
 impl Options {

@@ -37,6 +37,8 @@ pub(crate) mod error;
 pub(crate) mod instance;
 mod load;
 mod load_report;
+pub(crate) mod log;
+mod metrics;
 pub(crate) mod pick;
 mod push;
 pub(crate) mod redact;
@@ -57,6 +59,7 @@ pub use config::Options;
 pub use error::{Error, ErrorKind};
 pub use instance::Instance;
 pub use load::InstanceStats;
+pub use log::{Level, LogFn, LogSink};
 pub use snapshot::Snapshot;
 pub use source::callback::{FetchFn, ListBuilder};
 

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::blocking::{self, Refused};
 use crate::instance::{parse_ip, Instance};
+use crate::log::{Level, Logger};
 
 /// The largest snapshot file read; a bigger one is ignored, unread.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -44,15 +45,20 @@ pub struct Saver {
     newest: Mutex<Option<(u64, Arc<[Instance]>)>>,
     /// Whether this client has swept the temporary files crashed writers left.
     swept: AtomicBool,
+    /// Whether the last save failed (one warning per streak of failed saves).
+    failing: AtomicBool,
+    log: Logger,
 }
 
 impl Saver {
-    pub fn new(path: &str) -> Arc<Saver> {
+    pub fn new(path: &str, log: Logger) -> Arc<Saver> {
         Arc::new(Saver {
             path: path.to_owned(),
             written: Mutex::new(0),
             newest: Mutex::new(None),
             swept: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            log,
         })
     }
 
@@ -63,7 +69,16 @@ impl Saver {
         let list: Arc<[Instance]> = list.into();
         *lock(&self.newest) = Some((generation, list.clone()));
         let me = self.clone();
-        blocking::file_io().submit(&self.path, move || me.write(generation, &list))
+        let queued = blocking::file_io().submit(&self.path, move || me.write(generation, &list));
+        if !queued {
+            self.log.log(Level::Warn, || {
+                format!(
+                    "snapshot file {}: save of list {generation} dropped (the file lane is busy)",
+                    self.path
+                )
+            });
+        }
+        queued
     }
 
     /// Writes the newest queued list unless it is written already, waiting at most `timeout`
@@ -92,7 +107,19 @@ impl Saver {
         if *written >= generation {
             return;
         }
-        if save(&self.path, list).is_ok() {
+        let saved = save(&self.path, list);
+        if let Err(e) = &saved {
+            if !self.failing.swap(true, Ordering::Relaxed) {
+                self.log.log(Level::Warn, || {
+                    format!("snapshot file {}: saving failed: {e}", self.path)
+                });
+            }
+        } else if self.failing.swap(false, Ordering::Relaxed) {
+            self.log.log(Level::Info, || {
+                format!("snapshot file {}: saving works again", self.path)
+            });
+        }
+        if saved.is_ok() {
             *written = generation;
             if !self.swept.swap(true, Ordering::Relaxed) {
                 // Once per client, after a save proved the directory writable; under the

@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex};
 use crate::eject::{monotonic_ms, EjectionPolicy, Ejector};
 use crate::error::ErrorKind;
 use crate::load::LoadTable;
+use crate::log::{Level, Logger};
 use crate::pick::Picker;
 use crate::refresher::gated;
 use crate::snapshot::Snapshot;
 
 pub(super) struct Health {
     state: Mutex<State>,
+    log: Logger,
     /// Whether the ejector holds any failure history: while it holds none (the steady state),
     /// a success has nothing to reset and takes no lock.
     history: AtomicBool,
@@ -29,14 +31,19 @@ struct State {
     ejector: Ejector,
     /// Generation of the last snapshot published.
     generation: u64,
+    /// Instances whose hold-out (ejection or back-off) was logged, by id, with their address:
+    /// their return is logged once the hold-out is over. Kept only while logging.
+    held: HashMap<u64, String>,
 }
 
 impl Health {
-    pub(super) fn new(policy: EjectionPolicy) -> Health {
+    pub(super) fn new(policy: EjectionPolicy, log: Logger) -> Health {
         Health {
+            log,
             state: Mutex::new(State {
                 ejector: Ejector::new(policy),
                 generation: 0,
+                held: HashMap::new(),
             }),
             history: AtomicBool::new(false),
         }
@@ -64,6 +71,16 @@ impl Health {
         if let Some(until) = ejected {
             // Raising the horizon is enough here; a refresh lowers it exactly.
             hold_out(picker, &snapshot, index, until);
+            if self.log.enabled(Level::Info) {
+                let host = snapshot.instances[index].host_str();
+                self.log.log(Level::Info, || {
+                    format!(
+                        "instance {host} ejected for {} ms after failures",
+                        until.saturating_sub(now)
+                    )
+                });
+                state.held.insert(id, host.to_owned());
+            }
         }
         Ok(())
     }
@@ -86,7 +103,7 @@ impl Health {
         if wait_ms == 0 {
             return;
         }
-        let (_gate, _state) = gated(&self.state);
+        let (_gate, mut state) = gated(&self.state);
         let Some(snapshot) = picker.current() else {
             return;
         };
@@ -98,6 +115,13 @@ impl Health {
         };
         let until = load.back_off_until(monotonic_ms().saturating_add(wait_ms));
         hold_out(picker, &snapshot, index, until);
+        if self.log.enabled(Level::Info) && !state.held.contains_key(&id) {
+            let host = snapshot.instances[index].host_str();
+            self.log.log(Level::Info, || {
+                format!("instance {host} backing off for {wait_ms} ms, as it asked (429, or 503 with Retry-After)")
+            });
+            state.held.insert(id, host.to_owned());
+        }
     }
 
     /// Publishes `snapshot` with the next generation, its loads attached from `loads`, and
@@ -112,6 +136,7 @@ impl Health {
         state.generation += 1;
         snapshot.generation = state.generation;
         state.ejector.retain(|id| snapshot.index_of(id).is_some());
+        state.held.retain(|id, _| snapshot.index_of(*id).is_some());
         self.history
             .store(!state.ejector.is_empty(), Ordering::Release);
         snapshot.loads = loads.attach(&snapshot.instances);
@@ -137,11 +162,31 @@ impl Health {
 
     /// Sets the pickers' horizon to the latest deadline in force, lowering it when ejections
     /// have ended (a publish only ever raises it).
+    /// Logs the return of the instances whose hold-out is over.
     pub(super) fn refresh_horizon(&self, picker: &Picker, loads: &LoadTable) {
         let (_gate, mut state) = gated(&self.state);
         let now = monotonic_ms();
         let horizon = state.ejector.horizon(now).max(loads.backoff_horizon(now));
         picker.set_horizon(horizon);
+        if state.held.is_empty() {
+            return;
+        }
+        let snapshot = picker.current();
+        let log = &self.log;
+        state.held.retain(|id, host| {
+            let until = snapshot.as_ref().and_then(|s| {
+                let i = s.index_of(*id)?;
+                Some(s.ejected_until[i].load(Ordering::Acquire))
+            });
+            match until {
+                None => false, // left the list
+                Some(until) if until > now => true,
+                Some(_) => {
+                    log.log(Level::Info, || format!("instance {host} back in rotation"));
+                    false
+                }
+            }
+        });
     }
 
     /// Instances ejected now (back-offs not counted).

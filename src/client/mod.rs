@@ -20,6 +20,7 @@ use crate::eject::{monotonic_ms, unix_ms, EjectionPolicy};
 use crate::error::{Error, ErrorKind};
 use crate::instance::Instance;
 use crate::load::{InstanceStats, LoadTable, StatsClock};
+use crate::log::Logger;
 use crate::pick::Picker;
 use crate::redact;
 use crate::refresher::{self, fork_generation};
@@ -81,6 +82,8 @@ pub(crate) struct Inner {
     pub(crate) loads: LoadTable,
     /// The affinity ring of the current list.
     pub(crate) rings: RingCache,
+    /// Lines for the caller's log function, if it gave one.
+    log: Logger,
 }
 
 impl Client {
@@ -107,6 +110,7 @@ impl Client {
             parsed.kind != SourceKind::Static,
             None,
             service,
+            options.log.clone(),
         ))
     }
 
@@ -130,6 +134,7 @@ impl Client {
             true,
             Some(shared),
             String::new(),
+            options.log.clone(),
         ))
     }
 
@@ -140,7 +145,9 @@ impl Client {
         refreshes: bool,
         callback_source: Option<Arc<CallbackShared>>,
         service: String,
+        log: Option<crate::log::LogSink>,
     ) -> Client {
+        let log = Logger::new(log, &display);
         let policy = EjectionPolicy {
             failures_before_ejection: settings.failures_before_ejection,
             base_ms: settings.ejection_base_ms,
@@ -155,13 +162,14 @@ impl Client {
             service,
             fork_generation: AtomicU64::new(fork_generation()),
             ready: AtomicBool::new(false),
-            fetcher: Fetcher::new(make_source, settings.snapshot_file.as_deref()),
-            health: Health::new(policy),
+            fetcher: Fetcher::new(make_source, settings.snapshot_file.as_deref(), &log),
+            health: Health::new(policy, log.clone()),
             subscribers: Subscribers::default(),
             settings,
             callback_source,
             loads: LoadTable::default(),
             rings: RingCache::default(),
+            log,
         });
         if inner.refreshes {
             inner.start_push();
@@ -199,10 +207,44 @@ impl Client {
         let Some(snapshot) = self.inner.picker.current() else {
             return Ok(Vec::new());
         };
+        Ok(self.stats_of(&snapshot))
+    }
+
+    /// Prometheus text (format 0.0.4) of the client's stats and every instance's stats (see
+    /// the README for the names).
+    pub fn metrics_text(&self) -> Result<String, ErrorKind> {
+        let stats = self.stats()?;
+        let snapshot = self.inner.picker.current();
+        let per_instance = snapshot
+            .as_ref()
+            .map(|s| self.stats_of(s))
+            .unwrap_or_default();
+        let instances = match &snapshot {
+            Some(s) => s
+                .instances
+                .iter()
+                .map(Instance::host_str)
+                .zip(per_instance)
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(crate::metrics::text(&crate::metrics::ClientFigures {
+            target: &self.inner.display,
+            stats,
+            pushing: self.inner.fetcher.pushing.load(Ordering::Acquire),
+            malformed_load_reports: self.inner.loads.malformed_reports(),
+            log_lines_dropped: self.inner.log.dropped(),
+            instances,
+            now_unix_ms: unix_ms(),
+        }))
+    }
+
+    /// The stats of each instance of `snapshot`, in its order.
+    fn stats_of(&self, snapshot: &Snapshot) -> Vec<InstanceStats> {
         let (now, unix_now) = (monotonic_ms(), unix_ms());
         let clock = StatsClock::now();
-        let ejections = self.inner.health.ejection_deadlines(&snapshot);
-        Ok(snapshot
+        let ejections = self.inner.health.ejection_deadlines(snapshot);
+        snapshot
             .instances
             .iter()
             .zip(snapshot.loads.iter())
@@ -216,7 +258,7 @@ impl Client {
                 };
                 InstanceStats::of(inst, load, until_unix, clock)
             })
-            .collect())
+            .collect()
     }
 
     /// Load reports the calls of this client ignored, in whole or in part, as malformed.
@@ -377,6 +419,8 @@ impl Client {
         self.inner
             .fetcher
             .flush(self.inner.settings.request_timeout);
+        // Last: a line about the flush still goes out; none after this returns.
+        self.inner.log.close();
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::Inner;
 use crate::eject::{monotonic_ms, unix_ms};
 use crate::instance::Instance;
+use crate::log::{Level, Logger};
 use crate::refresher::{self, fork_generation, gated};
 use crate::snapshot::Snapshot;
 use crate::snapshot_file;
@@ -37,6 +38,11 @@ pub(super) struct Fetcher {
     pushes: AtomicU64,
     /// Monotonic ms of the last poll.
     last_poll_ms: AtomicU64,
+    /// Failed fetches in a row (0 while they succeed): one warning per streak.
+    streak: AtomicU64,
+    /// Whether a push stream's loss (or failure to come up) was logged since it was last up.
+    push_down_logged: AtomicBool,
+    log: Logger,
 }
 
 /// The source between fetches (taken out while one runs).
@@ -55,9 +61,16 @@ pub(super) struct Notes {
 }
 
 impl Fetcher {
-    pub(super) fn new(make_source: SourceFactory, snapshot_file: Option<&str>) -> Fetcher {
+    pub(super) fn new(
+        make_source: SourceFactory,
+        snapshot_file: Option<&str>,
+        log: &Logger,
+    ) -> Fetcher {
         let source = make_source();
         Fetcher {
+            streak: AtomicU64::new(0),
+            push_down_logged: AtomicBool::new(false),
+            log: log.clone(),
             polls: source.polls(),
             push: Mutex::new(None),
             pushing: AtomicBool::new(false),
@@ -72,8 +85,32 @@ impl Fetcher {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             last_ok_unix_ms: AtomicU64::new(0),
-            saver: snapshot_file.map(snapshot_file::Saver::new),
+            saver: snapshot_file.map(|path| snapshot_file::Saver::new(path, log.clone())),
         }
+    }
+
+    /// A fetch (or push) brought a list: the end of a failure streak is logged once.
+    fn succeeded(&self) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        self.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        self.note(|n| n.last_error = None);
+        let failed = self.streak.swap(0, Ordering::AcqRel);
+        if failed > 0 {
+            self.log.log(Level::Info, || {
+                format!("discovery recovered after {failed} failed fetches")
+            });
+        }
+    }
+
+    /// A fetch failed: the first of a streak is logged (as a warning), the rest are counted.
+    fn failed(&self, failure: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if self.streak.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.log.log(Level::Warn, || {
+                format!("discovery failed, keeping the last list: {failure}")
+            });
+        }
+        self.note(|n| n.last_error = Some(failure));
     }
 
     /// What the last fetches said.
@@ -210,16 +247,20 @@ impl Inner {
     fn on_push(&self, event: PushEvent) {
         let fetcher = &self.fetcher;
         match event {
-            PushEvent::Up => fetcher.pushing.store(true, Ordering::Release),
+            PushEvent::Up => {
+                fetcher.pushing.store(true, Ordering::Release);
+                fetcher.push_down_logged.store(false, Ordering::Relaxed);
+                fetcher.log.log(Level::Info, || {
+                    "push stream up: lists come by push, polling is the safety net".into()
+                });
+            }
             PushEvent::List(list) => {
                 let list = normalize(list);
                 if !list.iter().any(|i| i.weight > 0) {
                     return; // nothing pickable: the last list is kept, as for a poll
                 }
                 fetcher.pushes.fetch_add(1, Ordering::AcqRel);
-                fetcher.ok.fetch_add(1, Ordering::Relaxed);
-                fetcher.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);
-                fetcher.note(|n| n.last_error = None);
+                fetcher.succeeded();
                 if let Some(generation) = self.publish(list.clone()) {
                     if let Some(saver) = &fetcher.saver {
                         saver.queue(generation, list);
@@ -228,6 +269,22 @@ impl Inner {
             }
             PushEvent::Down(why) => {
                 let was_up = fetcher.pushing.swap(false, Ordering::AcqRel);
+                // Once when it was up, and once when it does not come up: not per reconnect.
+                if !fetcher.push_down_logged.swap(true, Ordering::Relaxed) {
+                    let then = if fetcher.polls {
+                        "polling until it is back"
+                    } else {
+                        "reconnecting"
+                    };
+                    let what = if was_up {
+                        "push stream lost"
+                    } else {
+                        "push stream not up"
+                    };
+                    fetcher
+                        .log
+                        .log(Level::Warn, || format!("{what} ({why}); {then}"));
+                }
                 if !fetcher.polls {
                     fetcher.note(|n| n.last_error = Some(why));
                 } else if was_up {
@@ -279,9 +336,7 @@ impl Inner {
                 fetcher.ok.fetch_add(1, Ordering::Relaxed);
             }
             Ok(list) => {
-                fetcher.ok.fetch_add(1, Ordering::Relaxed);
-                fetcher.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);
-                fetcher.note(|n| n.last_error = None);
+                fetcher.succeeded();
                 if let Some(generation) = self.publish(list.clone()) {
                     if let Some(saver) = &fetcher.saver {
                         // Queued, never waited for: a failed or dropped write never disturbs
@@ -291,8 +346,7 @@ impl Inner {
                 }
             }
             Err(failure) => {
-                fetcher.failed.fetch_add(1, Ordering::Relaxed);
-                fetcher.note(|n| n.last_error = Some(failure));
+                fetcher.failed(failure);
                 if first && !self.ready.load(Ordering::Acquire) {
                     self.fall_back_to_file();
                 }
@@ -309,9 +363,19 @@ impl Inner {
         // that much, and never the next ones.
         match snapshot_file::load_within(path, self.settings.request_timeout) {
             Ok(list) => {
+                self.fetcher.log.log(Level::Warn, || {
+                    format!(
+                        "serving the list saved in the snapshot file {path} until a fetch succeeds"
+                    )
+                });
                 self.publish(normalize(list));
             }
-            Err(note) => self.fetcher.note(|n| n.snapshot_file_note = Some(note)),
+            Err(note) => {
+                self.fetcher
+                    .log
+                    .log(Level::Warn, || format!("snapshot file: {note}"));
+                self.fetcher.note(|n| n.snapshot_file_note = Some(note));
+            }
         }
     }
 
@@ -320,16 +384,39 @@ impl Inner {
         if self.picker.is_closed() {
             return None;
         }
-        if let Some(current) = self.picker.current() {
+        let current = self.picker.current();
+        if let Some(current) = &current {
             if current.same_list(&list) {
                 return None;
             }
         }
+        let change = self
+            .log
+            .enabled(Level::Info)
+            .then(|| list_change(current.as_deref(), &list));
         // The cycle is computed outside the lock; only the swap is under it.
         let snapshot = Snapshot::new(0, list);
         let generation = self.health.publish(&self.picker, &self.loads, snapshot);
+        if let Some((n, added, removed)) = change {
+            self.log.log(Level::Info, || {
+                format!("list {generation}: {n} instances (+{added} -{removed})")
+            });
+        }
         self.ready.store(true, Ordering::Release);
         self.subscribers.notify(self.me.clone());
         Some(generation)
     }
+}
+
+/// The size of `list` and how many instances it adds to and removes from `current`.
+fn list_change(current: Option<&Snapshot>, list: &[Instance]) -> (usize, usize, usize) {
+    let Some(current) = current else {
+        return (list.len(), list.len(), 0);
+    };
+    let added = list
+        .iter()
+        .filter(|i| current.index_of(i.id).is_none())
+        .count();
+    let kept = list.len() - added;
+    (list.len(), added, current.instances.len() - kept)
 }

@@ -465,6 +465,45 @@ pub extern "C" fn eas_client_target(c: *const eas_client) -> *const c_char {
     })
 }
 
+/// Prometheus text exposition (format 0.0.4) of the client's stats and every instance's stats;
+/// every sample is labelled by target (secrets removed), per-instance ones also by instance
+/// (`host:port`). The names are stable and listed in the README. `buf` gets NUL-terminated
+/// UTF-8 and `*len` its length without the NUL; EAS_STATUS_BUFFER_TOO_SMALL (with `*len`, buf
+/// untouched) when `cap` <= that length; `buf` may be NULL with `cap` 0 to ask for the length.
+/// The text may grow between two calls (a list change): ask again on BUFFER_TOO_SMALL.
+#[no_mangle]
+pub extern "C" fn eas_client_metrics_text(
+    c: *const eas_client,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> eas_status {
+    boundary!({
+        // SAFETY: `c` is NULL or a live client, and `len` NULL or writable, by contract.
+        let (Some(client), Some(len)) = (unsafe { client(c) }, unsafe { len.as_mut() }) else {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        };
+        let text = match client.metrics_text() {
+            Ok(t) => t,
+            Err(kind) => return kind.into(),
+        };
+        *len = text.len();
+        if cap <= text.len() {
+            return eas_status::EAS_STATUS_BUFFER_TOO_SMALL;
+        }
+        if buf.is_null() {
+            return eas_status::EAS_STATUS_NULL_PARAMETER;
+        }
+        // SAFETY: the caller's promise: `buf` holds `cap` > text.len() writable bytes that do
+        // not overlap `text`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+            *buf.add(text.len()) = 0;
+        }
+        eas_status::EAS_STATUS_OK
+    })
+}
+
 /// Stops refreshes and callbacks; from then on every call on `c` but eas_client_free returns
 /// EAS_STATUS_CLOSED. Subscriptions end: their free_user_data has run when this returns (when
 /// called from inside a callback, once that callback returns). Safe to call more than once and

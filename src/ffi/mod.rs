@@ -18,7 +18,7 @@ pub mod status;
 /// ABI major version: a binding requires the same major.
 pub const EAS_ABI_MAJOR: u32 = 1;
 /// ABI minor version: a binding requires at least the minor it was built for.
-pub const EAS_ABI_MINOR: u32 = 3;
+pub const EAS_ABI_MINOR: u32 = 4;
 
 /// The library version, e.g. "0.1.0". Static; never to be freed.
 #[no_mangle]

@@ -44,6 +44,7 @@ static void test_version_and_status_strings(void) {
   CHECK(EAS_ABI_MINOR >= 1); /* eas_client_new_with_source */
   CHECK(EAS_ABI_MINOR >= 2); /* eas_call_* */
   CHECK(EAS_ABI_MINOR >= 3); /* eas_client_transport */
+  CHECK(EAS_ABI_MINOR >= 4); /* eas_options_set_log, eas_client_metrics_text */
   CHECK(strcmp(eas_status_str(EAS_STATUS_OK), "ok") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_NO_INSTANCE), "no instance") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_PANIC), "panic") == 0);
@@ -785,6 +786,84 @@ static void test_calls(void) {
   eas_client_free(c);
 }
 
+struct log_state {
+  int lines;
+  int warnings;
+  int freed;
+  int bad;
+};
+
+static void on_log(void *user_data, int32_t level, const char *message) {
+  struct log_state *s = (struct log_state *)user_data;
+  if (level < 1 || level > 4 || message == NULL || strchr(message, '\n') != NULL) ADD(s->bad, 1);
+  if (level == 2 && strstr(message, "discovery failed") != NULL &&
+      strstr(message, "127.0.0.1:1") != NULL)
+    ADD(s->warnings, 1);
+  ADD(s->lines, 1);
+}
+
+static void on_log_free(void *user_data) {
+  struct log_state *s = (struct log_state *)user_data;
+  ADD(s->freed, 1);
+}
+
+static void test_log_and_metrics(void) {
+  static struct log_state s;
+  memset(&s, 0, sizeof s);
+  eas_options *o = eas_options_new();
+  CHECK_STATUS(eas_options_set_log(NULL, on_log, &s, on_log_free, 3), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_options_set_log(o, on_log, &s, on_log_free, 5), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(eas_options_set_log(o, on_log, &s, on_log_free, -1), EAS_STATUS_INVALID_ARGUMENT);
+  CHECK(LOAD(s.freed) == 0); /* refused: no ownership taken */
+  CHECK_STATUS(eas_options_set_log(o, on_log, &s, on_log_free, 3), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "10", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "request_timeout_ms", "200", NULL), EAS_STATUS_OK);
+  eas_client *c = NULL;
+  CHECK_STATUS(eas_client_new("eas://127.0.0.1:1/svc", o, &c, NULL), EAS_STATUS_OK);
+  eas_options_free(o);
+  CHECK(LOAD(s.freed) == 0); /* the client still holds it */
+  for (int i = 0; i < 1000 && LOAD(s.warnings) == 0; i++) usleep(2000);
+  eas_stats st;
+  for (int i = 0; i < 1000; i++) {
+    CHECK_STATUS(eas_client_stats(c, &st), EAS_STATUS_OK);
+    if (st.refresh_failed >= 5) break;
+    usleep(2000);
+  }
+  usleep(50000);
+  CHECK(LOAD(s.warnings) == 1); /* one per streak, however many fetches failed */
+  CHECK(LOAD(s.bad) == 0);
+
+  size_t len = 0;
+  CHECK_STATUS(eas_client_metrics_text(NULL, NULL, 0, &len), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_metrics_text(c, NULL, 0, NULL), EAS_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(eas_client_metrics_text(c, NULL, 0, &len), EAS_STATUS_BUFFER_TOO_SMALL);
+  CHECK(len > 100);
+  size_t cap = len + 256;
+  char *buf = (char *)malloc(cap);
+  size_t small = 0;
+  CHECK_STATUS(eas_client_metrics_text(c, buf, 10, &small), EAS_STATUS_BUFFER_TOO_SMALL);
+  CHECK_STATUS(eas_client_metrics_text(c, buf, cap, &len), EAS_STATUS_OK);
+  CHECK(strlen(buf) == len);
+  CHECK(strstr(buf, "# TYPE easdirect_discovery_fetches_total counter\n") != NULL);
+  CHECK(strstr(buf, "easdirect_instances{target=\"eas://127.0.0.1:1/svc\"} 0\n") != NULL);
+  free(buf);
+
+  eas_client_close(c);
+  int after_close = LOAD(s.lines);
+  usleep(50000);
+  CHECK(LOAD(s.lines) == after_close); /* nothing delivered after close returned */
+  CHECK_STATUS(eas_client_metrics_text(c, NULL, 0, &len), EAS_STATUS_CLOSED);
+  eas_client_free(c);
+  for (int i = 0; i < 500 && LOAD(s.freed) == 0; i++) usleep(2000);
+  CHECK(LOAD(s.freed) == 1);
+
+  /* NULL function: no logging, no ownership. */
+  o = eas_options_new();
+  CHECK_STATUS(eas_options_set_log(o, NULL, &s, on_log_free, 3), EAS_STATUS_OK);
+  eas_options_free(o);
+  CHECK(LOAD(s.freed) == 1);
+}
+
 int main(void) {
   test_version_and_status_strings();
   test_options();
@@ -797,6 +876,7 @@ int main(void) {
   test_report_failure_storm();
   test_nacos_server_list_callback();
   test_calls();
+  test_log_and_metrics();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
