@@ -55,8 +55,17 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// Parses the options and creates the client (discovery starts at once).
     pub fn client(&self) -> Result<Client, Failure> {
-        let options = parse_options(&self.options)?;
-        Client::new(&self.target, &options).map_err(from_lib)
+        self.client_with(&self.options()?)
+    }
+
+    /// The `-o` options, checked.
+    pub fn options(&self) -> Result<Options, Failure> {
+        parse_options(&self.options)
+    }
+
+    /// Creates the client with `options` (from [`ClientArgs::options`], maybe completed).
+    pub fn client_with(&self, options: &Options) -> Result<Client, Failure> {
+        Client::new(&self.target, options).map_err(from_lib)
     }
 }
 

@@ -11,6 +11,7 @@ mod demo;
 mod emulate;
 mod list;
 mod pick;
+mod stats;
 mod watch;
 
 use std::process::ExitCode;
@@ -43,8 +44,15 @@ enum Command {
     /// Print each change of the instance list of TARGET as it happens, until Ctrl-C.
     ///
     /// Each change prints one line per added (+), removed (-) or reweighted (~) instance and
-    /// the new count; failed discovery fetches are printed too (the list is kept meanwhile).
+    /// the new count; the library's log lines come too, with their level (`warn discovery
+    /// failed, keeping the last list: ...`, `info discovery recovered ...`, ejections).
     Watch(watch::WatchArgs),
+    /// Wait for the instance list of TARGET and print the client's metrics (Prometheus text).
+    ///
+    /// The client's figures (list generation, fetches, push) and each instance's (weight,
+    /// attempts, failures, in flight, latency EWMA, held out, reported load), every sample
+    /// labelled by target and instance; the names are listed in the README.
+    Stats(stats::StatsArgs),
     /// Pick N instances of TARGET and print how the picks spread over the instances.
     ///
     /// Over whole round-robin cycles, each instance's share of picks equals its share of the
@@ -88,6 +96,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List(args) => list::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::Stats(args) => stats::run(args),
         Command::Pick(args) => pick::run(args),
         Command::Call(args) => call::run(args),
         Command::Emulate(args) => emulate::run(args),

@@ -1,4 +1,5 @@
-//! `easdirect watch`: print each change of the instance list.
+//! `easdirect watch`: print each change of the instance list, and the library's log lines
+//! (failed fetches, recoveries, ejections, push stream changes) with their level.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
-use easdirect::Instance;
+use easdirect::{Instance, Level, LogSink};
 
 use crate::common::{
     catch_stop_signals, hex_id, parse_seconds, sleep_until, utc_timestamp, ClientArgs, Failure,
@@ -28,7 +29,17 @@ type List = BTreeMap<String, (u32, u64)>;
 
 pub fn run(args: WatchArgs) -> Result<ExitCode, Failure> {
     catch_stop_signals();
-    let client = args.client.client()?;
+    let mut options = args.client.options()?;
+    options.log = Some(LogSink::new(
+        Box::new(|level, line| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{} {} {line}", now(), level.as_str());
+            let _ = stdout.flush();
+        }),
+        None,
+        Level::Info,
+    ));
+    let client = args.client.client_with(&options)?;
     println!("{} watching {}", now(), client.target());
 
     let previous: Arc<Mutex<Option<List>>> = Arc::new(Mutex::new(None));
@@ -47,40 +58,14 @@ pub fn run(args: WatchArgs) -> Result<ExitCode, Failure> {
         return Err(Failure::Runtime(easdirect::Error::from(kind).message));
     }
 
-    // Failed fetches do not change the list: report them from here.
+    // Failures, recoveries, ejections and the rest come as the library's log lines.
     let deadline = args.duration.map(|d| Instant::now() + d);
-    let mut failed_seen = 0;
-    let mut ok_seen = 0;
-    let mut failing = false;
-    let mut last_message = String::new();
     loop {
         let tick = Instant::now() + Duration::from_millis(100);
         let interrupted = sleep_until(Some(deadline.map_or(tick, |d| d.min(tick))));
-        let Ok(stats) = client.stats() else { break };
-        if stats.refresh_failed > failed_seen {
-            failed_seen = stats.refresh_failed;
-            if let Ok(Some(e)) = client.last_error() {
-                if !failing || e.message != last_message {
-                    let kept = if stats.instances > 0 {
-                        format!("keeping the {} known instance(s)", stats.instances)
-                    } else {
-                        "no list yet".to_string()
-                    };
-                    println!("{} ! discovery failed ({kept}): {}", now(), e.message);
-                    last_message = e.message;
-                }
-                failing = true;
-            }
+        if client.stats().is_err() {
+            break;
         }
-        if stats.refresh_ok > ok_seen {
-            ok_seen = stats.refresh_ok;
-            if failing && matches!(client.last_error(), Ok(None)) {
-                println!("{} discovery answers again", now());
-                failing = false;
-                last_message.clear();
-            }
-        }
-        let _ = std::io::stdout().flush();
         if interrupted || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }

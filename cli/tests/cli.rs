@@ -195,7 +195,7 @@ fn pick_on_threads_picks_n_in_all() {
 
 #[test]
 fn a_bad_option_key_exits_2_naming_it() {
-    for cmd in ["list", "pick", "watch"] {
+    for cmd in ["list", "pick", "watch", "stats"] {
         let mut args = vec![cmd, "static://127.0.0.1:1", "-o", "no_such_option=1"];
         if cmd == "pick" {
             args.extend(["-n", "1"]);
@@ -360,15 +360,49 @@ fn watch_prints_changes_and_failures_until_sigterm() {
         "{seen:?}"
     );
     emu.set_fault(easdirect_emulator::Fault::Status(500));
-    wait_for_line(&rx, "discovery failed", &mut seen);
-    assert!(seen.last().unwrap().contains("HTTP 500"), "{seen:?}");
+    wait_for_line(&rx, "warn ", &mut seen);
+    let warn = seen.last().unwrap();
+    assert!(
+        warn.contains("discovery failed") && warn.contains("HTTP 500"),
+        "{seen:?}"
+    );
     emu.set_fault(easdirect_emulator::Fault::None);
-    wait_for_line(&rx, "discovery answers again", &mut seen);
+    wait_for_line(&rx, "info ", &mut seen);
+    assert!(
+        seen.last().unwrap().contains("discovery recovered"),
+        "{seen:?}"
+    );
+    // One warning for the whole streak.
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.contains("discovery failed"))
+            .count(),
+        1
+    );
 
     let pid = child.id() as i32;
     // SAFETY: kill() has no memory-safety precondition; `pid` is our own child, not yet reaped.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn stats_prints_the_metrics_text() {
+    let emu = Emulator::start().unwrap();
+    emu.set_endpoints("svc", vec![Endpoint::new("10.0.0.1", 50000, 100)]);
+    let out = run(&["stats", &emu.target("svc")]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let target = emu.target("svc");
+    assert!(
+        text.contains(&format!("easdirect_instances{{target=\"{target}\"}} 1\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "easdirect_instance_weight{{target=\"{target}\",instance=\"10.0.0.1:50000\"}} 100\n"
+    )));
+    let out = run(&["stats", "eas://127.0.0.1:1/svc", "--timeout-ms", "200"]);
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
@@ -385,7 +419,7 @@ fn help_documents_every_command() {
     let out = run(&["--help"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success());
-    for cmd in ["list", "watch", "pick", "emulate", "demo"] {
+    for cmd in ["list", "watch", "stats", "pick", "emulate", "demo"] {
         assert!(stdout.contains(cmd), "{stdout}");
         assert!(run(&[cmd, "--help"]).status.success(), "{cmd} --help");
     }
