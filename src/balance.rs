@@ -144,52 +144,80 @@ pub fn lower_cost(
     }
 }
 
-/// least_request's cost of instance `index`: `(in_flight + others + 1) / weight`.
-#[cfg(test)]
-pub fn least_request_cost(snapshot: &Snapshot, index: usize, now_ms: u64, ttl_ms: u64) -> f64 {
-    let (queue, weight) = least_request_load(snapshot, index, now_ms, ttl_ms);
-    queue as f64 / weight as f64
-}
+/// How much slower than the median an instance may count in least_request's cost.
+pub const MAX_SLOWNESS: f64 = 10.0;
 
-/// least_request's cost of instance `index` as a fraction: `in_flight + others + 1` over
-/// `weight` (at least 1).
+/// least_request's cost of instance `index`: `(in_flight + others + 1) / weight x slowness`,
+/// where `slowness` is its plain latency EWMA over the median of those with a sample
+/// (`median_mean_us`), between 1 and [`MAX_SLOWNESS`] (1 without a sample on either side); and
+/// whether `others` (the load other clients put on it, by its last fresh report) is above 0.
 #[inline]
-pub fn least_request_load(
+pub fn least_request_cost(
     snapshot: &Snapshot,
     index: usize,
     now_ms: u64,
     ttl_ms: u64,
-) -> (u64, u64) {
-    let weight = u64::from(snapshot.instances[index].weight.max(1));
+    median_mean_us: f64,
+) -> (f64, bool) {
+    let weight = f64::from(snapshot.instances[index].weight.max(1));
     let Some(load) = snapshot.loads.get(index) else {
-        return (1, weight);
+        return (1.0 / weight, false);
     };
-    let queue = u64::from(load.in_flight()) + u64::from(load.others(now_ms, ttl_ms)) + 1;
-    (queue, weight)
+    let others = load.others(now_ms, ttl_ms);
+    let queue = f64::from(load.in_flight()) + f64::from(others) + 1.0;
+    let mean = load.mean_us();
+    let slowness = if mean > 0.0 && median_mean_us > 0.0 {
+        (mean / median_mean_us).clamp(1.0, MAX_SLOWNESS)
+    } else {
+        1.0
+    };
+    (queue / weight * slowness, others > 0)
 }
 
-/// Power of two choices on least_request's cost: the lower `queue / weight` wins, compared
-/// exactly (cross-multiplied: no division, no rounding), ties at random.
-pub fn lower_load(
+/// least_request's pick: power of two choices on [`least_request_cost`]; when the winner of the
+/// two is loaded by other clients (its fresh report says so), two more candidates are drawn and
+/// the cheapest of all wins, so that a few instances another client keeps busy are not picked
+/// whenever both choices fall on them. Ties at random.
+pub fn least_request(
+    snapshot: &Snapshot,
+    tried: &[u64],
+    now_ms: u64,
+    ttl_ms: u64,
+    median_mean_us: f64,
+    rng: &mut Rng,
+) -> Option<usize> {
+    let cost = |i: usize| least_request_cost(snapshot, i, now_ms, ttl_ms, median_mean_us);
+    let pair = two_choices(snapshot, tried, now_ms, rng)?;
+    let (best, (best_cost, loaded)) = cheaper(pair, rng, cost);
+    if !loaded || pair.1.is_none() {
+        return Some(best);
+    }
+    let Some(more) = two_choices(snapshot, tried, now_ms, rng) else {
+        return Some(best);
+    };
+    let (other, (other_cost, _)) = cheaper(more, rng, cost);
+    Some(
+        if other_cost < best_cost || (other_cost == best_cost && rng.next_u64() & 1 == 0) {
+            other
+        } else {
+            best
+        },
+    )
+}
+
+/// The cheaper of a pair by `cost` (ties at random), with its cost.
+fn cheaper<C: Copy + PartialOrd>(
     pair: (usize, Option<usize>),
     rng: &mut Rng,
-    mut load: impl FnMut(usize) -> (u64, u64),
-) -> usize {
-    let (a, Some(b)) = pair else { return pair.0 };
-    let ((qa, wa), (qb, wb)) = (load(a), load(b));
-    // Both sides below 2^34 x 2^32: no overflow in u128.
-    let (ca, cb) = (
-        u128::from(qa) * u128::from(wb),
-        u128::from(qb) * u128::from(wa),
-    );
-    if ca < cb {
-        a
-    } else if cb < ca {
-        b
-    } else if rng.next_u64() & 1 == 0 {
-        a
+    cost: impl Fn(usize) -> (f64, C),
+) -> (usize, (f64, C)) {
+    let ca = cost(pair.0);
+    let Some(b) = pair.1 else { return (pair.0, ca) };
+    let cb = cost(b);
+    if ca.0 < cb.0 || (ca.0 == cb.0 && rng.next_u64() & 1 == 0) {
+        (pair.0, ca)
     } else {
-        b
+        (b, cb)
     }
 }
 
@@ -286,39 +314,59 @@ mod tests {
         assert_eq!(peak_ewma_cost(&s, 1, 0.0), 2.0);
     }
 
+    fn lr(s: &Snapshot, i: usize, median: f64) -> f64 {
+        least_request_cost(s, i, 0, 2000, median).0
+    }
+
     #[test]
     fn the_less_loaded_of_two_wins() {
         let s = snapshot(&[1, 1]);
         let _busy = s.loads[0].start();
         let mut rng = Rng::new();
         for _ in 0..100 {
-            let pick = lower_cost((0, Some(1)), &mut rng, |i| {
-                least_request_cost(&s, i, 0, 2000)
-            });
-            assert_eq!(pick, 1);
+            assert_eq!(least_request(&s, &[], 0, 2000, 0.0, &mut rng), Some(1));
         }
     }
 
     #[test]
-    fn least_request_compares_exactly_and_by_weight() {
+    fn least_request_counts_weight_and_slowness() {
         let s = snapshot(&[3, 1]);
         let _a = s.loads[0].start();
         let _b = s.loads[0].start();
-        let mut rng = Rng::new();
         // (2 + 1) / 3 = 1 against (0 + 1) / 1 = 1: a tie, so both win at times.
+        assert_eq!((lr(&s, 0, 0.0), lr(&s, 1, 0.0)), (1.0, 1.0));
+        let mut rng = Rng::new();
         let mut wins = [0u32; 2];
         for _ in 0..200 {
-            wins[lower_load((0, Some(1)), &mut rng, |i| {
-                least_request_load(&s, i, 0, 2000)
-            })] += 1;
+            wins[least_request(&s, &[], 0, 2000, 0.0, &mut rng).unwrap()] += 1;
         }
         assert!(wins[0] > 0 && wins[1] > 0, "{wins:?}");
-        let _c = s.loads[0].start();
-        for _ in 0..100 {
-            let pick = lower_load((0, Some(1)), &mut rng, |i| {
-                least_request_load(&s, i, 0, 2000)
-            });
-            assert_eq!(pick, 1, "4 / 3 > 1 / 1");
+        // Three times slower than the median: three times the cost; faster counts as 1; the
+        // factor stops at MAX_SLOWNESS.
+        s.loads[1].take_latency(30_000.0, 0, 10_000);
+        assert_eq!(lr(&s, 1, 10_000.0), 3.0);
+        assert_eq!(lr(&s, 1, 60_000.0), 1.0);
+        assert_eq!(lr(&s, 1, 1_000.0), MAX_SLOWNESS);
+        assert_eq!(lr(&s, 0, 10_000.0), 1.0, "no sample: no factor");
+    }
+
+    #[test]
+    fn a_pair_loaded_by_others_draws_two_more() {
+        // Two of eight instances busy with another client's requests (a fresh report each).
+        let s = snapshot(&[1; 8]);
+        for i in [0, 1] {
+            let r = crate::load_report::parse_bytes(b"TEXT named_metrics.num_requests_running=4")
+                .unwrap();
+            s.loads[i].take(Some(&r), None, 1_000_000, 10_000);
         }
+        assert!(least_request_cost(&s, 0, 1, 2000, 0.0).1);
+        assert!(!least_request_cost(&s, 2, 1, 2000, 0.0).1);
+        let mut rng = Rng::new();
+        let busy = (0..20_000)
+            .filter(|_| least_request(&s, &[], 1, 2000, 0.0, &mut rng).unwrap() < 2)
+            .count();
+        // Two choices alone would land both on the busy pair 1 time in 28 (714 of 20,000);
+        // with two more drawn, that needs all four on it.
+        assert!(busy < 300, "{busy} of 20000 picks on the busy pair");
     }
 }

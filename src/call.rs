@@ -205,18 +205,14 @@ impl Call {
                             None => continue,
                         }
                     }
-                    LbPolicy::LeastRequest => {
-                        balance::two_choices(&snapshot, tried, now, &mut self.rng).map(|pair| {
-                            balance::lower_load(pair, &mut self.rng, |i| {
-                                balance::least_request_load(
-                                    &snapshot,
-                                    i,
-                                    now,
-                                    settings.load_report_ttl_ms,
-                                )
-                            })
-                        })
-                    }
+                    LbPolicy::LeastRequest => balance::least_request(
+                        &snapshot,
+                        tried,
+                        now,
+                        settings.load_report_ttl_ms,
+                        self.client.loads.median_mean_us(),
+                        &mut self.rng,
+                    ),
                     LbPolicy::PeakEwma => {
                         let median = self.client.loads.median_ewma_us();
                         balance::two_choices(&snapshot, tried, now, &mut self.rng).map(|pair| {
@@ -321,8 +317,8 @@ impl Call {
             if report.is_some() || latency_us.is_some() {
                 load.take(report.as_ref(), latency_us, now_ns, settings.ewma_decay_ms);
             }
-            // Only peak_ewma reads the median.
-            if latency_us.is_some() && settings.lb_policy == LbPolicy::PeakEwma {
+            // round_robin does not read the median.
+            if latency_us.is_some() && settings.lb_policy != LbPolicy::RoundRobin {
                 self.client.loads.refresh_median(now_ns / 1_000_000, || {
                     self.client.current().map(|s| s.loads.to_vec())
                 });

@@ -32,6 +32,10 @@ pub struct InstanceLoad {
     report_ms: AtomicU64,
     others: AtomicU32,
     ewma_us: AtomicU64,
+    /// The plain (mean) EWMA of the same samples, f64 bits, µs (0: no sample): least_request's
+    /// measure of how slow the instance is, which one long request does not move as it moves
+    /// the peak.
+    mean_us: AtomicU64,
     /// The writers' state (one lock per recorded attempt that brings a report or a sample),
     /// also read whole by the instance stats.
     figures: Mutex<Figures>,
@@ -56,6 +60,8 @@ pub struct Figures {
     pub report_ms: u64,
     /// Peak EWMA of the time to response headers, in microseconds; 0: no sample yet.
     pub ewma_us: f64,
+    /// Plain EWMA of the same samples (the same decay), µs; 0: no sample yet.
+    pub mean_us: f64,
     /// Monotonic ns of the last latency sample.
     pub sample_ns: u64,
 }
@@ -203,6 +209,11 @@ impl InstanceLoad {
         f64::from_bits(self.ewma_us.load(Ordering::Acquire))
     }
 
+    /// The plain latency EWMA, µs; 0 before the first sample.
+    pub fn mean_us(&self) -> f64 {
+        f64::from_bits(self.mean_us.load(Ordering::Acquire))
+    }
+
     /// Takes in what one recorded attempt brought, under one lock: a parsed report (a figure
     /// it lacks keeps its last value) and a latency sample (µs), at `now_ns` (monotonic).
     pub(crate) fn take(
@@ -240,15 +251,23 @@ impl InstanceLoad {
             self.report_ms.store(f.report_ms, Ordering::Release);
         }
         if let Some(sample_us) = latency_us {
-            if f.ewma_us == 0.0 || sample_us > f.ewma_us {
-                f.ewma_us = sample_us.max(1.0);
+            let sample_us = sample_us.max(1.0);
+            if f.ewma_us == 0.0 {
+                f.ewma_us = sample_us;
+                f.mean_us = sample_us;
             } else {
                 let dt_ms = now_ns.saturating_sub(f.sample_ns) as f64 / 1e6;
                 let w = exp_neg(dt_ms / decay_ms.max(1) as f64);
-                f.ewma_us = (f.ewma_us * w + sample_us * (1.0 - w)).max(1.0);
+                f.ewma_us = if sample_us > f.ewma_us {
+                    sample_us
+                } else {
+                    (f.ewma_us * w + sample_us * (1.0 - w)).max(1.0)
+                };
+                f.mean_us = (f.mean_us * w + sample_us * (1.0 - w)).max(1.0);
             }
             f.sample_ns = now_ns;
             self.ewma_us.store(f.ewma_us.to_bits(), Ordering::Release);
+            self.mean_us.store(f.mean_us.to_bits(), Ordering::Release);
         }
     }
 
@@ -325,7 +344,10 @@ pub struct LoadTable {
     /// The median latency EWMA of the instances with a sample (f64 bits, µs; 0: none), what
     /// peak_ewma charges an instance without one.
     median_ewma_us: AtomicU64,
-    /// Monotonic ms of the median's last refresh.
+    /// The median plain EWMA of the same instances (f64 bits, µs; 0: none): least_request's
+    /// measure of a typical instance.
+    median_mean_us: AtomicU64,
+    /// Monotonic ms of the medians' last refresh.
     median_at_ms: AtomicU64,
     /// Attempts in flight on every instance of this table (see `InstanceLoad::client_in_flight`).
     in_flight: Arc<AtomicU64>,
@@ -374,6 +396,11 @@ impl LoadTable {
         f64::from_bits(self.median_ewma_us.load(Ordering::Acquire))
     }
 
+    /// The median plain latency EWMA of instances with a sample, µs; 0 when none has one.
+    pub fn median_mean_us(&self) -> f64 {
+        f64::from_bits(self.median_mean_us.load(Ordering::Acquire))
+    }
+
     /// Recomputes the median from `loads()` unless it was done less than 100 ms ago: called
     /// after a latency sample, never on the pick path.
     pub fn refresh_median(
@@ -393,19 +420,19 @@ impl LoadTable {
             return; // another thread refreshes it
         }
         let Some(loads) = loads() else { return };
-        let mut samples: Vec<f64> = loads
-            .iter()
-            .map(|l| l.ewma_us())
-            .filter(|&e| e > 0.0)
-            .collect();
-        samples.sort_by(f64::total_cmp);
-        let median = match samples.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => samples[n / 2],
-            n => (samples[n / 2 - 1] + samples[n / 2]) / 2.0,
+        let median = |of: fn(&InstanceLoad) -> f64| {
+            let mut samples: Vec<f64> = loads.iter().map(|l| of(l)).filter(|&e| e > 0.0).collect();
+            samples.sort_by(f64::total_cmp);
+            match samples.len() {
+                0 => 0.0,
+                n if n % 2 == 1 => samples[n / 2],
+                n => (samples[n / 2 - 1] + samples[n / 2]) / 2.0,
+            }
         };
         self.median_ewma_us
-            .store(median.to_bits(), Ordering::Release);
+            .store(median(InstanceLoad::ewma_us).to_bits(), Ordering::Release);
+        self.median_mean_us
+            .store(median(InstanceLoad::mean_us).to_bits(), Ordering::Release);
     }
 
     pub fn count_malformed(&self) {
