@@ -21,11 +21,15 @@ CARGO_FUZZ := $(CACHE)/tools/cargo-fuzz-$(CARGO_FUZZ_VERSION)/bin/cargo-fuzz
 FUZZ_SECONDS ?= 20
 CARGO ?= cargo
 RELEASE := target/release
+# The one version of everything (the crate, eas_version(), EAS_VERSION, the packages): Cargo.toml's.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# The ABI major (the shared library's SONAME libeasdirect.so.$(ABI_MAJOR)): src/ffi/mod.rs's.
+ABI_MAJOR := $(shell sed -n 's/^pub const EAS_ABI_MAJOR: u32 = \([0-9]*\);/\1/p' src/ffi/mod.rs)
 CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build install tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-lb bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
+.PHONY: demo test build install dist tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-lb bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -38,6 +42,8 @@ test: build check-header lint test-rust test-c test-go test-python test-java tes
 
 build:
 	$(CARGO) build --release --workspace --locked
+	@# Programs linked against the .so look for its SONAME at run time.
+	ln -sf libeasdirect.so $(RELEASE)/libeasdirect.so.$(ABI_MAJOR)
 
 ## Installs the header, both libraries and pkg-config files (easdirect, easdirect-static):
 ## `make install PREFIX=/usr/local` (DESTDIR for staging).
@@ -46,18 +52,37 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 include/easdirect.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 $(RELEASE)/libeasdirect.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(RELEASE)/libeasdirect.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(RELEASE)/libeasdirect.so $(DESTDIR)$(PREFIX)/lib/libeasdirect.so.$(VERSION)
+	ln -sf libeasdirect.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libeasdirect.so.$(ABI_MAJOR)
+	ln -sf libeasdirect.so.$(ABI_MAJOR) $(DESTDIR)$(PREFIX)/lib/libeasdirect.so
 	bindings/go/pkgconfig.sh --prefix $(PREFIX) --out $(DESTDIR)$(PREFIX)/lib/pkgconfig
+
+## Packages for users: dist/easdirect-$(VERSION)-linux-x86_64.tar.gz (include/, lib/ with the
+## versioned .so and its links, lib/pkgconfig/ relocatable: a C program builds against it with
+## only pkg-config, wherever it is unpacked).
+DIST := dist
+C_DIST := $(DIST)/easdirect-$(VERSION)-linux-x86_64.tar.gz
+dist: $(C_DIST)
+
+$(C_DIST): build
+	rm -rf $(DIST)/stage && mkdir -p $(DIST)/stage/easdirect-$(VERSION)
+	$(MAKE) --no-print-directory install PREFIX=/ DESTDIR=$(CURDIR)/$(DIST)/stage/easdirect-$(VERSION) >/dev/null
+	@# pkg-config's own variable: the prefix is wherever the tarball was unpacked.
+	sed -i 's|^prefix=.*|prefix=$${pcfiledir}/../..|; s|^libdir=.*|libdir=$${prefix}/lib|; s|^includedir=.*|includedir=$${prefix}/include|' \
+	  $(DIST)/stage/easdirect-$(VERSION)/lib/pkgconfig/*.pc
+	tar -C $(DIST)/stage -czf $@ --owner=0 --group=0 easdirect-$(VERSION)
+	rm -rf $(DIST)/stage
+	@echo "dist: $@"
 
 $(CBINDGEN):
 	$(CARGO) install cbindgen --version $(CBINDGEN_VERSION) --locked --root $(CACHE)/tools/cbindgen-$(CBINDGEN_VERSION)
 
 ## Regenerates include/easdirect.h from src/ffi.
 header: $(CBINDGEN)
-	$(CBINDGEN) --config cbindgen.toml --output include/easdirect.h
+	$(CBINDGEN) --config cbindgen.toml --quiet | sed 's/@EAS_VERSION@/$(VERSION)/' >include/easdirect.h
 
 check-header: $(CBINDGEN)
-	@tmp=$$(mktemp); $(CBINDGEN) --config cbindgen.toml --output $$tmp 2>/dev/null; \
+	@tmp=$$(mktemp); $(CBINDGEN) --config cbindgen.toml --quiet 2>/dev/null | sed 's/@EAS_VERSION@/$(VERSION)/' >$$tmp; \
 	if ! cmp -s $$tmp include/easdirect.h; then \
 	  diff -u include/easdirect.h $$tmp | head -40; rm -f $$tmp; \
 	  echo "include/easdirect.h differs from what cbindgen generates: run 'make header' and commit"; exit 1; \
@@ -97,6 +122,7 @@ test-c: build | $(CBUILD)
 	EASDIRECT_STORM_REPORTS=300 valgrind --fair-sched=yes --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --suppressions=tests/c/valgrind.supp $(CBUILD)/test_api_shared
 	bash tests/c/run-examples.sh
+	bash tests/c/run-dist.sh
 
 ## The Java binding: one JUnit 5 suite on JDK 25 (Panama), JDK 17 (JNI) and JDK 25 with JNI
 ## forced; Maven downloads go to $(CACHE)/m2.

@@ -33,6 +33,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** The version of the library this header belongs to (eas_version() gives the loaded one's). */
+#define EAS_VERSION "0.1.0"
+
+
 /**
  * ABI major version: a binding requires the same major.
  */

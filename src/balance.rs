@@ -145,12 +145,16 @@ pub fn lower_cost(
 }
 
 /// How much slower than the median an instance may count in least_request's cost.
-pub const MAX_SLOWNESS: f64 = 10.0;
+pub(crate) const MAX_SLOWNESS: f64 = 10.0;
 
 /// least_request's cost of instance `index`: `(in_flight + others + 1) / weight x slowness`,
 /// where `slowness` is its plain latency EWMA over the median of those with a sample
 /// (`median_mean_us`), between 1 and [`MAX_SLOWNESS`] (1 without a sample on either side); and
 /// whether `others` (the load other clients put on it, by its last fresh report) is above 0.
+///
+/// Given as a fraction, `(in_flight + others + 1) x clamp(mean, median, 10 x median)` over
+/// `weight` (the median, common to every instance, cancels out), so that a pick compares two
+/// costs by cross-multiplying, with no division.
 #[inline]
 pub fn least_request_cost(
     snapshot: &Snapshot,
@@ -158,20 +162,45 @@ pub fn least_request_cost(
     now_ms: u64,
     ttl_ms: u64,
     median_mean_us: f64,
-) -> (f64, bool) {
+) -> Cost {
     let weight = f64::from(snapshot.instances[index].weight.max(1));
     let Some(load) = snapshot.loads.get(index) else {
-        return (1.0 / weight, false);
+        return Cost {
+            num: 1.0,
+            den: weight,
+            loaded: false,
+        };
     };
     let others = load.others(now_ms, ttl_ms);
     let queue = f64::from(load.in_flight()) + f64::from(others) + 1.0;
-    let mean = load.mean_us();
-    let slowness = if mean > 0.0 && median_mean_us > 0.0 {
-        (mean / median_mean_us).clamp(1.0, MAX_SLOWNESS)
+    let scale = if median_mean_us > 0.0 {
+        match load.mean_us() {
+            m if m > 0.0 => m.clamp(median_mean_us, MAX_SLOWNESS * median_mean_us),
+            _ => median_mean_us,
+        }
     } else {
         1.0
     };
-    (queue / weight * slowness, others > 0)
+    Cost {
+        num: queue * scale,
+        den: weight,
+        loaded: others > 0,
+    }
+}
+
+/// A cost as a fraction, and whether other clients load the instance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cost {
+    pub num: f64,
+    pub den: f64,
+    pub loaded: bool,
+}
+
+impl Cost {
+    /// How `self` compares with `other` (cross-multiplied: no division).
+    fn compare(&self, other: &Cost) -> std::cmp::Ordering {
+        (self.num * other.den).total_cmp(&(other.num * self.den))
+    }
 }
 
 /// least_request's pick: power of two choices on [`least_request_cost`]; when the winner of the
@@ -188,36 +217,34 @@ pub fn least_request(
 ) -> Option<usize> {
     let cost = |i: usize| least_request_cost(snapshot, i, now_ms, ttl_ms, median_mean_us);
     let pair = two_choices(snapshot, tried, now_ms, rng)?;
-    let (best, (best_cost, loaded)) = cheaper(pair, rng, cost);
-    if !loaded || pair.1.is_none() {
+    let (best, best_cost) = cheaper(pair, rng, cost);
+    if !best_cost.loaded || pair.1.is_none() {
         return Some(best);
     }
     let Some(more) = two_choices(snapshot, tried, now_ms, rng) else {
         return Some(best);
     };
-    let (other, (other_cost, _)) = cheaper(more, rng, cost);
-    Some(
-        if other_cost < best_cost || (other_cost == best_cost && rng.next_u64() & 1 == 0) {
-            other
-        } else {
-            best
-        },
-    )
+    let (other, other_cost) = cheaper(more, rng, cost);
+    Some(match other_cost.compare(&best_cost) {
+        std::cmp::Ordering::Less => other,
+        std::cmp::Ordering::Equal if rng.next_u64() & 1 == 0 => other,
+        _ => best,
+    })
 }
 
 /// The cheaper of a pair by `cost` (ties at random), with its cost.
-fn cheaper<C: Copy + PartialOrd>(
+fn cheaper(
     pair: (usize, Option<usize>),
     rng: &mut Rng,
-    cost: impl Fn(usize) -> (f64, C),
-) -> (usize, (f64, C)) {
+    cost: impl Fn(usize) -> Cost,
+) -> (usize, Cost) {
     let ca = cost(pair.0);
     let Some(b) = pair.1 else { return (pair.0, ca) };
     let cb = cost(b);
-    if ca.0 < cb.0 || (ca.0 == cb.0 && rng.next_u64() & 1 == 0) {
-        (pair.0, ca)
-    } else {
-        (b, cb)
+    match ca.compare(&cb) {
+        std::cmp::Ordering::Less => (pair.0, ca),
+        std::cmp::Ordering::Equal if rng.next_u64() & 1 == 0 => (pair.0, ca),
+        _ => (b, cb),
     }
 }
 
@@ -314,8 +341,10 @@ mod tests {
         assert_eq!(peak_ewma_cost(&s, 1, 0.0), 2.0);
     }
 
+    /// The cost as a number, slowness included.
     fn lr(s: &Snapshot, i: usize, median: f64) -> f64 {
-        least_request_cost(s, i, 0, 2000, median).0
+        let c = least_request_cost(s, i, 0, 2000, median);
+        c.num / c.den / if median > 0.0 { median } else { 1.0 }
     }
 
     #[test]
@@ -359,8 +388,8 @@ mod tests {
                 .unwrap();
             s.loads[i].take(Some(&r), None, 1_000_000, 10_000);
         }
-        assert!(least_request_cost(&s, 0, 1, 2000, 0.0).1);
-        assert!(!least_request_cost(&s, 2, 1, 2000, 0.0).1);
+        assert!(least_request_cost(&s, 0, 1, 2000, 0.0).loaded);
+        assert!(!least_request_cost(&s, 2, 1, 2000, 0.0).loaded);
         let mut rng = Rng::new();
         let busy = (0..20_000)
             .filter(|_| least_request(&s, &[], 1, 2000, 0.0, &mut rng).unwrap() < 2)

@@ -1,7 +1,7 @@
 """Build hook of the ``easdirect`` package: compiles the cffi extension ``easdirect._native``
 (the C ABI) and the small C extension ``easdirect._fastpick`` (the GIL-holding pick path)
-against libeasdirect, and puts ``libeasdirect.so`` inside the package (found through the
-extensions' ``$ORIGIN`` rpath).
+against libeasdirect, and puts the library inside the package under its SONAME
+``libeasdirect.so.{ABI major}`` (found through the extensions' ``$ORIGIN`` rpath).
 
 Where the library comes from, first match wins:
 1. ``EASDIRECT_LIB``: the path of a built ``libeasdirect.so`` (with ``EASDIRECT_INCLUDE``, the
@@ -84,6 +84,16 @@ def _locate() -> tuple[Path, Path]:
     return lib.resolve(), include.resolve()
 
 
+def _soname(include: Path) -> str:
+    """The name programs linked against libeasdirect look for at run time:
+    ``libeasdirect.so.{EAS_ABI_MAJOR}`` (the library's SONAME), the major read from the header."""
+    header = (include / "easdirect.h").read_text(encoding="utf-8")
+    for line in header.splitlines():
+        if line.startswith("#define EAS_ABI_MAJOR "):
+            return f"{LIB_NAME}.{int(line.split()[2])}"
+    raise SystemExit(f"easdirect: {include / 'easdirect.h'} defines no EAS_ABI_MAJOR")
+
+
 def _load_builder():
     spec = importlib.util.spec_from_file_location(
         "_easdirect_build_ffi", HERE / "easdirect" / "_build_ffi.py"
@@ -98,6 +108,9 @@ class BuildExt(build_ext):
     """Generates the cffi C source, compiles it, and copies libeasdirect.so next to it."""
 
     def run(self) -> None:
+        # Always relinked (two small files): an extension linked against an older library
+        # would name (NEEDED) what that one was called.
+        self.force = True
         lib, include = _locate()
         # The extension links against a copy named libeasdirect.so in a private directory, so
         # that the linker cannot pick up another libeasdirect from the system paths.
@@ -128,9 +141,14 @@ class BuildExt(build_ext):
         destinations = [Path(self.build_lib) / "easdirect"]
         if self.inplace:
             destinations.append(HERE / "easdirect")
+        # Under its SONAME, which the extensions name (NEEDED) and find through $ORIGIN.
+        soname = _soname(include)
         for dest in destinations:
             dest.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(lib, dest / LIB_NAME)
+            stale = dest / LIB_NAME  # what older builds put there
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
+            shutil.copy2(lib, dest / soname)
 
 
 setup(

@@ -45,6 +45,7 @@ static void test_version_and_status_strings(void) {
   CHECK(EAS_ABI_MINOR >= 2); /* eas_call_* */
   CHECK(EAS_ABI_MINOR >= 3); /* eas_client_transport */
   CHECK(EAS_ABI_MINOR >= 4); /* eas_options_set_log, eas_client_metrics_text */
+  CHECK(strcmp(eas_version(), EAS_VERSION) == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_OK), "ok") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_NO_INSTANCE), "no instance") == 0);
   CHECK(strcmp(eas_status_str(EAS_STATUS_PANIC), "panic") == 0);
