@@ -398,6 +398,9 @@ func (t *transport) attempt(ctx context.Context, out *http.Request) (*http.Respo
 			discard(resp)
 		}
 		if ctx.Err() == nil {
+			if conn != nil && !conn.Load() { // still connecting (a TCP or TLS handshake): nothing sent
+				return nil, cancel, OutcomeConnectFailed, &attemptTimeoutError{d: t.attemptTimeout, connecting: true}
+			}
 			return nil, cancel, OutcomeTimeout, &attemptTimeoutError{d: t.attemptTimeout}
 		}
 		err = ctx.Err()
@@ -452,9 +455,15 @@ func connectFailed(err error) bool {
 }
 
 // attemptTimeoutError is an attempt that got no response headers within its timeout.
-type attemptTimeoutError struct{ d time.Duration }
+type attemptTimeoutError struct {
+	d          time.Duration
+	connecting bool // it had no connection yet (TCP or TLS handshake unfinished)
+}
 
 func (e *attemptTimeoutError) Error() string {
+	if e.connecting {
+		return fmt.Sprintf("no connection (TCP or TLS handshake) within the attempt timeout (%v)", e.d)
+	}
 	return fmt.Sprintf("no response headers within the attempt timeout (%v)", e.d)
 }
 func (e *attemptTimeoutError) Timeout() bool   { return true }
