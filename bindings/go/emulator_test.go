@@ -24,7 +24,7 @@ type emulator struct {
 	addr string // 127.0.0.1:PORT
 }
 
-func startEmulator(t *testing.T, service string, backends int) *emulator {
+func startEmulator(t testing.TB, service string, backends int) *emulator {
 	t.Helper()
 	bin := os.Getenv("EASDIRECT_EMULATOR")
 	if bin == "" {
@@ -80,7 +80,7 @@ func (e *emulator) target(service string) string {
 	return "eas://" + e.addr + "/" + service + "?refresh_interval_ms=50"
 }
 
-func (e *emulator) do(t *testing.T, method, path string, body any) []byte {
+func (e *emulator) do(t testing.TB, method, path string, body any) []byte {
 	t.Helper()
 	var rd *bytes.Reader
 	if body != nil {
@@ -109,7 +109,7 @@ type emulatedBackend struct {
 	Hits int64  `json:"hits"`
 }
 
-func (e *emulator) backends(t *testing.T) []emulatedBackend {
+func (e *emulator) backends(t testing.TB) []emulatedBackend {
 	t.Helper()
 	var list []emulatedBackend
 	if err := json.Unmarshal(e.do(t, "GET", "/backends", nil), &list); err != nil {

@@ -168,8 +168,8 @@ func TestHelperTableTargetForms(t *testing.T) {
 
 // emulatedBackendState is a backend as GET /_emulator/backends lists it.
 type emulatedBackendState struct {
-	Port     int    `json:"port"`
-	Hits     int64  `json:"hits"`
+	Port     int   `json:"port"`
+	Hits     int64 `json:"hits"`
 	Requests []struct {
 		Method  string            `json:"method"`
 		Path    string            `json:"path"`
