@@ -20,7 +20,8 @@ import (
 type bodySource struct {
 	orig     io.ReadCloser // the request's body; nil for none
 	getBody  func() (io.ReadCloser, error)
-	sentOrig bool // orig was given to the base transport, which closes it
+	next     io.ReadCloser // from getBody, for the next attempt (rewind got it)
+	sentOrig bool          // orig was given to the base transport, which closes it
 
 	file       *os.File // a regular file body
 	off, size  int64
@@ -28,15 +29,15 @@ type bodySource struct {
 	closedOnce sync.Once
 }
 
-func newBodySource(req *http.Request) (*bodySource, error) {
+func newBodySource(req *http.Request) *bodySource {
 	b := &bodySource{}
 	if req.Body == nil || req.Body == http.NoBody {
-		return b, nil
+		return b
 	}
 	b.orig = req.Body
 	if req.GetBody != nil {
 		b.getBody = req.GetBody
-		return b, nil
+		return b
 	}
 	if f, ok := req.Body.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
@@ -45,34 +46,29 @@ func newBodySource(req *http.Request) (*bodySource, error) {
 				if req.ContentLength > 0 {
 					b.size = req.ContentLength
 				}
-				return b, nil
+				return b
 			}
 		}
 	}
 	b.once = &oneShot{r: req.Body}
-	return b, nil
+	return b
 }
 
-// set gives out the body of its attempt (1 for the first).
-func (b *bodySource) set(out *http.Request, attempt int) error {
+// set gives out the body of its attempt (1 for the first; a later one after rewind said yes).
+func (b *bodySource) set(out *http.Request, attempt int) {
 	switch {
 	case b.orig == nil:
-		return nil
 	case b.getBody != nil:
 		if attempt == 1 {
 			out.Body = b.orig
 			b.sentOrig = true
-			return nil
+			return
 		}
-		body, err := b.getBody()
-		if err != nil {
-			return err
-		}
-		out.Body = body
+		out.Body, b.next = b.next, nil
 	case b.file != nil:
 		if b.size == 0 {
 			out.Body, out.ContentLength, out.GetBody = http.NoBody, 0, nil
-			return nil
+			return
 		}
 		f, off, size := b.file, b.off, b.size
 		open := func() (io.ReadCloser, error) {
@@ -83,16 +79,23 @@ func (b *bodySource) set(out *http.Request, attempt int) error {
 	default:
 		out.Body = b.once.handle()
 	}
-	return nil
 }
 
 // rewind says whether another attempt can have the whole body, after an attempt that ended
-// with outcome.
+// with outcome: for a GetBody body, whether GetBody gave the next one.
 func (b *bodySource) rewind(outcome Outcome) bool {
-	if b.once == nil {
+	switch {
+	case b.getBody != nil:
+		next, err := b.getBody()
+		if err != nil || next == nil {
+			return false // the caller gets this attempt's answer
+		}
+		b.next = next
 		return true
+	case b.once != nil:
+		return outcome == OutcomeConnectFailed && b.once.untouched()
 	}
-	return outcome == OutcomeConnectFailed && b.once.untouched()
+	return true
 }
 
 // close closes the request's body unless the base transport has it (RoundTrip's contract: the
@@ -101,6 +104,9 @@ func (b *bodySource) close() {
 	b.closedOnce.Do(func() {
 		if b.orig != nil && !b.sentOrig {
 			b.orig.Close()
+		}
+		if b.next != nil { // got for an attempt that never came
+			b.next.Close()
 		}
 	})
 }

@@ -258,9 +258,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.matches(req) {
 		return t.base.RoundTrip(req)
 	}
-	body, err := newBodySource(req)
-	if err != nil {
-		return nil, err
+	body := newBodySource(req)
+	if t.scheme != "http" && t.scheme != "https" {
+		body.close()
+		return nil, fmt.Errorf("easdirect: WithScheme(%q): the scheme must be http or https", t.scheme)
 	}
 	var flags []CallOption
 	if t.idempotentOnly && !idempotent(req) {
@@ -271,11 +272,6 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		body.close()
 		return nil, fmt.Errorf("easdirect: cannot begin a call of %s for %s %s: %w",
 			req.URL.Host, req.Method, req.URL.Path, err)
-	}
-	if t.scheme != "http" && t.scheme != "https" {
-		call.Close()
-		body.close()
-		return nil, fmt.Errorf("easdirect: WithScheme(%q): the scheme must be http or https", t.scheme)
 	}
 	ctx := req.Context()
 	var pending *http.Response // a retried attempt's answer, drained once the next one starts
@@ -298,13 +294,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			discard(pending)
 			pending = nil
 		}
-		out, err := t.rewrite(req, inst, body, attempt)
-		if err != nil { // GetBody failed
-			call.Record(OutcomeConnectFailed, 0, nil)
-			call.Close()
-			body.close()
-			return nil, err
-		}
+		out := t.rewrite(req, inst, body, attempt)
 		resp, cancel, outcome, err := t.attempt(ctx, out)
 		lastErr = nil
 		status := 0
@@ -353,11 +343,14 @@ func onlyRetryAfter(h http.Header) http.Header {
 
 // rewrite is the attempt's request: the instance's URL, the token, the load-report ask, the
 // body to send.
-func (t *transport) rewrite(req *http.Request, inst Instance, body *bodySource, attempt int) (*http.Request, error) {
+func (t *transport) rewrite(req *http.Request, inst Instance, body *bodySource, attempt int) *http.Request {
 	out := req.Clone(req.Context())
 	out.URL.Scheme = t.scheme
 	out.URL.Host = inst.Host
 	out.Host = ""
+	if out.Header == nil {
+		out.Header = make(http.Header)
+	}
 	if t.token != "" {
 		if _, ok := out.Header["Authorization"]; !ok {
 			out.Header["Authorization"] = []string{t.token}
@@ -368,11 +361,8 @@ func (t *transport) rewrite(req *http.Request, inst Instance, body *bodySource, 
 			out.Header[loadFormatHeader] = []string{"text"}
 		}
 	}
-	if err := body.set(out, attempt); err != nil {
-		return nil, fmt.Errorf("easdirect: %s %s: replaying the request body for attempt %d: %w",
-			req.Method, req.URL.Path, attempt, err)
-	}
-	return out, nil
+	body.set(out, attempt)
+	return out
 }
 
 // attempt sends out, bounded by the attempt timeout until its response headers arrive, and
@@ -406,6 +396,9 @@ func (t *transport) attempt(ctx context.Context, out *http.Request) (*http.Respo
 		err = ctx.Err()
 	}
 	if err == nil {
+		if resp.Body == nil { // a base transport that breaks RoundTripper's contract
+			resp.Body = http.NoBody
+		}
 		return resp, cancel, OutcomeResponse, nil
 	}
 	if resp != nil && resp.Body != nil {

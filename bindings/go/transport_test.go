@@ -506,3 +506,23 @@ func TestAResponseBodyClosedEarlyEndsTheAttempt(t *testing.T) {
 		}
 	}
 }
+
+func TestABodyThatFailsToReplayLeavesTheCallerTheLastAnswer(t *testing.T) {
+	c, insts := serviceOf(t, 2, WithMaxEjectionPercent(0))
+	for _, s := range insts {
+		s.status.Store(503)
+	}
+	req, _ := http.NewRequest("POST", "http://svc/p", strings.NewReader("x"))
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+	resp, err := httpClient(c).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || totalHits(insts) != 1 {
+		t.Fatalf("status %d after %d attempts; want the one 503", resp.StatusCode, totalHits(insts))
+	}
+	if n := inFlight(t, c); n != 0 {
+		t.Fatalf("%d in flight", n)
+	}
+}
