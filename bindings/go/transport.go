@@ -273,14 +273,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("easdirect: cannot begin a call of %s for %s %s: %w",
 			req.URL.Host, req.Method, req.URL.Path, err)
 	}
-	ctx := req.Context()
 	var pending *http.Response // a retried attempt's answer, drained once the next one starts
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		inst, err := call.Next()
 		if err != nil {
 			if pending != nil { // the client was closed meanwhile: an answer stays an answer
-				return t.deliver(pending, call, body, nil), nil
+				return t.deliver(req, pending, call, body, nil), nil
 			}
 			call.Close()
 			body.close()
@@ -295,7 +294,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			pending = nil
 		}
 		out := t.rewrite(req, inst, body, attempt)
-		resp, cancel, outcome, err := t.attempt(ctx, out)
+		resp, cancel, outcome, err := t.attempt(req, out)
 		lastErr = nil
 		status := 0
 		var header http.Header
@@ -307,7 +306,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		retry, _ := call.Record(outcome, status, header)
-		if retry && ctx.Err() == nil && (t.maxAttempts == 0 || attempt < t.maxAttempts) &&
+		if retry && callerDone(req) == nil && (t.maxAttempts == 0 || attempt < t.maxAttempts) &&
 			body.rewind(outcome) {
 			if err == nil {
 				pending = resp
@@ -324,13 +323,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			body.close()
 			return nil, attemptError(req, inst, attempt, outcome, err)
 		}
-		return t.deliver(resp, call, body, cancel), nil
+		return t.deliver(req, resp, call, body, cancel), nil
 	}
 }
 
 // deliver hands resp to the caller: its body ends the call when read to its end or closed.
-func (t *transport) deliver(resp *http.Response, call *Call, body *bodySource, cancel context.CancelFunc) *http.Response {
-	resp.Body = &callBody{rc: resp.Body, call: call, body: body, cancel: cancel}
+func (t *transport) deliver(req *http.Request, resp *http.Response, call *Call, body *bodySource, cancel context.CancelFunc) *http.Response {
+	resp.Body = &callBody{rc: resp.Body, req: req, call: call, body: body, cancel: cancel}
 	return resp
 }
 
@@ -368,7 +367,8 @@ func (t *transport) rewrite(req *http.Request, inst Instance, body *bodySource, 
 // attempt sends out, bounded by the attempt timeout until its response headers arrive, and
 // says how it went. cancel ends the attempt's context: once the response body is done with,
 // or at once for an error.
-func (t *transport) attempt(ctx context.Context, out *http.Request) (*http.Response, context.CancelFunc, Outcome, error) {
+func (t *transport) attempt(req, out *http.Request) (*http.Response, context.CancelFunc, Outcome, error) {
+	ctx := req.Context()
 	actx, cancel := context.WithCancel(ctx)
 	var conn *atomic.Bool
 	if t.traced {
@@ -387,13 +387,13 @@ func (t *transport) attempt(ctx context.Context, out *http.Request) (*http.Respo
 		if err == nil {
 			discard(resp)
 		}
-		if ctx.Err() == nil {
+		if callerDone(req) == nil {
 			if conn != nil && !conn.Load() { // still connecting (a TCP or TLS handshake): nothing sent
 				return nil, cancel, OutcomeConnectFailed, &attemptTimeoutError{d: t.attemptTimeout, connecting: true}
 			}
 			return nil, cancel, OutcomeTimeout, &attemptTimeoutError{d: t.attemptTimeout}
 		}
-		err = ctx.Err()
+		err = callerDone(req)
 	}
 	if err == nil {
 		if resp.Body == nil { // a base transport that breaks RoundTripper's contract
@@ -404,7 +404,7 @@ func (t *transport) attempt(ctx context.Context, out *http.Request) (*http.Respo
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
 	}
-	switch cerr := ctx.Err(); {
+	switch cerr := callerDone(req); {
 	case errors.Is(cerr, context.Canceled):
 		return nil, cancel, OutcomeCancelled, withCause(err, cerr)
 	case cerr != nil: // the request's own deadline: no headers in time
@@ -418,6 +418,27 @@ func (t *transport) attempt(ctx context.Context, out *http.Request) (*http.Respo
 		return nil, cancel, OutcomeTimeout, err
 	}
 	return nil, cancel, OutcomeReset, err
+}
+
+// callerDone is why the caller gave up on req, or nil: its context's end, or the deprecated
+// Request.Cancel closed (which http.Client closes at its Timeout for a RoundTripper other than
+// its own, a moment before the context's deadline passes).
+func callerDone(req *http.Request) error {
+	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if req.Cancel != nil { // deprecated, but http.Client still closes it
+		select {
+		case <-req.Cancel:
+			if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+				return context.DeadlineExceeded
+			}
+			return context.Canceled
+		default:
+		}
+	}
+	return nil
 }
 
 // withCause makes err match cause too (a base transport may report a cancelled request in its
@@ -517,8 +538,9 @@ func (b *cancelOnClose) Close() error {
 // it is read to its end (BodyDone), cut (BodyBroken) or closed early (BodyDropped).
 type callBody struct {
 	rc     io.ReadCloser
-	mu     sync.Mutex // guards the end: Read and Close may run on two goroutines
-	call   *Call      // nil once ended
+	req    *http.Request // the caller's: once it gave up, a cut body is its doing
+	mu     sync.Mutex    // guards the end: Read and Close may run on two goroutines
+	call   *Call         // nil once ended
 	body   *bodySource
 	cancel context.CancelFunc // nil when there is none
 }
@@ -526,12 +548,13 @@ type callBody struct {
 func (b *callBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil {
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			b.end(BodyDone)
-		} else if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		case callerDone(b.req) != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+			b.end(BodyDropped) // the caller gave up (its context, http.Client.Timeout)
+		default:
 			b.end(BodyBroken)
-		} else {
-			b.end(BodyDropped)
 		}
 	}
 	return n, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -521,6 +522,57 @@ func TestABodyThatFailsToReplayLeavesTheCallerTheLastAnswer(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 503 || totalHits(insts) != 1 {
 		t.Fatalf("status %d after %d attempts; want the one 503", resp.StatusCode, totalHits(insts))
+	}
+	if n := inFlight(t, c); n != 0 {
+		t.Fatalf("%d in flight", n)
+	}
+}
+
+func TestAClientTimeoutMidBodyIsNotTheInstancesFailure(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		for range 50 {
+			if _, err := w.Write([]byte("data: tok\n\n")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}))
+	defer srv.Close()
+	c := mustNew(t, staticTarget(srv.Listener.Addr().String()))
+	hc := &http.Client{Transport: c.Transport(nil, WithHostAliases("svc")), Timeout: 200 * time.Millisecond}
+	resp, err := hc.Get("http://svc/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("the stream outlived the client's timeout")
+	}
+	resp.Body.Close()
+	stats, _ := c.InstanceStats()
+	if len(stats) != 1 || stats[0].Failures != 0 || stats[0].InFlight != 0 {
+		t.Fatalf("after the caller's timeout mid-body: %+v", stats)
+	}
+}
+
+func TestAClientTimeoutBeforeTheHeadersIsATimeout(t *testing.T) {
+	c, insts := serviceOf(t, 2)
+	for _, s := range insts {
+		s.hang.Store(true)
+	}
+	hc := &http.Client{Transport: c.Transport(nil), Timeout: 300 * time.Millisecond}
+	_, err := hc.Get("http://svc/p")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("GET to hung instances: %v, want a timeout", err)
+	}
+	if totalHits(insts) != 1 {
+		t.Fatalf("%d attempts after the client's timeout, want 1", totalHits(insts))
 	}
 	if n := inFlight(t, c); n != 0 {
 		t.Fatalf("%d in flight", n)
