@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -576,5 +577,48 @@ func TestAClientTimeoutBeforeTheHeadersIsATimeout(t *testing.T) {
 	}
 	if n := inFlight(t, c); n != 0 {
 		t.Fatalf("%d in flight", n)
+	}
+}
+
+func TestConcurrentRequestsShareTheTransport(t *testing.T) {
+	c, insts := serviceOf(t, 3)
+	insts[0].status.Store(503)
+	hc := httpClient(c, WithAffinityHeader("X-Session-Id"))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				req, _ := http.NewRequest("POST", "http://svc/p", strings.NewReader("x"))
+				if g%2 == 0 {
+					req.Header.Set("X-Session-Id", fmt.Sprintf("s-%d", g))
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if i%3 == 0 {
+					resp.Body.Close() // unread: dropped
+				} else {
+					io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := inFlight(t, c); n != 0 {
+		t.Fatalf("%d in flight after every body was closed", n)
 	}
 }
