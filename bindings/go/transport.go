@@ -293,8 +293,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			discard(pending)
 			pending = nil
 		}
-		out := t.rewrite(req, inst, body, attempt)
-		resp, cancel, outcome, err := t.attempt(req, out)
+		resp, cancel, outcome, err := t.attempt(req, inst, body, attempt)
 		lastErr = nil
 		status := 0
 		var header http.Header
@@ -342,8 +341,8 @@ func onlyRetryAfter(h http.Header) http.Header {
 
 // rewrite is the attempt's request: the instance's URL, the token, the load-report ask, the
 // body to send.
-func (t *transport) rewrite(req *http.Request, inst Instance, body *bodySource, attempt int) *http.Request {
-	out := req.Clone(req.Context())
+func (t *transport) rewrite(ctx context.Context, req *http.Request, inst Instance, body *bodySource, attempt int) *http.Request {
+	out := req.Clone(ctx)
 	out.URL.Scheme = t.scheme
 	out.URL.Host = inst.Host
 	out.Host = ""
@@ -364,10 +363,10 @@ func (t *transport) rewrite(req *http.Request, inst Instance, body *bodySource, 
 	return out
 }
 
-// attempt sends out, bounded by the attempt timeout until its response headers arrive, and
-// says how it went. cancel ends the attempt's context: once the response body is done with,
-// or at once for an error.
-func (t *transport) attempt(req, out *http.Request) (*http.Response, context.CancelFunc, Outcome, error) {
+// attempt sends req to inst (its attempt-th attempt), bounded by the attempt timeout until the
+// response headers arrive, and says how it went. cancel ends the attempt's context: once the
+// response body is done with, or at once for an error.
+func (t *transport) attempt(req *http.Request, inst Instance, body *bodySource, attempt int) (*http.Response, context.CancelFunc, Outcome, error) {
 	ctx := req.Context()
 	actx, cancel := context.WithCancel(ctx)
 	var conn *atomic.Bool
@@ -381,7 +380,7 @@ func (t *transport) attempt(req, out *http.Request) (*http.Response, context.Can
 	if t.attemptTimeout > 0 {
 		timer = time.AfterFunc(t.attemptTimeout, cancel)
 	}
-	resp, err := t.base.RoundTrip(out.WithContext(actx))
+	resp, err := t.base.RoundTrip(t.rewrite(actx, req, inst, body, attempt))
 	if timer != nil && !timer.Stop() {
 		// The timer fired: the attempt timed out, whatever the base transport says.
 		if err == nil {
