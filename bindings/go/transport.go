@@ -141,16 +141,18 @@ type transport struct {
 //   - an answer whose headers arrived is recorded with its status (a 429, a 5xx, a 503 with
 //     Retry-After: retried elsewhere; others returned), a refused connection or a failed TLS
 //     handshake as nothing sent, no headers within the attempt timeout (WithAttemptTimeout,
-//     default 60 s) as a timeout, any other error as a reset, the request's cancellation as
-//     the caller's (it ends the call, and nothing counts against the instance);
+//     default 60 s) as a timeout (as nothing sent while still connecting), any other error
+//     as a reset, the request's cancellation as the caller's (it ends the call, and nothing
+//     counts against the instance). With an *http.Transport base, whether the connection was
+//     up tells nothing sent from a reset; with another base, the error's type does;
 //   - the attempt stays in flight (the instance counts as busy) until the response body is
 //     read to its end or closed, so that a streamed LLM answer is balanced as running;
 //     a body cut by the instance counts as its failure;
 //   - a retry happens only before the response is returned; a retried attempt's response is
 //     drained and closed; the body is replayed whole on every attempt: through
 //     Request.GetBody (which http.NewRequest sets for bytes.Buffer, bytes.Reader and
-//     strings.Reader bodies), or read again from its start when it is an *os.File of a
-//     regular file; any other body is retried only while none of it was read (a refused
+//     strings.Reader bodies), or read again from where it stood when it is an *os.File of
+//     a regular file; any other body is retried only while none of it was read (a refused
 //     connection), else the caller gets the answer of its one attempt;
 //   - when no attempt got an answer, the error of the last one (wrapped; errors.Is matches
 //     context.Canceled, context.DeadlineExceeded for a timeout, and net.Error's Timeout says
@@ -167,7 +169,7 @@ func (c *Client) Transport(base http.RoundTripper, opts ...TransportOption) http
 	_, traced := base.(*http.Transport)
 	t := &transport{c: c, base: base, traced: traced, scheme: "http", loadReports: true,
 		attemptTimeout: DefaultAttemptTimeout}
-	if svc := c.Service(); svc != "" { // a nil Client has none; its requests fail with ErrClosed
+	if svc := c.Service(); svc != "" { // a nil Client has none (aliased requests fail: ErrClosed)
 		t.hosts = append(t.hosts, foldHost(svc))
 	}
 	for _, o := range opts {
