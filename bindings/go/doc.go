@@ -16,9 +16,12 @@
 //	inst, err := client.Select()          // "POST http://" + inst.Host + "/api/predict/my_service"
 //	client.ReportFailure(inst.ID)         // or ReportSuccess
 //
-//	// ...or let an http.RoundTripper rewrite http://my_service/... and fail over.
-//	hc := &http.Client{Transport: client.Transport(nil)}
+//	// ...or let an http.RoundTripper rewrite http://my_service/..., one Call per request:
+//	// load-aware picks, the library's retries, streamed bodies counted until they end.
+//	hc := &http.Client{Transport: client.Transport(nil, easdirect.WithToken(token),
+//		easdirect.WithAffinityHeader("X-Session-Id"))}
 //	resp, err := hc.Post("http://my_service/api/predict/my_service", "application/json", body)
+//	defer resp.Body.Close() // the attempt is in flight until the body ends or is closed
 //
 // # Calls
 //

@@ -24,7 +24,7 @@ type emulator struct {
 	addr string // 127.0.0.1:PORT
 }
 
-func startEmulator(t *testing.T, service string, backends int) *emulator {
+func startEmulator(t testing.TB, service string, backends int) *emulator {
 	t.Helper()
 	bin := os.Getenv("EASDIRECT_EMULATOR")
 	if bin == "" {
@@ -80,7 +80,7 @@ func (e *emulator) target(service string) string {
 	return "eas://" + e.addr + "/" + service + "?refresh_interval_ms=50"
 }
 
-func (e *emulator) do(t *testing.T, method, path string, body any) []byte {
+func (e *emulator) do(t testing.TB, method, path string, body any) []byte {
 	t.Helper()
 	var rd *bytes.Reader
 	if body != nil {
@@ -109,7 +109,7 @@ type emulatedBackend struct {
 	Hits int64  `json:"hits"`
 }
 
-func (e *emulator) backends(t *testing.T) []emulatedBackend {
+func (e *emulator) backends(t testing.TB) []emulatedBackend {
 	t.Helper()
 	var list []emulatedBackend
 	if err := json.Unmarshal(e.do(t, "GET", "/backends", nil), &list); err != nil {
@@ -147,25 +147,45 @@ func emulatedService(t *testing.T, opts ...Option) (*emulator, *Client, []emulat
 	return e, c, bs
 }
 
-func TestEmulatedEveryRequestSucceedsWhileABackendReturns503ThenDies(t *testing.T) {
+// The failure scenario every binding's helper runs (the Python tests have it too): one
+// instance answers 503, then dies, then discovery answers an empty list (the client keeps its
+// last list). Not one request may fail.
+func TestEmulatedNoRequestFailsWhileABackend503sThenDiesThenDiscoveryAnswersEmpty(t *testing.T) {
 	e, c, bs := emulatedService(t, WithEjectionTime(100*time.Millisecond, 200*time.Millisecond))
 	hc := httpClient(c)
 	bad := bs[2].Port
-	e.setMode(t, bad, "status", 503)
-	for i := range 120 {
-		if i == 60 {
-			if e.hits(t, bad) == 0 {
-				t.Fatal("the 503 backend was never tried: the test proves nothing")
+	failed := 0
+	send := func(phase string, n int) {
+		for i := range n {
+			resp, body := post(t, hc, `{"x":1}`)
+			if resp.StatusCode != 200 || !strings.Contains(body, `"body_len":7`) {
+				failed++
+				t.Errorf("%s, request %d: %d %s", phase, i, resp.StatusCode, body)
 			}
-			e.setMode(t, bad, "dead", 0)
+			if i%10 == 0 {
+				time.Sleep(60 * time.Millisecond) // let ejections expire, so the bad one is tried again
+			}
 		}
-		resp, body := post(t, hc, `{"x":1}`)
-		if resp.StatusCode != 200 || !strings.Contains(body, `"body_len":7`) {
-			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
-		}
-		if i%10 == 0 {
-			time.Sleep(60 * time.Millisecond) // let ejections expire
-		}
+	}
+	e.setMode(t, bad, "status", 503)
+	send("503", 60)
+	if e.hits(t, bad) == 0 {
+		t.Fatal("the 503 backend was never tried: the test proves nothing")
+	}
+	e.setMode(t, bad, "dead", 0)
+	send("dead", 60)
+	before, _ := c.Stats()
+	e.do(t, "PUT", "/fault", map[string]any{"fault": "empty_list"})
+	eventually(t, "two empty discovery answers", func() bool {
+		st, _ := c.Stats()
+		return st.RefreshFailed >= before.RefreshFailed+2
+	})
+	send("empty list", 60)
+	if failed != 0 {
+		t.Fatalf("%d of 180 requests failed", failed)
+	}
+	if n := inFlight(t, c); n != 0 {
+		t.Fatalf("%d attempts still in flight", n)
 	}
 }
 

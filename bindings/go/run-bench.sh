@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The Go binding's benchmarks: Select at 3, 100 and 1,000 instances (serial and RunParallel),
+# a call's cycle, the HTTP helper beside plain net/http to the emulator's echo backend,
 # then, when rnacos is available, libeasdirect's Select against nacos-sdk-go v2's
 # SelectOneHealthyInstance on the same lists served by a local rnacos, in the same run.
 # Prints the raw `go test -bench` lines and a table of medians (ns/op) with the ratios.
 #
 #   bindings/go/run-bench.sh                     # BENCH_COUNT=5 BENCH_TIME=1s by default
 #   EASDIRECT_RNACOS=/path/to/rnacos bindings/go/run-bench.sh
+#   BENCH='HTTP|WithoutNetwork|CallCycle|Select$' bindings/go/run-bench.sh   # the helper's figures
 #
 # Assumes the repository's `make build` has run. The bench module (bindings/go/bench) downloads
 # nacos-sdk-go through the Go module proxy the first time.
@@ -17,6 +19,7 @@ export PATH=/usr/local/go/bin:$PATH
 export CGO_ENABLED=1
 count=${BENCH_COUNT:-5}
 benchtime=${BENCH_TIME:-1s}
+bench=${BENCH:-.}
 
 [ -e "$repo/target/release/libeasdirect.so" ] || { echo "run-bench.sh: run 'make build' first" >&2; exit 1; }
 "$here/pkgconfig.sh" >/dev/null
@@ -25,11 +28,14 @@ export PKG_CONFIG_PATH=$here/build${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
-echo "== bindings/go: go test -run '^\$' -bench . -benchmem -count=$count -benchtime=$benchtime"
-(cd "$here" && go test -run '^$' -bench . -benchmem -count="$count" -benchtime="$benchtime" ./...) | tee -a "$out"
+echo "== bindings/go: go test -run '^\$' -bench '$bench' -benchmem -count=$count -benchtime=$benchtime"
+(cd "$here" && EASDIRECT_EMULATOR=${EASDIRECT_EMULATOR:-$repo/target/release/easdirect} go test -run '^$' -bench "$bench" -benchmem -count="$count" -benchtime="$benchtime" ./...) | tee -a "$out"
 
 rnacos=${EASDIRECT_RNACOS:-$HOME/.cache/easdirect/tools/rnacos-0.8.8/bin/rnacos}
-if [ -x "$rnacos" ]; then
+if [ "$bench" != . ]; then
+  echo
+  echo "== nacos-sdk-go comparison skipped: BENCH=$bench"
+elif [ -x "$rnacos" ]; then
   echo
   echo "== bindings/go/bench (rnacos $rnacos): go test -run '^\$' -bench . -benchmem -count=$count -benchtime=$benchtime"
   (cd "$here/bench" && EASDIRECT_RNACOS=$rnacos go test -run '^$' -bench . -benchmem -count="$count" -benchtime="$benchtime" ./...) | tee -a "$out"
@@ -41,10 +47,16 @@ fi
 echo
 echo "== medians of $count runs (ns/op; machine: $(nproc) cores, $(go env GOOS)/$(go env GOARCH), $(go version | cut -d' ' -f3))"
 awk '
-  /^Benchmark/ && $4 == "ns/op" {
-    name = $1; sub(/-[0-9]+$/, "", name)
-    if (!(name in n)) order[++k] = name
-    v[name, ++n[name]] = $3
+  /^Benchmark/ {
+    base = $1; sub(/-[0-9]+$/, "", base)
+    for (f = 3; f < NF; f += 2) {
+      unit = $(f + 1)
+      if (unit == "ns/op") name = base
+      else if (unit ~ /-ns\/req$/) { name = base "/" unit; sub(/-ns\/req$/, " (ns/req, median of the run)", name) }
+      else continue
+      if (!(name in n)) order[++k] = name
+      v[name, ++n[name]] = $f
+    }
   }
   function median(name,   i, j, t, a, m) {
     m = n[name]

@@ -58,5 +58,12 @@ for _ in $(seq 100); do grep -q '^listening ' "$log" && break; sleep 0.1; done
 addr=$(sed -n 's/^listening //p' "$log" | head -n1)
 [ -n "$addr" ] || { echo "the emulator did not start"; cat "$log"; exit 1; }
 go run ./predict -target "eas://$addr/my_service" -n 5
+# A streamed LLM call with a session key: LLM backends under a service of their own.
+command -v curl >/dev/null || { echo "run-tests.sh: curl is needed for examples/go/llm" >&2; exit 1; }
+curl -fsS -X POST "http://$addr/_emulator/backends" \
+  -d '{"service":"my_llm","count":3,"kind":"llm","replace":true,"llm":{"per_token_ms":2}}' >/dev/null
+out=$(go run ./llm -target "eas://$addr/my_llm" -session user-42 -turns 3)
+echo "$out"
+grep -q '^session user-42: 3 turns, all on one instance$' <<<"$out" || { echo "examples/go/llm: unexpected output"; exit 1; }
 
 printf '\nGo binding: all tests passed\n'

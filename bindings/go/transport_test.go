@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -195,9 +200,13 @@ func TestAttemptsStopAtThreeAndAtTheNumberOfInstances(t *testing.T) {
 	for _, s := range insts2 {
 		s.status.Store(502)
 	}
-	resp, _ = post(t, httpClient(c2, WithMaxAttempts(10)), "x")
+	resp, _ = post(t, httpClient(c2, WithMaxAttempts(10)), "x") // a cap on top of the core's
 	if resp.StatusCode != 502 || totalHits(insts2) != 2 {
 		t.Fatalf("status %d after %d attempts; want 502 after 2", resp.StatusCode, totalHits(insts2))
+	}
+	resp, _ = post(t, httpClient(c2, WithMaxAttempts(1)), "x")
+	if resp.StatusCode != 502 || totalHits(insts2) != 3 {
+		t.Fatalf("WithMaxAttempts(1): status %d, %d attempts in all; want 502 after 1 more", resp.StatusCode, totalHits(insts2))
 	}
 }
 
@@ -343,5 +352,273 @@ func TestNoInstanceIsAnError(t *testing.T) {
 	_, err := httpClient(c).Get("http://svc/p")
 	if !errors.Is(err, ErrNoInstance) {
 		t.Fatalf("GET before any list: %v", err)
+	}
+}
+
+func TestTheAttemptTimeoutIsOnByDefault(t *testing.T) {
+	// A caller with only http.Client.Timeout (longer than a minute) still moves past a hung pick.
+	tr := (&Client{}).Transport(nil).(*transport)
+	if tr.attemptTimeout != DefaultAttemptTimeout || DefaultAttemptTimeout != time.Minute {
+		t.Fatalf("default attempt timeout %v", tr.attemptTimeout)
+	}
+}
+
+func TestTheTokenIsNeverPrinted(t *testing.T) {
+	const token = "tok-very-secret"
+	c, insts := serviceOf(t, 1)
+	insts[0].kill()
+	tr := c.Transport(nil, WithToken(token))
+	for _, s := range []string{fmt.Sprint(tr), fmt.Sprintf("%+v", tr), fmt.Sprintf("%#v", tr)} {
+		if strings.Contains(s, token) {
+			t.Fatalf("printed: %s", s)
+		}
+	}
+	_, err := (&http.Client{Transport: tr}).Get("http://svc/x")
+	if err == nil || strings.Contains(err.Error(), token) {
+		t.Fatalf("error: %v", err)
+	}
+}
+
+func TestAnAffinityFunctionKeepsAKeyOnOneInstance(t *testing.T) {
+	c, insts := serviceOf(t, 4)
+	hc := httpClient(c, WithAffinityKey(func(r *http.Request) []byte { return []byte(r.URL.Query().Get("user")) }))
+	seen := map[string]bool{}
+	for range 12 {
+		resp, err := hc.Get("http://svc/chat?user=u-7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		seen[resp.Header.Get("X-Instance")] = true
+	}
+	if len(seen) != 1 || totalHits(insts) != 12 {
+		t.Fatalf("one key reached %d instances (%d hits)", len(seen), totalHits(insts))
+	}
+}
+
+// oneShotReader is a body that reads once (no GetBody, no Seek).
+type oneShotReader struct{ r io.Reader }
+
+func (o *oneShotReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+func TestAOneShotBodyIsRetriedWholeAfterARefusedConnection(t *testing.T) {
+	c, insts := serviceOf(t, 2, WithMaxEjectionPercent(0))
+	insts[0].kill() // refuses: nothing of the body was read
+	payload := strings.Repeat("abcdefghij", 300)
+	for i := range 20 {
+		req, _ := http.NewRequest("POST", "http://svc/p", &oneShotReader{strings.NewReader(payload)})
+		resp, err := httpClient(c).Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := insts[1].host() + " /p? " + payload; resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("request %d: %d, %d bytes echoed of %d", i, resp.StatusCode, len(b), len(want))
+		}
+	}
+	stats, _ := c.InstanceStats()
+	refused := uint64(0)
+	for _, s := range stats {
+		refused += s.Failures
+	}
+	if refused == 0 {
+		t.Fatal("the dead instance was never picked: the test proves nothing")
+	}
+}
+
+func TestAFileBodyIsSentWholeOnEveryAttempt(t *testing.T) {
+	c, insts := serviceOf(t, 3, WithMaxEjectionPercent(0))
+	insts[0].status.Store(503)
+	insts[1].status.Store(503)
+	insts[2].status.Store(503)
+	path := t.TempDir() + "/body"
+	payload := strings.Repeat("0123456789", 7000)
+	if err := os.WriteFile(path, []byte("skipped:"+payload), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Seek(int64(len("skipped:")), io.SeekStart) // sent from where the file stands
+	req, _ := http.NewRequest("POST", "http://svc/upload", f)
+	resp, err := httpClient(c).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if totalHits(insts) != 3 {
+		t.Fatalf("%d attempts, want 3", totalHits(insts))
+	}
+	for _, s := range insts {
+		s.mu.Lock()
+		for _, b := range s.bodies {
+			if b != payload {
+				t.Errorf("an attempt carried %d bytes of %d", len(b), len(payload))
+			}
+		}
+		s.mu.Unlock()
+	}
+	if _, err := f.Read(make([]byte, 1)); err == nil {
+		t.Error("the file body was not closed")
+	}
+}
+
+func TestABodyCutByTheInstanceCountsAsItsFailure(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(200)
+		w.Write([]byte("only a part"))
+		w.(http.Flusher).Flush()
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn.Close()
+	}))
+	defer srv.Close()
+	c := mustNew(t, staticTarget(srv.Listener.Addr().String()))
+	resp, err := httpClient(c, WithHostAliases("svc")).Get("http://svc/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("a cut body read to its end")
+	}
+	resp.Body.Close()
+	stats, _ := c.InstanceStats()
+	if len(stats) != 1 || stats[0].Failures != 1 || stats[0].InFlight != 0 {
+		t.Fatalf("after a cut body: %+v", stats)
+	}
+}
+
+func TestAResponseBodyClosedEarlyEndsTheAttempt(t *testing.T) {
+	c, _ := serviceOf(t, 2)
+	resp, err := httpClient(c).Get("http://svc/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := inFlight(t, c); n != 1 {
+		t.Fatalf("%d in flight before the body is read, want 1", n)
+	}
+	resp.Body.Close()
+	resp.Body.Close() // a second Close does nothing more
+	stats, _ := c.InstanceStats()
+	for _, s := range stats {
+		if s.InFlight != 0 || s.Failures != 0 {
+			t.Fatalf("after an early close: %+v", stats)
+		}
+	}
+}
+
+func TestABodyThatFailsToReplayLeavesTheCallerTheLastAnswer(t *testing.T) {
+	c, insts := serviceOf(t, 2, WithMaxEjectionPercent(0))
+	for _, s := range insts {
+		s.status.Store(503)
+	}
+	req, _ := http.NewRequest("POST", "http://svc/p", strings.NewReader("x"))
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+	resp, err := httpClient(c).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || totalHits(insts) != 1 {
+		t.Fatalf("status %d after %d attempts; want the one 503", resp.StatusCode, totalHits(insts))
+	}
+	if n := inFlight(t, c); n != 0 {
+		t.Fatalf("%d in flight", n)
+	}
+}
+
+func TestAClientTimeoutMidBodyIsNotTheInstancesFailure(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		for range 50 {
+			if _, err := w.Write([]byte("data: tok\n\n")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}))
+	defer srv.Close()
+	c := mustNew(t, staticTarget(srv.Listener.Addr().String()))
+	hc := &http.Client{Transport: c.Transport(nil, WithHostAliases("svc")), Timeout: 200 * time.Millisecond}
+	resp, err := hc.Get("http://svc/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("the stream outlived the client's timeout")
+	}
+	resp.Body.Close()
+	stats, _ := c.InstanceStats()
+	if len(stats) != 1 || stats[0].Failures != 0 || stats[0].InFlight != 0 {
+		t.Fatalf("after the caller's timeout mid-body: %+v", stats)
+	}
+}
+
+func TestAClientTimeoutBeforeTheHeadersIsATimeout(t *testing.T) {
+	c, insts := serviceOf(t, 2)
+	for _, s := range insts {
+		s.hang.Store(true)
+	}
+	hc := &http.Client{Transport: c.Transport(nil), Timeout: 300 * time.Millisecond}
+	_, err := hc.Get("http://svc/p")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("GET to hung instances: %v, want a timeout", err)
+	}
+	if totalHits(insts) != 1 {
+		t.Fatalf("%d attempts after the client's timeout, want 1", totalHits(insts))
+	}
+	if n := inFlight(t, c); n != 0 {
+		t.Fatalf("%d in flight", n)
+	}
+}
+
+func TestConcurrentRequestsShareTheTransport(t *testing.T) {
+	c, insts := serviceOf(t, 3)
+	insts[0].status.Store(503)
+	hc := httpClient(c, WithAffinityHeader("X-Session-Id"))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				req, _ := http.NewRequest("POST", "http://svc/p", strings.NewReader("x"))
+				if g%2 == 0 {
+					req.Header.Set("X-Session-Id", fmt.Sprintf("s-%d", g))
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if i%3 == 0 {
+					resp.Body.Close() // unread: dropped
+				} else {
+					io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := inFlight(t, c); n != 0 {
+		t.Fatalf("%d in flight after every body was closed", n)
 	}
 }

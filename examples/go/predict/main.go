@@ -39,7 +39,8 @@ func main() {
 	}
 
 	hc := &http.Client{
-		Transport: client.Transport(nil),
+		// A hung instance costs one attempt of 3 s, then the request moves on.
+		Transport: client.Transport(nil, easdirect.WithAttemptTimeout(3*time.Second)),
 		Timeout:   10 * time.Second, // bounds all attempts of one request together
 	}
 	service := client.Service()
