@@ -227,11 +227,12 @@ impl Shared {
     }
 
     /// Sets the mode of a backend started by the emulator; `None` kills it. False if no such
-    /// backend.
+    /// backend. A dead backend's port may be given to a later one: the newest backend on a
+    /// port is the one addressed.
     pub fn set_backend_mode(&self, port: u16, mode: Option<BackendMode>) -> bool {
         let killed = {
             let mut st = lock(&self.state);
-            let Some(entry) = st.backends.iter_mut().find(|e| e.port == port) else {
+            let Some(entry) = st.backends.iter_mut().rev().find(|e| e.port == port) else {
                 return false;
             };
             match (mode, &entry.backend) {
@@ -252,7 +253,7 @@ impl Shared {
         if let Some(b) = killed {
             let hits = b.stop_counting();
             let mut st = lock(&self.state);
-            if let Some(e) = st.backends.iter_mut().find(|e| e.port == port) {
+            if let Some(e) = st.backends.iter_mut().rev().find(|e| e.port == port) {
                 e.final_hits = hits;
             }
         }
@@ -261,7 +262,12 @@ impl Shared {
 
     pub fn llm(&self, port: u16) -> Option<Llm> {
         let st = lock(&self.state);
-        st.backends.iter().find(|e| e.port == port)?.llm.clone()
+        st.backends
+            .iter()
+            .rev()
+            .find(|e| e.port == port)?
+            .llm
+            .clone()
     }
 
     pub fn state_json(&self) -> Value {
@@ -640,7 +646,7 @@ impl Emulator {
     /// Requests received by a backend started by [`add_backends`](Emulator::add_backends).
     pub fn backend_hits(&self, port: u16) -> Option<u64> {
         let st = lock(&self.shared.state);
-        let e = st.backends.iter().find(|e| e.port == port)?;
+        let e = st.backends.iter().rev().find(|e| e.port == port)?;
         Some(e.backend.as_ref().map_or(e.final_hits, Backend::hits))
     }
 

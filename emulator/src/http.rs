@@ -302,6 +302,12 @@ impl Conn {
                         last = 0;
                         continue;
                     }
+                    // A request line starts with a method token: a TLS handshake (0x16) or any
+                    // other binary start is not HTTP/1.1 and never becomes it, so it is closed
+                    // at once rather than waited on.
+                    if !data[0].is_ascii_alphabetic() {
+                        return Incoming::Closed;
+                    }
                     if let Some(end) = find(data, b"\r\n\r\n") {
                         return match parse_head(&data[..end + 4]) {
                             Ok(head) => Incoming::Head(head),

@@ -255,6 +255,16 @@ fn backend_throttles_resets_and_remembers_requests() {
     assert!(got[0].headers.iter().any(|(k, _)| k == "host"));
     assert_eq!((got[1].target.as_str(), got[1].body_len), ("/r", None));
     assert_eq!(got[1].to_json()["body_len"], json!(null));
+
+    // A TLS ClientHello (an https client at a plain backend) is closed at once, unanswered.
+    let mut s = TcpStream::connect(b.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00])
+        .unwrap();
+    let t = Instant::now();
+    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(b.hits(), 2, "not a request");
 }
 
 #[test]
