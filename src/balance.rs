@@ -144,25 +144,13 @@ pub fn lower_cost(
     }
 }
 
-/// How much slower than the median an instance may count in least_request's cost.
-pub(crate) const MAX_SLOWNESS: f64 = 10.0;
-
-/// least_request's cost of instance `index`: `(in_flight + others + 1) / weight x slowness`,
-/// where `slowness` is its plain latency EWMA over the median of those with a sample
-/// (`median_mean_us`), between 1 and [`MAX_SLOWNESS`] (1 without a sample on either side); and
-/// whether `others` (the load other clients put on it, by its last fresh report) is above 0.
-///
-/// Given as a fraction, `(in_flight + others + 1) x clamp(mean, median, 10 x median)` over
-/// `weight` (the median, common to every instance, cancels out), so that a pick compares two
-/// costs by cross-multiplying, with no division.
+/// least_request's cost of instance `index`: `(in_flight + others + 1) x slowness / weight`,
+/// where `slowness` is its plain latency EWMA over the median instance's, 1 to 10, fading back
+/// to 1 as its last sample ages (see `InstanceLoad::slowness`); and whether `others` (the load
+/// other clients put on it, by its last fresh report) is above 0. Given as a fraction, so that
+/// a pick compares two costs by cross-multiplying, with no division.
 #[inline]
-pub fn least_request_cost(
-    snapshot: &Snapshot,
-    index: usize,
-    now_ms: u64,
-    ttl_ms: u64,
-    median_mean_us: f64,
-) -> Cost {
+pub fn least_request_cost(snapshot: &Snapshot, index: usize, now_ms: u64, ttl_ms: u64) -> Cost {
     let weight = f64::from(snapshot.instances[index].weight.max(1));
     let Some(load) = snapshot.loads.get(index) else {
         return Cost {
@@ -173,16 +161,8 @@ pub fn least_request_cost(
     };
     let others = load.others(now_ms, ttl_ms);
     let queue = f64::from(load.in_flight()) + f64::from(others) + 1.0;
-    let scale = if median_mean_us > 0.0 {
-        match load.mean_us() {
-            m if m > 0.0 => m.clamp(median_mean_us, MAX_SLOWNESS * median_mean_us),
-            _ => median_mean_us,
-        }
-    } else {
-        1.0
-    };
     Cost {
-        num: queue * scale,
+        num: queue * load.slowness(),
         den: weight,
         loaded: others > 0,
     }
@@ -212,10 +192,9 @@ pub fn least_request(
     tried: &[u64],
     now_ms: u64,
     ttl_ms: u64,
-    median_mean_us: f64,
     rng: &mut Rng,
 ) -> Option<usize> {
-    let cost = |i: usize| least_request_cost(snapshot, i, now_ms, ttl_ms, median_mean_us);
+    let cost = |i: usize| least_request_cost(snapshot, i, now_ms, ttl_ms);
     let pair = two_choices(snapshot, tried, now_ms, rng)?;
     let (best, best_cost) = cheaper(pair, rng, cost);
     if !best_cost.loaded || pair.1.is_none() {
@@ -312,7 +291,7 @@ mod tests {
         s.loads[0].take_latency(10_000.0, 0, 10_000);
         s.loads[1].take_latency(30_000.0, 0, 10_000);
         let table = LoadTable::default();
-        table.refresh_median(1, || Some(s.loads.to_vec()));
+        table.refresh_median(1, 10_000, || Some(s.loads.to_vec()));
         let median = table.median_ewma_us();
         assert_eq!(median, 20_000.0);
         assert_eq!(peak_ewma_cost(&s, 2, median), 20_000.0);
@@ -327,9 +306,9 @@ mod tests {
         );
         // Refreshed at most every 100 ms.
         s.loads[2].take_latency(90_000.0, 0, 10_000);
-        table.refresh_median(50, || Some(s.loads.to_vec()));
+        table.refresh_median(50, 10_000, || Some(s.loads.to_vec()));
         assert_eq!(table.median_ewma_us(), 20_000.0);
-        table.refresh_median(101, || Some(s.loads.to_vec()));
+        table.refresh_median(101, 10_000, || Some(s.loads.to_vec()));
         assert_eq!(table.median_ewma_us(), 30_000.0);
     }
 
@@ -342,9 +321,9 @@ mod tests {
     }
 
     /// The cost as a number, slowness included.
-    fn lr(s: &Snapshot, i: usize, median: f64) -> f64 {
-        let c = least_request_cost(s, i, 0, 2000, median);
-        c.num / c.den / if median > 0.0 { median } else { 1.0 }
+    fn lr(s: &Snapshot, i: usize) -> f64 {
+        let c = least_request_cost(s, i, 0, 2000);
+        c.num / c.den
     }
 
     #[test]
@@ -353,7 +332,7 @@ mod tests {
         let _busy = s.loads[0].start();
         let mut rng = Rng::new();
         for _ in 0..100 {
-            assert_eq!(least_request(&s, &[], 0, 2000, 0.0, &mut rng), Some(1));
+            assert_eq!(least_request(&s, &[], 0, 2000, &mut rng), Some(1));
         }
     }
 
@@ -363,20 +342,35 @@ mod tests {
         let _a = s.loads[0].start();
         let _b = s.loads[0].start();
         // (2 + 1) / 3 = 1 against (0 + 1) / 1 = 1: a tie, so both win at times.
-        assert_eq!((lr(&s, 0, 0.0), lr(&s, 1, 0.0)), (1.0, 1.0));
+        assert_eq!((lr(&s, 0), lr(&s, 1)), (1.0, 1.0));
         let mut rng = Rng::new();
         let mut wins = [0u32; 2];
         for _ in 0..200 {
-            wins[least_request(&s, &[], 0, 2000, 0.0, &mut rng).unwrap()] += 1;
+            wins[least_request(&s, &[], 0, 2000, &mut rng).unwrap()] += 1;
         }
         assert!(wins[0] > 0 && wins[1] > 0, "{wins:?}");
-        // Three times slower than the median: three times the cost; faster counts as 1; the
-        // factor stops at MAX_SLOWNESS.
-        s.loads[1].take_latency(30_000.0, 0, 10_000);
-        assert_eq!(lr(&s, 1, 10_000.0), 3.0);
-        assert_eq!(lr(&s, 1, 60_000.0), 1.0);
-        assert_eq!(lr(&s, 1, 1_000.0), MAX_SLOWNESS);
-        assert_eq!(lr(&s, 0, 10_000.0), 1.0, "no sample: no factor");
+        // Slowness: the plain EWMA over the median instance's, 1 to 10, fading as the last
+        // sample ages (set by refresh_median, off the pick path).
+        let s = snapshot(&[1, 1, 1, 1]);
+        for (i, us) in [10_000.0, 10_000.0, 30_000.0, 1_000_000.0]
+            .into_iter()
+            .enumerate()
+        {
+            s.loads[i].take_latency(us, 0, 10_000);
+        }
+        let table = LoadTable::default();
+        table.refresh_median(1, 10_000, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_mean_us(), 20_000.0);
+        assert_eq!(lr(&s, 0), 1.0, "faster than the median counts as 1");
+        assert!((lr(&s, 2) - 1.5).abs() < 1e-3, "{}", lr(&s, 2));
+        assert!((lr(&s, 3) - 10.0).abs() < 1e-3, "capped: {}", lr(&s, 3));
+        // One decay (10 s) later without a sample: 1 + 9 / e.
+        table.refresh_median(10_000, 10_000, || Some(s.loads.to_vec()));
+        let faded = lr(&s, 3);
+        assert!(
+            (faded - (1.0 + 9.0 / std::f64::consts::E)).abs() < 0.01,
+            "{faded}"
+        );
     }
 
     #[test]
@@ -388,11 +382,11 @@ mod tests {
                 .unwrap();
             s.loads[i].take(Some(&r), None, 1_000_000, 10_000);
         }
-        assert!(least_request_cost(&s, 0, 1, 2000, 0.0).loaded);
-        assert!(!least_request_cost(&s, 2, 1, 2000, 0.0).loaded);
+        assert!(least_request_cost(&s, 0, 1, 2000).loaded);
+        assert!(!least_request_cost(&s, 2, 1, 2000).loaded);
         let mut rng = Rng::new();
         let busy = (0..20_000)
-            .filter(|_| least_request(&s, &[], 1, 2000, 0.0, &mut rng).unwrap() < 2)
+            .filter(|_| least_request(&s, &[], 1, 2000, &mut rng).unwrap() < 2)
             .count();
         // Two choices alone would land both on the busy pair 1 time in 28 (714 of 20,000);
         // with two more drawn, that needs all four on it.

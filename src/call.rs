@@ -210,7 +210,6 @@ impl Call {
                         tried,
                         now,
                         settings.load_report_ttl_ms,
-                        self.client.loads.median_mean_us(),
                         &mut self.rng,
                     ),
                     LbPolicy::PeakEwma => {
@@ -319,9 +318,12 @@ impl Call {
             }
             // round_robin does not read the median.
             if latency_us.is_some() && settings.lb_policy != LbPolicy::RoundRobin {
-                self.client.loads.refresh_median(now_ns / 1_000_000, || {
-                    self.client.current().map(|s| s.loads.to_vec())
-                });
+                let decay = settings.ewma_decay_ms;
+                self.client
+                    .loads
+                    .refresh_median(now_ns / 1_000_000, decay, || {
+                        self.client.current().map(|s| s.loads.to_vec())
+                    });
             }
         }
         attempt.failed = effect == Effect::Failure;

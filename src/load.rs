@@ -32,10 +32,14 @@ pub struct InstanceLoad {
     report_ms: AtomicU64,
     others: AtomicU32,
     ewma_us: AtomicU64,
-    /// The plain (mean) EWMA of the same samples, f64 bits, µs (0: no sample): least_request's
-    /// measure of how slow the instance is, which one long request does not move as it moves
-    /// the peak.
+    /// The plain (mean) EWMA of the same samples, f64 bits, µs (0: no sample), which one long
+    /// request does not move as it moves the peak.
     mean_us: AtomicU64,
+    /// least_request's factor for how slow the instance is (f64 bits; 0 reads as 1): its mean
+    /// over the median instance's, 1 to 10, fading back to 1 as its last sample ages (so an
+    /// instance that was slow once, and so was left alone, is tried again). Set off the pick
+    /// path by `LoadTable::refresh_median`.
+    slowness: AtomicU64,
     /// The writers' state (one lock per recorded attempt that brings a report or a sample),
     /// also read whole by the instance stats.
     figures: Mutex<Figures>,
@@ -214,6 +218,15 @@ impl InstanceLoad {
         f64::from_bits(self.mean_us.load(Ordering::Acquire))
     }
 
+    /// least_request's slowness factor, 1 to 10 (see the field).
+    #[inline]
+    pub fn slowness(&self) -> f64 {
+        match self.slowness.load(Ordering::Relaxed) {
+            0 => 1.0,
+            bits => f64::from_bits(bits),
+        }
+    }
+
     /// Takes in what one recorded attempt brought, under one lock: a parsed report (a figure
     /// it lacks keeps its last value) and a latency sample (µs), at `now_ns` (monotonic).
     pub(crate) fn take(
@@ -309,6 +322,9 @@ fn exp_neg(x: f64) -> f64 {
     }
 }
 
+/// How much slower than the median instance one may count in least_request's cost.
+pub(crate) const MAX_SLOWNESS: f64 = 10.0;
+
 /// One reading of both clocks, for every record of a stats call.
 #[derive(Clone, Copy, Debug)]
 pub struct StatsClock {
@@ -344,8 +360,8 @@ pub struct LoadTable {
     /// The median latency EWMA of the instances with a sample (f64 bits, µs; 0: none), what
     /// peak_ewma charges an instance without one.
     median_ewma_us: AtomicU64,
-    /// The median plain EWMA of the same instances (f64 bits, µs; 0: none): least_request's
-    /// measure of a typical instance.
+    /// The median plain EWMA of the same instances (f64 bits, µs; 0: none), what each
+    /// instance's slowness is measured against.
     median_mean_us: AtomicU64,
     /// Monotonic ms of the medians' last refresh.
     median_at_ms: AtomicU64,
@@ -397,15 +413,18 @@ impl LoadTable {
     }
 
     /// The median plain latency EWMA of instances with a sample, µs; 0 when none has one.
+    #[cfg(test)]
     pub fn median_mean_us(&self) -> f64 {
         f64::from_bits(self.median_mean_us.load(Ordering::Acquire))
     }
 
-    /// Recomputes the median from `loads()` unless it was done less than 100 ms ago: called
-    /// after a latency sample, never on the pick path.
+    /// Recomputes the medians from `loads()`, and each instance's slowness, unless it was done
+    /// less than 100 ms ago: called after a latency sample, never on the pick path. A
+    /// slowness fades to 1 as `exp(-age / decay_ms)` of the instance's last sample.
     pub fn refresh_median(
         &self,
         now_ms: u64,
+        decay_ms: u64,
         loads: impl FnOnce() -> Option<Vec<Arc<InstanceLoad>>>,
     ) {
         let last = self.median_at_ms.load(Ordering::Acquire);
@@ -431,8 +450,21 @@ impl LoadTable {
         };
         self.median_ewma_us
             .store(median(InstanceLoad::ewma_us).to_bits(), Ordering::Release);
+        let median_mean = median(InstanceLoad::mean_us);
         self.median_mean_us
-            .store(median(InstanceLoad::mean_us).to_bits(), Ordering::Release);
+            .store(median_mean.to_bits(), Ordering::Release);
+        let now_ns = now_ms.saturating_mul(1_000_000);
+        for load in &loads {
+            let f = load.figures();
+            let slowness = if f.mean_us > 0.0 && median_mean > 0.0 {
+                let s = (f.mean_us / median_mean).clamp(1.0, MAX_SLOWNESS);
+                let age_ms = now_ns.saturating_sub(f.sample_ns) as f64 / 1e6;
+                1.0 + (s - 1.0) * exp_neg(age_ms / decay_ms.max(1) as f64)
+            } else {
+                1.0
+            };
+            load.slowness.store(slowness.to_bits(), Ordering::Relaxed);
+        }
     }
 
     pub fn count_malformed(&self) {
