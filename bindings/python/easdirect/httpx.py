@@ -179,10 +179,29 @@ class _Chunks(_httpx.SyncByteStream, _httpx.AsyncByteStream):
         return self._shot.achunks()
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _instance_url(url: _httpx.URL, scheme: str, inst: Instance) -> _httpx.URL:
+    """``url`` with the instance's scheme, address and port, path and query kept as sent.
+    ``URL.copy_with`` parses the whole URL again (several microseconds); httpx 0.28's parsed
+    form is replaced field by field instead when it is there."""
+    ref = getattr(url, "_uri_reference", None)
+    if ref is not None and getattr(ref, "_fields", None) == _PARSE_FIELDS:
+        port = None if _DEFAULT_PORTS.get(scheme) == inst.port else inst.port
+        out = _httpx.URL.__new__(_httpx.URL)
+        out._uri_reference = ref._replace(scheme=scheme, userinfo="", host=inst.ip, port=port)
+        return out
+    return url.copy_with(scheme=scheme, host=inst.ip, port=inst.port)
+
+
+_PARSE_FIELDS = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+
+
 def _attempt(
     opts: HelperOptions, request: _httpx.Request, inst: Instance, stream: Any, ext: dict
 ) -> _httpx.Request:
-    url = request.url.copy_with(scheme=opts.scheme, host=inst.ip, port=inst.port)
+    url = _instance_url(request.url, opts.scheme, inst)
     headers = request.headers.copy()
     headers["Host"] = inst.host
     opts.add_headers(headers)

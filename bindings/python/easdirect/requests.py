@@ -227,6 +227,19 @@ def _track(resp: _requests.Response, call: Call) -> None:
     raw._easdirect_call = call
 
 
+def _attempt_of(request: _requests.PreparedRequest, url: str) -> _requests.PreparedRequest:
+    """What ``request.copy()`` gives, with the instance's URL, for less: the cookie jar is
+    shared, not copied (sending only reads it; the answer's cookies go to the response)."""
+    attempt = _requests.PreparedRequest()
+    attempt.method = request.method
+    attempt.url = url
+    attempt.headers = request.headers.copy()
+    attempt._cookies = request._cookies  # type: ignore[attr-defined]
+    attempt.hooks = request.hooks
+    attempt._body_position = request._body_position  # type: ignore[attr-defined]
+    return attempt
+
+
 def _split_timeout(timeout: Any) -> Tuple[Optional[float], Optional[float]]:
     if isinstance(timeout, tuple):
         connect, read = timeout
@@ -349,8 +362,7 @@ class Adapter(HTTPAdapter):
         attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
         n = 1
         while True:
-            attempt = request.copy()
-            attempt.url = _rewrite(url, opts.scheme, inst)
+            attempt = _attempt_of(request, _rewrite(url, opts.scheme, inst))
             opts.add_headers(attempt.headers)
             try:
                 attempt.body = body.body()

@@ -321,3 +321,23 @@ def test_https_scheme_sends_tls_to_the_instance(helper, emulator, client):
     assert urls and all(u.startswith("https://127.0.0.1:") for u in urls), urls
     assert all(u.endswith("/api/predict/svc?q=1") for u in urls), urls
     assert failures(client) >= 1 and in_flight(client) == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["http://svc/a/b?x=1&y=%2F", "http://svc:8080/p", "https://u:p@svc/x#f", "http://svc"]
+)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize(
+    "inst",
+    [
+        easdirect.Instance(1, "10.0.0.1", 80, 100, "10.0.0.1:80"),
+        easdirect.Instance(2, "10.0.0.1", 443, 100, "10.0.0.1:443"),
+        easdirect.Instance(3, "::1", 9000, 100, "[::1]:9000"),
+    ],
+)
+def test_httpx_instance_url_is_what_copy_with_gives(url, scheme, inst):
+    u = httpx.URL(url)
+    fast = edh._instance_url(u, scheme, inst)
+    want = u.copy_with(scheme=scheme, host=inst.ip, port=inst.port, username="", password="")
+    assert str(fast) == str(want) and fast == want
+    assert fast.raw_path == u.raw_path and fast.host == inst.ip
