@@ -9,11 +9,14 @@ Candidates, each a keep-alive client sending ``GET /x`` one request at a time:
 - ``httpx async``: a plain ``httpx.AsyncClient``, and one with ``AsyncTransport``.
 
 The client is an ``eas://`` client of the emulator listing that one backend, with default
-options. A run times ``--requests`` requests of each candidate in turn (the order rotates run
-by run); a figure is the median over ``--repeat`` runs of wall time / requests. The overhead is
-helper minus plain: the difference of the medians, and the median of the per-run differences.
+options. For each library the plain client and the helper send ``--requests`` requests each,
+alternating request by request (which goes first alternates too), so that a slow moment of the
+shared machine hits both alike. Figures, microseconds per request: the median wall time of
+each, the median of the pairs' differences (the overhead), and the same for the client
+thread's CPU time (``time.thread_time``: what the helper costs the caller's thread, without the
+backend's and the scheduler's share).
 
-    bindings/python/run-bench.sh http [--requests 400] [--repeat 9] [--json out.json]
+    bindings/python/run-bench.sh http [--requests 2000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List
 
 import httpx
 import requests
+from requests.adapters import HTTPAdapter
 
 import easdirect
 import easdirect.httpx
@@ -40,17 +44,86 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import Emulator  # noqa: E402 - the tests' emulator driver
 
 
-def timed(fn: Callable[[], None], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1e6
+def rounds(cands: Dict[str, Callable[[], None]], n: int) -> Dict[str, List[float]]:
+    """``n`` requests of each candidate, interleaved (the order rotates each round); per
+    request wall and thread CPU microseconds."""
+    out: Dict[str, List[float]] = {}
+    for name in cands:
+        out[name] = []
+        out[name + "_cpu"] = []
+    names = list(cands)
+    wall, cpu = time.perf_counter, time.thread_time
+    for i in range(n):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            fn = cands[name]
+            w, c = wall(), cpu()
+            fn()
+            out[name + "_cpu"].append((cpu() - c) * 1e6)
+            out[name].append((wall() - w) * 1e6)
+    return out
+
+
+async def arounds(cands: Dict[str, Callable[[], Any]], n: int) -> Dict[str, List[float]]:
+    out: Dict[str, List[float]] = {}
+    for name in cands:
+        out[name] = []
+        out[name + "_cpu"] = []
+    names = list(cands)
+    wall, cpu = time.perf_counter, time.thread_time
+    for i in range(n):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            fn = cands[name]
+            w, c = wall(), cpu()
+            await fn()
+            out[name + "_cpu"].append((cpu() - c) * 1e6)
+            out[name].append((wall() - w) * 1e6)
+    return out
+
+
+class RewriteAdapter(HTTPAdapter):
+    """The floor of any requests adapter that rewrites: the URL to the backend, no call."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def send(self, request, **kw):  # type: ignore[override]
+        attempt = request.copy()
+        attempt.url = request.url.replace("//svc/", f"//{self.host}/", 1)
+        return super().send(attempt, **kw)
+
+
+class RewriteTransport(httpx.HTTPTransport):
+    """The floor of any httpx transport that rewrites: a new request to the backend, no call."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        super().__init__()
+        self.ip, self.port = ip, port
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url.copy_with(host=self.ip, port=self.port)
+        return super().handle_request(
+            httpx.Request(request.method, url, headers=request.headers, stream=request.stream,
+                          extensions=request.extensions)
+        )
+
+
+class AsyncRewriteTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, ip: str, port: int) -> None:
+        super().__init__()
+        self.ip, self.port = ip, port
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url.copy_with(host=self.ip, port=self.port)
+        return await super().handle_async_request(
+            httpx.Request(request.method, url, headers=request.headers, stream=request.stream,
+                          extensions=request.extensions)
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--requests", type=int, default=400, help="requests per candidate per run")
-    ap.add_argument("--repeat", type=int, default=9, help="runs (the figure is their median)")
+    ap.add_argument("--requests", type=int, default=2000, help="requests of each candidate")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -63,75 +136,95 @@ def main() -> None:
             client.wait_ready(5)
             plain_s = requests.Session()
             ours_s = easdirect.requests.session(client)
+            floor_s = requests.Session()
+            floor_s.mount("http://", RewriteAdapter(f"127.0.0.1:{port}"))
             plain_h = httpx.Client()
             ours_h = httpx.Client(transport=easdirect.httpx.Transport(client))
+            floor_h = httpx.Client(transport=RewriteTransport("127.0.0.1", port))
             loop = asyncio.new_event_loop()
 
-            async def make() -> "tuple[httpx.AsyncClient, httpx.AsyncClient]":
+            async def make() -> "tuple[httpx.AsyncClient, ...]":
                 return (
                     httpx.AsyncClient(),
                     httpx.AsyncClient(transport=easdirect.httpx.AsyncTransport(client)),
+                    httpx.AsyncClient(transport=AsyncRewriteTransport("127.0.0.1", port)),
                 )
 
-            plain_a, ours_a = loop.run_until_complete(make())
+            plain_a, ours_a, floor_a = loop.run_until_complete(make())
 
             def check(r) -> None:
                 if r.status_code != 200:
                     raise SystemExit(f"unexpected status {r.status_code}")
 
-            def run_async(http: httpx.AsyncClient, url: str, n: int) -> float:
-                async def go() -> float:
-                    start = time.perf_counter()
-                    for _ in range(n):
-                        check(await http.get(url))
-                    return (time.perf_counter() - start) / n * 1e6
+            async def aget(http: httpx.AsyncClient, url: str) -> None:
+                check(await http.get(url))
 
-                return loop.run_until_complete(go())
-
-            candidates: Dict[str, Callable[[int], float]] = {
-                "requests plain": lambda n: timed(lambda: check(plain_s.get(plain_url)), n),
-                "requests easdirect": lambda n: timed(lambda: check(ours_s.get(svc_url)), n),
-                "httpx plain": lambda n: timed(lambda: check(plain_h.get(plain_url)), n),
-                "httpx easdirect": lambda n: timed(lambda: check(ours_h.get(svc_url)), n),
-                "httpx async plain": lambda n: run_async(plain_a, plain_url, n),
-                "httpx async easdirect": lambda n: run_async(ours_a, svc_url, n),
+            n = args.requests
+            runs: Dict[str, Dict[str, List[float]]] = {}
+            sync = {
+                "requests": {
+                    "plain": lambda: check(plain_s.get(plain_url)),
+                    "ours": lambda: check(ours_s.get(svc_url)),
+                    "floor": lambda: check(floor_s.get(svc_url)),
+                },
+                "httpx": {
+                    "plain": lambda: check(plain_h.get(plain_url)),
+                    "ours": lambda: check(ours_h.get(svc_url)),
+                    "floor": lambda: check(floor_h.get(svc_url)),
+                },
             }
-            names = list(candidates)
-            for name in names:  # warm-up: connections open, code paths hot
-                candidates[name](50)
-            runs: Dict[str, List[float]] = {name: [] for name in names}
-            for r in range(args.repeat):
-                # Pairs stay together (plain, then its helper, or the reverse), pair order
-                # rotating, so that a slow moment hits both of a pair.
-                pairs = [names[i : i + 2] for i in range(0, len(names), 2)]
-                pairs = pairs[r % len(pairs) :] + pairs[: r % len(pairs)]
-                for pair in pairs:
-                    for name in pair if r % 2 == 0 else reversed(pair):
-                        runs[name].append(candidates[name](args.requests))
-            loop.run_until_complete(plain_a.aclose())
-            loop.run_until_complete(ours_a.aclose())
+            for lib, cands in sync.items():
+                rounds(cands, 50)  # warm-up: connections open, code paths hot
+                runs[lib] = rounds(cands, n)
+            acands = {
+                "plain": lambda: aget(plain_a, plain_url),
+                "ours": lambda: aget(ours_a, svc_url),
+                "floor": lambda: aget(floor_a, svc_url),
+            }
+            loop.run_until_complete(arounds(acands, 50))
+            runs["httpx async"] = loop.run_until_complete(arounds(acands, n))
+            for http in (plain_a, ours_a, floor_a):
+                loop.run_until_complete(http.aclose())
             loop.close()
             assert sum(s.in_flight for s in client.instance_stats()) == 0
     finally:
         emu.stop()
 
+    med = statistics.median
     print(
-        f"us per request, median of {args.repeat} runs of {args.requests} requests "
-        f"(one echo backend on loopback, keep-alive, one request at a time)"
+        f"us per request, medians of {n} requests each, interleaved (one echo backend on "
+        "loopback, keep-alive, one request at a time); overhead: median of the differences "
+        "with the plain request of the same round"
     )
-    print(f"{'helper':<12} {'plain':>8} {'easdirect':>10} {'overhead':>9} {'per-run median':>15}")
-    out = {"requests_per_run": args.requests, "runs": args.repeat, "figures": {}}
-    for lib in ("requests", "httpx", "httpx async"):
-        plain, ours = runs[f"{lib} plain"], runs[f"{lib} easdirect"]
-        mp, mo = statistics.median(plain), statistics.median(ours)
-        paired = statistics.median(o - p for o, p in zip(ours, plain))
-        print(f"{lib:<12} {mp:>8.1f} {mo:>10.1f} {mo - mp:>9.1f} {paired:>15.1f}")
-        out["figures"][lib] = {
-            "plain_us": round(mp, 1),
-            "easdirect_us": round(mo, 1),
-            "overhead_us": round(mo - mp, 1),
-            "overhead_paired_us": round(paired, 1),
+    print(
+        f"{'library':<12} {'plain':>7} {'easdirect':>9} {'overhead':>8} {'rewrite-only':>12}"
+        f" {'its overhead':>12} | CPU: {'plain':>6} {'easdirect':>9} {'overhead':>8}"
+        f" {'rewrite-only overhead':>21}"
+    )
+    out: Dict[str, Any] = {"requests": n, "figures": {}}
+    for lib, r in runs.items():
+        def over(a: str, b: str = "plain") -> float:
+            return med([x - y for x, y in zip(r[a], r[b])])
+
+        fig = {
+            "plain_us": med(r["plain"]),
+            "easdirect_us": med(r["ours"]),
+            "overhead_us": over("ours"),
+            "rewrite_only_us": med(r["floor"]),
+            "rewrite_only_overhead_us": over("floor"),
+            "cpu_plain_us": med(r["plain_cpu"]),
+            "cpu_easdirect_us": med(r["ours_cpu"]),
+            "cpu_overhead_us": over("ours_cpu", "plain_cpu"),
+            "cpu_rewrite_only_overhead_us": over("floor_cpu", "plain_cpu"),
         }
+        out["figures"][lib] = {k: round(v, 1) for k, v in fig.items()}
+        print(
+            f"{lib:<12} {fig['plain_us']:>7.1f} {fig['easdirect_us']:>9.1f}"
+            f" {fig['overhead_us']:>8.1f} {fig['rewrite_only_us']:>12.1f}"
+            f" {fig['rewrite_only_overhead_us']:>12.1f} |      {fig['cpu_plain_us']:>6.1f}"
+            f" {fig['cpu_easdirect_us']:>9.1f} {fig['cpu_overhead_us']:>8.1f}"
+            f" {fig['cpu_rewrite_only_overhead_us']:>21.1f}"
+        )
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -13,6 +13,7 @@ from typing import (
     Any,
     AsyncIterator,
     Callable,
+    Dict,
     Iterable,
     Iterator,
     List,
@@ -38,6 +39,9 @@ DEFAULT_ATTEMPT_TIMEOUT = 60.0
 #: retry sends it whole; a longer one is sent once, as it is read, and gets no retry after it
 #: was read (the caller gets the last response or error).
 REPLAY_LIMIT = 1 << 20
+
+#: The response headers the core reads.
+LOAD_HEADERS = ("endpoint-load-metrics", "retry-after")
 
 #: The request header that asks an instance for a load report, and its value.
 LOAD_FORMAT_HEADER = "endpoint-load-metrics-format"
@@ -66,6 +70,7 @@ class HelperOptions:
         "affinity_header",
         "affinity_key",
         "max_attempts",
+        "_seen",
     )
 
     def __init__(
@@ -146,6 +151,7 @@ class HelperOptions:
         self.affinity_header = affinity_header
         self.affinity_key = affinity_key
         self.max_attempts: Optional[int] = max_attempts
+        self._seen: Dict[str, bool] = {}  # host -> matches, for the hosts met lately
 
     @property
     def token(self) -> Optional[str]:
@@ -171,7 +177,15 @@ class HelperOptions:
 
     def matches(self, host: Optional[str]) -> bool:
         """True when a request to ``host`` (no port) goes through the client."""
-        return bool(host) and _name(host) in self.names  # type: ignore[arg-type]
+        if not host:
+            return False
+        hit = self._seen.get(host)
+        if hit is None:
+            hit = _name(host) in self.names
+            if len(self._seen) >= 1024:
+                self._seen.clear()  # a bound, not an LRU: hosts are few in practice
+            self._seen[host] = hit
+        return hit
 
     def idempotent(self, method: str, headers: Any) -> bool:
         """Whether the request's call may retry after something was sent."""
@@ -218,7 +232,8 @@ def record(
     headers: Any = None,
 ) -> bool:
     """``call.record``, never raising for a response received: a failure there (the client
-    closed, a status the core refuses) means no retry."""
+    closed, a status the core refuses) means no retry. ``headers``: as ``Call.record`` takes
+    them; the helpers pass only the two the core reads."""
     try:
         return call.record(outcome, status=status, headers=headers)
     except (Error, RuntimeError):
@@ -228,10 +243,11 @@ def record(
 def end(call: Call, body: Body) -> None:
     """Finishes the chosen response's body and releases the call; nothing it raises reaches
     the caller (the response was received)."""
-    try:
-        call.finish(body)
-    except (Error, RuntimeError):
-        pass
+    if body is not Body.DONE:  # close() ends a recorded attempt's body as DONE itself
+        try:
+            call.finish(body)
+        except (Error, RuntimeError):
+            pass
     try:
         call.close()
     except RuntimeError:

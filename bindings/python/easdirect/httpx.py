@@ -24,7 +24,7 @@ its end or closed: ``http.stream(...)`` and ``send(..., stream=True)`` included.
 from __future__ import annotations
 
 import inspect
-from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Tuple
+from typing import Any, AsyncIterator, Iterable, Iterator, List, Optional, Tuple
 
 import httpx as _httpx
 
@@ -33,6 +33,7 @@ from ._client import Client, Instance
 from ._errors import NoInstanceError
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
+    LOAD_FORMAT_HEADER,
     AffinityKey,
     HelperOptions,
     OneShot,
@@ -201,13 +202,38 @@ _PARSE_FIELDS = ("scheme", "userinfo", "host", "port", "path", "query", "fragmen
 def _attempt(
     opts: HelperOptions, request: _httpx.Request, inst: Instance, stream: Any, ext: dict
 ) -> _httpx.Request:
+    """The request of one attempt: the instance's URL and ``Host``, the token and the
+    load-report ask when the request has none, the attempt's timeouts. The headers are built
+    once from the raw pairs (each ``httpx.Headers`` operation re-derives their encoding)."""
     url = _instance_url(request.url, opts.scheme, inst)
-    headers = request.headers.copy()
-    headers["Host"] = inst.host
-    opts.add_headers(headers)
+    raw = [(b"Host", inst.host.encode("ascii"))]
+    has_auth = has_load = False
+    for k, v in request.headers.raw:
+        lk = k.lower()
+        if lk == b"host":
+            continue
+        if lk == b"authorization":
+            has_auth = True
+        elif lk == _LOAD_FORMAT:
+            has_load = True
+        raw.append((k, v))
+    token = opts.token
+    if token is not None and not has_auth:
+        raw.append((b"Authorization", token.encode("utf-8")))
+    if opts.load_reports and not has_load:
+        raw.append((_LOAD_FORMAT, b"text"))
     extensions = dict(request.extensions)
     extensions["timeout"] = ext
-    return _httpx.Request(request.method, url, headers=headers, stream=stream, extensions=extensions)
+    return _httpx.Request(request.method, url, headers=raw, stream=stream, extensions=extensions)
+
+
+_LOAD_FORMAT = LOAD_FORMAT_HEADER.encode("ascii")
+_LOAD_NAMES = (b"endpoint-load-metrics", b"retry-after")
+
+
+def _load_headers(headers: _httpx.Headers) -> List[Tuple[bytes, bytes]]:
+    """The two response headers the core reads, from the raw pairs."""
+    return [(k, v) for k, v in headers.raw if k.lower() in _LOAD_NAMES]
 
 
 class _Tracked(_httpx.SyncByteStream):
@@ -395,7 +421,7 @@ class Transport(_Base, _httpx.BaseTransport):
                 release(call)
                 raise
             timeouts.headers_came(ext)
-            retry = record(call, Outcome.RESPONSE, resp.status_code, resp.headers)
+            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
             if retry and body.replayable() and opts.may_retry(n):
                 try:
                     following: Optional[Instance] = call.next()
@@ -498,7 +524,7 @@ class AsyncTransport(_Base, _httpx.AsyncBaseTransport):
                 release(call)
                 raise
             timeouts.headers_came(ext)
-            retry = record(call, Outcome.RESPONSE, resp.status_code, resp.headers)
+            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
             if retry and body.replayable() and opts.may_retry(n):
                 try:
                     following: Optional[Instance] = call.next()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import http.client
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests as _requests
 import urllib3
@@ -29,12 +29,15 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import ConnectionError, ConnectTimeout, ProxyError, SSLError, Timeout
 from requests.utils import should_bypass_proxies
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
+from urllib3.response import HTTPResponse
+from urllib3.util.response import is_fp_closed
 
 from ._call import Body, Call, Outcome
 from ._client import Client, Instance
 from ._errors import NoInstanceError
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
+    LOAD_HEADERS,
     AffinityKey,
     HelperOptions,
     OneShot,
@@ -60,8 +63,7 @@ class NoInstanceAvailable(NoInstanceError, ConnectionError):
         self.response = None
 
 
-def _rewrite(url: str, scheme: str, inst: Instance) -> str:
-    parts = urlsplit(url)
+def _rewrite(parts: SplitResult, scheme: str, inst: Instance) -> str:
     return urlunsplit((scheme, inst.host, parts.path, parts.query, parts.fragment))
 
 
@@ -167,7 +169,7 @@ def _tracked_class(base: type) -> type:
 
         def _easdirect_after_read(self) -> None:
             if "_easdirect_call" in self.__dict__ and (
-                self._fp is None or urllib3.util.response.is_fp_closed(self._fp)
+                self._fp is None or is_fp_closed(self._fp)
             ):
                 self._easdirect_end(Body.DONE)
 
@@ -201,7 +203,7 @@ def _tracked_class(base: type) -> type:
 
         def close(self) -> None:
             if "_easdirect_call" in self.__dict__:
-                done = self._fp is None or urllib3.util.response.is_fp_closed(self._fp)
+                done = self._fp is None or is_fp_closed(self._fp)
                 self._easdirect_end(Body.DONE if done else Body.DROPPED)
             super().close()
 
@@ -213,10 +215,10 @@ def _tracked_class(base: type) -> type:
 def _track(resp: _requests.Response, call: Call) -> None:
     """Keeps ``call``'s attempt in flight until ``resp``'s body is read to its end or closed."""
     raw = resp.raw
-    if raw is None or not isinstance(raw, urllib3.response.HTTPResponse):
+    if raw is None or not isinstance(raw, HTTPResponse):
         end(call, Body.DONE)  # nothing to follow (a test double, say)
         return
-    if raw._fp is None or urllib3.util.response.is_fp_closed(raw._fp):
+    if raw._fp is None or is_fp_closed(raw._fp):
         end(call, Body.DONE)  # no body (HEAD, 204, Content-Length: 0)
         return
     try:
@@ -230,23 +232,29 @@ def _track(resp: _requests.Response, call: Call) -> None:
 def _attempt_of(request: _requests.PreparedRequest, url: str) -> _requests.PreparedRequest:
     """What ``request.copy()`` gives, with the instance's URL, for less: the cookie jar is
     shared, not copied (sending only reads it; the answer's cookies go to the response)."""
-    attempt = _requests.PreparedRequest()
+    attempt = _requests.PreparedRequest.__new__(_requests.PreparedRequest)  # every field set
     attempt.method = request.method
     attempt.url = url
     attempt.headers = request.headers.copy()
     attempt._cookies = request._cookies  # type: ignore[attr-defined]
     attempt.hooks = request.hooks
     attempt._body_position = request._body_position  # type: ignore[attr-defined]
+    attempt.body = None  # the attempt's own, set by the caller
     return attempt
 
 
+def _seconds(value: Any) -> Optional[float]:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _split_timeout(timeout: Any) -> Tuple[Optional[float], Optional[float]]:
+    """The caller's connect and read timeouts (a number, a pair, or a ``urllib3.Timeout``)."""
     if isinstance(timeout, tuple):
         connect, read = timeout
-        return connect, read
+        return _seconds(connect), _seconds(read)
     if isinstance(timeout, urllib3.Timeout):
-        return timeout.connect_timeout, timeout.read_timeout  # type: ignore[return-value]
-    return timeout, timeout
+        return _seconds(timeout.connect_timeout), _seconds(timeout.read_timeout)
+    return _seconds(timeout), _seconds(timeout)
 
 
 class Adapter(HTTPAdapter):
@@ -340,7 +348,8 @@ class Adapter(HTTPAdapter):
         ``HTTPAdapter.send`` does."""
         opts = self._options
         url = request.url or ""
-        if not opts.matches(urlsplit(url).hostname):
+        parts = urlsplit(url)
+        if not opts.matches(parts.hostname):
             return super().send(request, stream, timeout, verify, cert, proxies)
         headers = request.headers
         key = opts.key_of(request, headers.get)
@@ -362,7 +371,7 @@ class Adapter(HTTPAdapter):
         attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
         n = 1
         while True:
-            attempt = _attempt_of(request, _rewrite(url, opts.scheme, inst))
+            attempt = _attempt_of(request, _rewrite(parts, opts.scheme, inst))
             opts.add_headers(attempt.headers)
             try:
                 attempt.body = body.body()
@@ -386,7 +395,12 @@ class Adapter(HTTPAdapter):
                     continue
                 release(call)
                 raise
-            retry = record(call, Outcome.RESPONSE, resp.status_code, resp.headers)
+            retry = record(
+                call,
+                Outcome.RESPONSE,
+                resp.status_code,
+                [(k, v) for k in LOAD_HEADERS if (v := resp.headers.get(k)) is not None],
+            )
             if retry and body.replayable() and opts.may_retry(n):
                 try:
                     following = call.next()
