@@ -121,6 +121,63 @@ class AsyncRewriteTransport(httpx.AsyncHTTPTransport):
         )
 
 
+def probe(client: easdirect.Client, request: Callable[[], None], n: int) -> Dict[str, float]:
+    """Two figures that tell where the overhead goes: the call cycle run cold (right after a
+    network round trip) and hot (right after another cycle); and the httpx transport's
+    overhead without network (a ``MockTransport`` inner, in a hot loop)."""
+    cpu = time.thread_time
+
+    def cycle() -> None:
+        call = client.call(None)
+        call.next()
+        call.record(status=200, headers=[])
+        call.close()
+
+    cold: List[float] = []
+    hot: List[float] = []
+    for _ in range(n):
+        request()
+        t = cpu()
+        cycle()
+        cold.append((cpu() - t) * 1e6)
+        t = cpu()
+        cycle()
+        hot.append((cpu() - t) * 1e6)
+    ip, port = client.instances()[0].ip, client.instances()[0].port
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b'{"ok":true}')
+
+    mock = httpx.MockTransport(answer)
+    ours = easdirect.httpx.Transport(client, transport=mock)
+    with httpx.Client() as builder:
+        plain_req = builder.build_request("GET", f"http://{ip}:{port}/x")
+        ours_req = builder.build_request("GET", "http://svc/x")
+
+    def send(transport: httpx.BaseTransport, req: httpx.Request) -> None:
+        resp = transport.handle_request(req)
+        resp.read()
+        resp.close()
+
+    mp: List[float] = []
+    mo: List[float] = []
+    for _ in range(n):
+        t = cpu()
+        send(mock, plain_req)
+        mp.append((cpu() - t) * 1e6)
+        t = cpu()
+        send(ours, ours_req)
+        mo.append((cpu() - t) * 1e6)
+    med = statistics.median
+    return {
+        "cycle_after_request_us": med(cold),
+        "cycle_after_cycle_us": med(hot),
+        "mock_plain_us": med(mp),
+        "mock_easdirect_us": med(mo),
+        "mock_overhead_us": med([o - p for o, p in zip(mo, mp)]),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000, help="requests of each candidate")
@@ -186,6 +243,7 @@ def main() -> None:
             for http in (plain_a, ours_a, floor_a):
                 loop.run_until_complete(http.aclose())
             loop.close()
+            probes = probe(client, lambda: check(plain_s.get(plain_url)), n)
             assert sum(s.in_flight for s in client.instance_stats()) == 0
     finally:
         emu.stop()
@@ -225,6 +283,17 @@ def main() -> None:
             f" {fig['cpu_easdirect_us']:>9.1f} {fig['cpu_overhead_us']:>8.1f}"
             f" {fig['cpu_rewrite_only_overhead_us']:>21.1f}"
         )
+    print(
+        f"call cycle (call, next, record, close) right after a plain request: "
+        f"{probes['cycle_after_request_us']:.1f} us CPU; right after another cycle: "
+        f"{probes['cycle_after_cycle_us']:.1f} us"
+    )
+    print(
+        f"httpx without network (MockTransport inner, hot loop): plain {probes['mock_plain_us']:.1f}"
+        f" us, easdirect {probes['mock_easdirect_us']:.1f} us, overhead "
+        f"{probes['mock_overhead_us']:.1f} us CPU"
+    )
+    out["probes"] = {k: round(v, 1) for k, v in probes.items()}
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
