@@ -18,7 +18,7 @@ Calls, for a request loop over your own HTTP stack with load-aware picks, retrie
 decided by the library: ``with client.call(key=...) as call:`` then ``call.next()``,
 ``call.record(status=..., headers=...)`` (True: try again) and ``call.finish()``.
 
-HTTP helpers that follow the library's retry policy: :mod:`easdirect.requests` (a ``requests``
+HTTP helpers that drive one call per request: :mod:`easdirect.requests` (a ``requests``
 transport adapter) and :mod:`easdirect.httpx` (sync and async ``httpx`` transports).
 """
 

@@ -2,34 +2,47 @@
 
     import httpx, easdirect, easdirect.httpx
     client = easdirect.Client("eas://1.2.3.4:8080/my_service")
-    with httpx.Client(transport=easdirect.httpx.Transport(client)) as http:
+    transport = easdirect.httpx.Transport(client, token=EAS_TOKEN, affinity_header="X-Session-Id")
+    with httpx.Client(transport=transport) as http:
         http.post("http://my_service/api/predict/my_service", content=b"...")
 
     async with httpx.AsyncClient(transport=easdirect.httpx.AsyncTransport(client)) as http:
         await http.post("http://my_service/api/predict/my_service", content=b"...")
 
-Requests to other hosts go to the wrapped transport (``httpx.HTTPTransport()`` by default)
-untouched. See :mod:`easdirect._http` for the retry and reporting policy (DESIGN.md's "HTTP
-helpers"). Each attempt is sent with ``Host: {instance.host}``; ``response.request`` stays the
-caller's request and ``response.extensions["easdirect.instance"]`` is the instance that
-answered.
+Each request to the service drives one :class:`easdirect.Call`: the library picks each
+attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
+again; the transport rewrites the URL, replays the body, and tells the call how each attempt
+went. Requests to other hosts go to the wrapped transport (``httpx.HTTPTransport()`` by
+default) untouched. Each attempt is sent with ``Host: {instance.host}``; ``response.request``
+stays the caller's request (without the token) and ``response.extensions["easdirect.instance"]``
+is the instance that answered.
+
+An attempt stays in flight (it counts in the instance's load) until the response is read to
+its end or closed: ``http.stream(...)`` and ``send(..., stream=True)`` included.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+import inspect
+from typing import Any, AsyncIterator, Iterable, Iterator, List, Optional, Tuple
 
 import httpx as _httpx
 
+from ._call import Body, Call, Outcome
 from ._client import Client, Instance
 from ._errors import NoInstanceError
-from ._http import DEFAULT_MAX_ATTEMPTS, Policy, is_retryable_status
+from ._http import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    LOAD_FORMAT_HEADER,
+    AffinityKey,
+    HelperOptions,
+    OneShot,
+    end,
+    record,
+    release,
+)
 
 __all__ = ["AsyncTransport", "NoInstanceAvailable", "Transport"]
-
-#: Errors after which the request is sent again on another instance: the connection failed,
-#: timed out, or broke before a response.
-RETRYABLE_ERRORS = (_httpx.NetworkError, _httpx.TimeoutException, _httpx.RemoteProtocolError)
 
 
 class NoInstanceAvailable(NoInstanceError, _httpx.ConnectError):
@@ -46,151 +59,484 @@ class NoInstanceAvailable(NoInstanceError, _httpx.ConnectError):
         return self.message
 
 
-def _attempt(request: _httpx.Request, scheme: str, inst: Instance) -> _httpx.Request:
-    url = request.url.copy_with(scheme=scheme, host=inst.ip, port=inst.port)
-    headers = request.headers.copy()
-    headers["Host"] = inst.host
-    return _httpx.Request(
-        request.method, url, headers=headers, stream=request.stream, extensions=request.extensions
-    )
+def _outcome_of(error: BaseException) -> Outcome:
+    """What an exception of the inner transport says about the attempt."""
+    if isinstance(error, (_httpx.ConnectError, _httpx.ConnectTimeout, _httpx.ProxyError)):
+        return Outcome.CONNECT_FAILED  # nothing was sent (TLS failing included)
+    if isinstance(error, (_httpx.ReadTimeout, _httpx.WriteTimeout)):
+        return Outcome.TIMEOUT
+    if isinstance(error, (_httpx.ReadError, _httpx.WriteError, _httpx.RemoteProtocolError)):
+        return Outcome.RESET
+    # A pool timeout, a local protocol error, a cancellation, a bug: not the instance's doing;
+    # it ends the call.
+    return Outcome.CANCELLED
 
 
-def _tag(resp: _httpx.Response, inst: Instance) -> _httpx.Response:
+# Exceptions of a body read that mean the instance cut it (else the caller stopped reading).
+_BROKEN = (_httpx.TransportError, _httpx.DecodingError)
+
+
+class _Timeouts:
+    """An attempt's ``timeout`` extension: the caller's, with connect and read at most
+    ``attempt_timeout`` until the response headers came."""
+
+    __slots__ = ("ext", "read")
+
+    def __init__(self, opts: HelperOptions, request: _httpx.Request) -> None:
+        caller = request.extensions.get("timeout")
+        ext = dict(caller) if isinstance(caller, dict) else {}
+        self.read = ext.get("read")
+        ext["connect"], ext["read"] = opts.attempt_timeouts(ext.get("connect"), self.read)
+        self.ext = ext
+
+    def headers_came(self, ext: dict) -> None:
+        # httpcore reads the extension at each body read: from now on the caller's timeout.
+        ext["read"] = self.read
+
+
+class _Body:
+    """The body of a request as its attempts send it."""
+
+    __slots__ = ("_stream", "_file", "_pos", "_one_shot")
+
+    def __init__(self, request: _httpx.Request) -> None:
+        self._stream: Any = request.stream
+        self._file: Any = None
+        self._pos: Any = None
+        self._one_shot: Optional[OneShot] = None
+
+    def _seekable_file(self) -> Any:
+        """The file inside httpx's one-read stream, when it can be rewound (else None)."""
+        inner = getattr(self._stream, "_stream", None)
+        if inner is None or not hasattr(inner, "seek") or not hasattr(inner, "tell"):
+            return None
+        seekable = getattr(inner, "seekable", None)
+        return inner if seekable is None or inspect.iscoroutinefunction(seekable) or seekable() else None
+
+    def read(self) -> None:
+        """Before the first attempt: a seekable file's position, or a one-shot body buffered."""
+        if isinstance(self._stream, _httpx.ByteStream):
+            return  # bytes: replayable as is
+        f = self._seekable_file()
+        if f is not None and not inspect.iscoroutinefunction(f.tell):
+            try:
+                self._pos, self._file = f.tell(), f
+                return
+            except (OSError, ValueError):
+                pass
+        self._one_shot = OneShot.read(self._stream)
+
+    async def aread(self) -> None:
+        """:meth:`read`, for an async body (an async file's ``tell`` and ``seek`` awaited)."""
+        if isinstance(self._stream, _httpx.ByteStream):
+            return
+        f = self._seekable_file()
+        if f is not None:
+            try:
+                pos = f.tell()
+                self._pos, self._file = (await pos) if inspect.isawaitable(pos) else pos, f
+                return
+            except (OSError, ValueError):
+                pass
+        if hasattr(self._stream, "__aiter__"):
+            self._one_shot = await OneShot.aread(self._stream)
+        else:
+            self._one_shot = OneShot.read(self._stream)
+
+    def stream(self) -> Any:
+        """The body for the next attempt."""
+        if self._file is not None:
+            self._file.seek(self._pos)
+        return self._replay()
+
+    async def astream(self) -> Any:
+        """The body for the next attempt (async)."""
+        if self._file is not None:
+            done = self._file.seek(self._pos)
+            if inspect.isawaitable(done):
+                await done
+        return self._replay()
+
+    def _replay(self) -> Any:
+        shot = self._one_shot
+        if shot is not None:
+            return _httpx.ByteStream(shot.prefix) if shot.complete else _Chunks(shot)
+        return self._stream
+
+    def replayable(self) -> bool:
+        return self._one_shot is None or self._one_shot.replayable()
+
+
+class _Chunks(_httpx.SyncByteStream, _httpx.AsyncByteStream):
+    """A one-shot body longer than the replay buffer, sent once."""
+
+    def __init__(self, shot: OneShot) -> None:
+        self._shot = shot
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._shot.chunks()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._shot.achunks()
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _instance_url(url: _httpx.URL, scheme: str, inst: Instance) -> _httpx.URL:
+    """``url`` with the instance's scheme, address and port, path and query kept as sent.
+    ``URL.copy_with`` parses the whole URL again (several microseconds); httpx 0.28's parsed
+    form is replaced field by field instead when it is there."""
+    ref = getattr(url, "_uri_reference", None)
+    if ref is not None and getattr(ref, "_fields", None) == _PARSE_FIELDS:
+        port = None if _DEFAULT_PORTS.get(scheme) == inst.port else inst.port
+        out = _httpx.URL.__new__(_httpx.URL)
+        out._uri_reference = ref._replace(scheme=scheme, userinfo="", host=inst.ip, port=port)
+        return out
+    return url.copy_with(scheme=scheme, host=inst.ip, port=inst.port)
+
+
+_PARSE_FIELDS = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+
+
+def _attempt(
+    opts: HelperOptions, request: _httpx.Request, inst: Instance, stream: Any, ext: dict
+) -> _httpx.Request:
+    """The request of one attempt: the instance's URL and ``Host``, the token and the
+    load-report ask when the request has none, the attempt's timeouts. The headers are built
+    once from the raw pairs (each ``httpx.Headers`` operation re-derives their encoding)."""
+    url = _instance_url(request.url, opts.scheme, inst)
+    raw = [(b"Host", inst.host.encode("ascii"))]
+    has_auth = has_load = False
+    for k, v in request.headers.raw:
+        lk = k.lower()
+        if lk == b"host":
+            continue
+        if lk == b"authorization":
+            has_auth = True
+        elif lk == _LOAD_FORMAT:
+            has_load = True
+        raw.append((k, v))
+    token = opts.token
+    if token is not None and not has_auth:
+        raw.append((b"Authorization", token.encode("utf-8")))
+    if opts.load_reports and not has_load:
+        raw.append((_LOAD_FORMAT, b"text"))
+    extensions = dict(request.extensions)
+    extensions["timeout"] = ext
+    return _httpx.Request(request.method, url, headers=raw, stream=stream, extensions=extensions)
+
+
+_LOAD_FORMAT = LOAD_FORMAT_HEADER.encode("ascii")
+_LOAD_NAMES = (b"endpoint-load-metrics", b"retry-after")
+
+
+def _load_headers(headers: _httpx.Headers) -> List[Tuple[bytes, bytes]]:
+    """The two response headers the core reads, from the raw pairs."""
+    return [(k, v) for k, v in headers.raw if k.lower() in _LOAD_NAMES]
+
+
+class _Tracked(_httpx.SyncByteStream):
+    """A response body whose end (read to its end, cut, or closed) ends the call."""
+
+    def __init__(self, inner: _httpx.SyncByteStream, call: Call) -> None:
+        self._inner = inner
+        self._call: Optional[Call] = call
+
+    def _end(self, body: Body) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            end(call, body)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._inner:
+                yield chunk
+        except GeneratorExit:
+            self._end(Body.DROPPED)
+            raise
+        except BaseException as e:
+            self._end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
+            raise
+        self._end(Body.DONE)
+
+    def close(self) -> None:
+        self._end(Body.DROPPED)  # nothing when read to its end already
+        self._inner.close()
+
+
+class _AsyncTracked(_httpx.AsyncByteStream):
+    """The async :class:`_Tracked`: a cancellation while reading is DROPPED."""
+
+    def __init__(self, inner: _httpx.AsyncByteStream, call: Call) -> None:
+        self._inner = inner
+        self._call: Optional[Call] = call
+
+    def _end(self, body: Body) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            end(call, body)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except GeneratorExit:
+            self._end(Body.DROPPED)
+            raise
+        except BaseException as e:
+            self._end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
+            raise
+        self._end(Body.DONE)
+
+    async def aclose(self) -> None:
+        self._end(Body.DROPPED)
+        await self._inner.aclose()
+
+
+def _answer(resp: _httpx.Response, inst: Instance) -> _httpx.Response:
     resp.extensions = {**resp.extensions, "easdirect.instance": inst}
     return resp
 
 
 class _Base:
-    def __init__(
-        self,
-        client: Client,
-        aliases: Iterable[str],
-        scheme: str,
-        max_attempts: int,
-        retry_non_idempotent: bool,
-    ) -> None:
-        self._policy = Policy(client, aliases, scheme, max_attempts, retry_non_idempotent)
+    """What both transports share: the options and the start of a call."""
+
+    def __init__(self, owner: str, client: Client, **options: Any) -> None:
+        self._options = HelperOptions(client, owner=owner, **options)
 
     @property
     def client(self) -> Client:
-        return self._policy.client
+        """The client whose instances serve the requests."""
+        return self._options.client
+
+    def __repr__(self) -> str:
+        return f"<easdirect.httpx.{type(self).__name__} {self._options!r}>"
+
+    def _begin(self, request: _httpx.Request) -> Tuple[Call, Instance]:
+        opts = self._options
+        headers = request.headers
+        key = opts.key_of(request, lambda name: _raw_header(headers, name))
+        call = opts.client.call(key, idempotent=opts.idempotent(request.method, headers))
+        try:
+            return call, call.next()
+        except NoInstanceError as e:
+            release(call)
+            raise NoInstanceAvailable(e, request) from None
+        except BaseException:
+            release(call)
+            raise
+
+
+def _raw_header(headers: _httpx.Headers, name: str) -> Optional[bytes]:
+    """The value of header ``name`` as sent (bytes), or None."""
+    want = name.lower().encode("ascii", "replace")
+    for k, v in headers.raw:
+        if k.lower() == want:
+            return v
+    return None
 
 
 class Transport(_Base, _httpx.BaseTransport):
     """A sync transport: routes requests whose host is ``client.service`` (or one of
-    ``aliases``) to the client's instances through ``transport`` (default
-    ``httpx.HTTPTransport()``), with the policy of :mod:`easdirect._http`."""
+    ``aliases``; port ignored, any case, ``_`` and ``-`` alike) to the client's instances
+    through ``transport`` (default ``httpx.HTTPTransport()``), one :class:`easdirect.Call` per
+    request.
+
+    Options (the same in :mod:`easdirect.requests`): ``scheme`` (``"http"`` or ``"https"``),
+    ``token`` (the EAS service token, sent as ``Authorization`` when the request has none;
+    never printed), ``load_reports`` (default True: ask for a load report and pass it to the
+    library), ``attempt_timeout`` (seconds to the response headers of each attempt, default
+    60, at most the request's own connect and read timeouts; None for none),
+    ``idempotent_retries_only`` (default False; True: only GET, HEAD, OPTIONS, PUT, DELETE and
+    requests with ``Idempotency-Key`` are retried after something was sent),
+    ``affinity_header`` (a header whose value is the affinity key) or ``affinity_key`` (a
+    function from the ``httpx.Request`` to the key), ``aliases``, ``max_attempts`` (a cap on
+    top of the client's ``max_attempts`` option), ``retry_non_idempotent`` (deprecated).
+
+    After the last attempt without a response the caller gets its exception
+    (``httpx.TimeoutException``, ``httpx.TransportError``); with no instance at all
+    :class:`NoInstanceAvailable`. A response received is never turned into an error."""
 
     def __init__(
         self,
         client: Client,
         *,
         transport: Optional[_httpx.BaseTransport] = None,
-        aliases: Iterable[str] = (),
         scheme: str = "http",
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_non_idempotent: bool = True,
+        token: Optional[str] = None,
+        load_reports: bool = True,
+        attempt_timeout: Optional[float] = DEFAULT_ATTEMPT_TIMEOUT,
+        idempotent_retries_only: bool = False,
+        affinity_header: Optional[str] = None,
+        affinity_key: Optional[AffinityKey] = None,
+        aliases: Iterable[str] = (),
+        max_attempts: Optional[int] = None,
+        retry_non_idempotent: Optional[bool] = None,
     ) -> None:
-        super().__init__(client, aliases, scheme, max_attempts, retry_non_idempotent)
+        super().__init__(
+            "easdirect.httpx.Transport",
+            client,
+            scheme=scheme,
+            token=token,
+            load_reports=load_reports,
+            attempt_timeout=attempt_timeout,
+            idempotent_retries_only=idempotent_retries_only,
+            affinity_header=affinity_header,
+            affinity_key=affinity_key,
+            aliases=aliases,
+            max_attempts=max_attempts,
+            retry_non_idempotent=retry_non_idempotent,
+        )
         self._inner = transport if transport is not None else _httpx.HTTPTransport()
 
     def handle_request(self, request: _httpx.Request) -> _httpx.Response:
-        policy = self._policy
-        if not policy.matches(request.url.host):
+        opts = self._options
+        if not opts.matches(request.url.host):
             return self._inner.handle_request(request)
-        client = policy.client
-        attempts = policy.attempts(request.method)
-        if attempts > 1:
-            request.read()  # the body, in memory, is replayed on each attempt
+        call, inst = self._begin(request)
         try:
-            inst = policy.first()
-        except NoInstanceError as e:
-            raise NoInstanceAvailable(e, request) from None
-        tried: List[int] = [inst.id]
+            body = _Body(request)
+            body.read()
+            timeouts = _Timeouts(opts, request)
+        except BaseException:
+            release(call)
+            raise
         n = 1
         while True:
-            resp: Optional[_httpx.Response] = None
-            error: Optional[BaseException] = None
+            ext = dict(timeouts.ext)
             try:
-                resp = self._inner.handle_request(_attempt(request, policy.scheme, inst))
-            except RETRYABLE_ERRORS as e:
-                error = e
-            if resp is not None and not is_retryable_status(resp.status_code):
-                client.report_success(inst.id)
-                return _tag(resp, inst)
-            client.report_failure(inst.id)
-            following = policy.next(tried) if n < attempts else None
-            if following is None:
-                if resp is not None:
-                    return _tag(resp, inst)
-                assert error is not None
-                raise error
-            if resp is not None:
-                resp.close()
-            inst = following
-            tried.append(inst.id)
-            n += 1
+                resp = self._inner.handle_request(
+                    _attempt(opts, request, inst, body.stream(), ext)
+                )
+            except BaseException as e:
+                if record(call, _outcome_of(e)) and body.replayable() and opts.may_retry(n):
+                    try:
+                        inst = call.next()
+                    except Exception:  # the client closed meanwhile, or the list changed
+                        release(call)
+                        raise e from None
+                    n += 1
+                    continue
+                release(call)
+                raise
+            timeouts.headers_came(ext)
+            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
+            if retry and body.replayable() and opts.may_retry(n):
+                try:
+                    following: Optional[Instance] = call.next()
+                except Exception:
+                    following = None  # the client closed meanwhile: this is the answer
+                if following is not None:
+                    _drain(resp)
+                    inst = following
+                    n += 1
+                    continue
+            resp.stream = _Tracked(resp.stream, call)  # type: ignore[arg-type]
+            return _answer(resp, inst)
 
     def close(self) -> None:
         self._inner.close()
 
 
+def _drain(resp: _httpx.Response) -> None:
+    try:
+        resp.read()
+    except Exception:  # noqa: BLE001 - nothing of it reaches the caller
+        pass
+    resp.close()
+
+
+async def _adrain(resp: _httpx.Response) -> None:
+    try:
+        await resp.aread()
+    except Exception:  # noqa: BLE001 - nothing of it reaches the caller
+        pass
+    await resp.aclose()
+
+
 class AsyncTransport(_Base, _httpx.AsyncBaseTransport):
     """The async counterpart of :class:`Transport` (default inner transport
-    ``httpx.AsyncHTTPTransport()``). Picks and reports are non-blocking C calls, made on the
-    event loop."""
+    ``httpx.AsyncHTTPTransport()``), with the same options. The library's calls never block:
+    they run on the event loop. A cancelled task (``asyncio.CancelledError``) ends its call
+    as CANCELLED: no retry, nothing counted against the instance."""
 
     def __init__(
         self,
         client: Client,
         *,
         transport: Optional[_httpx.AsyncBaseTransport] = None,
-        aliases: Iterable[str] = (),
         scheme: str = "http",
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_non_idempotent: bool = True,
+        token: Optional[str] = None,
+        load_reports: bool = True,
+        attempt_timeout: Optional[float] = DEFAULT_ATTEMPT_TIMEOUT,
+        idempotent_retries_only: bool = False,
+        affinity_header: Optional[str] = None,
+        affinity_key: Optional[AffinityKey] = None,
+        aliases: Iterable[str] = (),
+        max_attempts: Optional[int] = None,
+        retry_non_idempotent: Optional[bool] = None,
     ) -> None:
-        super().__init__(client, aliases, scheme, max_attempts, retry_non_idempotent)
+        super().__init__(
+            "easdirect.httpx.AsyncTransport",
+            client,
+            scheme=scheme,
+            token=token,
+            load_reports=load_reports,
+            attempt_timeout=attempt_timeout,
+            idempotent_retries_only=idempotent_retries_only,
+            affinity_header=affinity_header,
+            affinity_key=affinity_key,
+            aliases=aliases,
+            max_attempts=max_attempts,
+            retry_non_idempotent=retry_non_idempotent,
+        )
         self._inner = transport if transport is not None else _httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: _httpx.Request) -> _httpx.Response:
-        policy = self._policy
-        if not policy.matches(request.url.host):
+        opts = self._options
+        if not opts.matches(request.url.host):
             return await self._inner.handle_async_request(request)
-        client = policy.client
-        attempts = policy.attempts(request.method)
-        if attempts > 1:
-            await request.aread()
+        call, inst = self._begin(request)
         try:
-            inst = policy.first()
-        except NoInstanceError as e:
-            raise NoInstanceAvailable(e, request) from None
-        tried: List[int] = [inst.id]
+            body = _Body(request)
+            await body.aread()
+            timeouts = _Timeouts(opts, request)
+        except BaseException:
+            release(call)
+            raise
         n = 1
         while True:
-            resp: Optional[_httpx.Response] = None
-            error: Optional[BaseException] = None
+            ext = dict(timeouts.ext)
             try:
                 resp = await self._inner.handle_async_request(
-                    _attempt(request, policy.scheme, inst)
+                    _attempt(opts, request, inst, await body.astream(), ext)
                 )
-            except RETRYABLE_ERRORS as e:
-                error = e
-            if resp is not None and not is_retryable_status(resp.status_code):
-                client.report_success(inst.id)
-                return _tag(resp, inst)
-            client.report_failure(inst.id)
-            following = policy.next(tried) if n < attempts else None
-            if following is None:
-                if resp is not None:
-                    return _tag(resp, inst)
-                assert error is not None
-                raise error
-            if resp is not None:
-                await resp.aclose()
-            inst = following
-            tried.append(inst.id)
-            n += 1
+            except BaseException as e:
+                if record(call, _outcome_of(e)) and body.replayable() and opts.may_retry(n):
+                    try:
+                        inst = call.next()
+                    except Exception:
+                        release(call)
+                        raise e from None
+                    n += 1
+                    continue
+                release(call)
+                raise
+            timeouts.headers_came(ext)
+            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
+            if retry and body.replayable() and opts.may_retry(n):
+                try:
+                    following: Optional[Instance] = call.next()
+                except Exception:
+                    following = None
+                if following is not None:
+                    await _adrain(resp)
+                    inst = following
+                    n += 1
+                    continue
+            resp.stream = _AsyncTracked(resp.stream, call)  # type: ignore[arg-type]
+            return _answer(resp, inst)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

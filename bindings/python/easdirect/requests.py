@@ -1,32 +1,56 @@
 """A ``requests`` transport adapter that sends requests for a service to its instances.
 
-    import requests, easdirect, easdirect.requests
+    import easdirect, easdirect.requests
     client = easdirect.Client("eas://1.2.3.4:8080/my_service")
-    session = requests.Session()
-    session.mount("http://", easdirect.requests.Adapter(client))
+    session = easdirect.requests.session(client, token=EAS_TOKEN, affinity_header="X-Session-Id")
     session.post("http://my_service/api/predict/my_service", data=b"...")
 
-Requests to other hosts pass through the adapter as through ``requests``' own. See
-:mod:`easdirect._http` for the retry and reporting policy (DESIGN.md's "HTTP helpers").
-The response's ``url`` and ``request`` are the ones the caller asked for (the service name);
+Each request to the service drives one :class:`easdirect.Call`: the library picks each
+attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
+again; the adapter rewrites the URL, replays the body, and tells the call how each attempt went.
+Requests to other hosts pass through the adapter as through ``requests``' own. The response's
+``url`` and ``request`` are the ones the caller asked for (the service name, without the token);
 ``response.easdirect_instance`` is the instance that answered.
+
+With ``stream=True`` the attempt stays in flight (it counts in the instance's load) until the
+response is read to its end or closed; without it, ``requests`` reads the body before returning,
+as always.
 """
 
 from __future__ import annotations
 
+import http.client
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import requests as _requests
+import urllib3
 from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError, ConnectionError, Timeout
+from requests.exceptions import ConnectionError, ConnectTimeout, ProxyError, SSLError, Timeout
 from requests.utils import should_bypass_proxies
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
+from urllib3.response import HTTPResponse
+from urllib3.util.response import is_fp_closed
 
+from ._call import Body, Call, Outcome
 from ._client import Client, Instance
 from ._errors import NoInstanceError
-from ._http import DEFAULT_MAX_ATTEMPTS, Policy, is_retryable_status
+from ._http import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    LOAD_HEADERS,
+    AffinityKey,
+    HelperOptions,
+    OneShot,
+    end,
+    record,
+    release,
+)
 
 __all__ = ["Adapter", "NoInstanceAvailable", "session"]
+
+#: A retried attempt's response is read (so that its connection is reused) up to this size;
+#: a longer one is closed.
+_DRAIN_LIMIT = 64 * 1024
 
 
 class NoInstanceAvailable(NoInstanceError, ConnectionError):
@@ -39,8 +63,7 @@ class NoInstanceAvailable(NoInstanceError, ConnectionError):
         self.response = None
 
 
-def _rewrite(url: str, scheme: str, inst: Instance) -> str:
-    parts = urlsplit(url)
+def _rewrite(parts: SplitResult, scheme: str, inst: Instance) -> str:
     return urlunsplit((scheme, inst.host, parts.path, parts.query, parts.fragment))
 
 
@@ -52,47 +75,262 @@ def _proxies_for(url: str, proxies: Optional[Mapping[str, str]]) -> Optional[Map
     return proxies
 
 
-def _make_replayable(request: _requests.PreparedRequest) -> None:
-    """Buffers a file or generator body so that it can be sent again."""
-    body = request.body
-    if body is None or isinstance(body, (bytes, str)):
+def _outcome_of(error: BaseException) -> Outcome:
+    """What an exception of ``HTTPAdapter.send`` says about the attempt."""
+    if isinstance(error, (ConnectTimeout, SSLError, ProxyError)):
+        return Outcome.CONNECT_FAILED  # nothing was sent (TLS failing included)
+    if isinstance(error, Timeout):
+        return Outcome.TIMEOUT
+    if isinstance(error, ConnectionError):
+        reason = error.args[0] if error.args else None
+        if isinstance(reason, MaxRetryError):
+            reason = reason.reason
+        if isinstance(reason, ConnectTimeoutError):  # NewConnectionError included
+            return Outcome.CONNECT_FAILED
+        return Outcome.RESET
+    return Outcome.CANCELLED  # not the instance's doing (an interrupt, a bug): ends the call
+
+
+class _Request:
+    """The body of a request as its attempts send it."""
+
+    __slots__ = ("_body", "_pos", "_one_shot")
+
+    def __init__(self, request: _requests.PreparedRequest) -> None:
+        body = request.body
+        self._body: Any = body
+        self._pos: Optional[int] = None
+        self._one_shot: Optional[OneShot] = None
+        if body is None or isinstance(body, (bytes, str)):
+            return
+        if isinstance(body, (bytearray, memoryview)):
+            self._body = bytes(body)
+            return
+        if hasattr(body, "read"):
+            try:
+                seekable = body.seekable() if hasattr(body, "seekable") else hasattr(body, "seek")
+                if seekable:
+                    self._pos = body.tell()
+                    return
+            except (OSError, ValueError):
+                pass
+            shot = OneShot.read(iter(lambda: body.read(65536), b""))
+        else:
+            shot = OneShot.read(body)
+        if shot.complete:  # sent with a Content-Length from now on
+            self._body = shot.prefix
+            request.headers.pop("Transfer-Encoding", None)
+            request.headers["Content-Length"] = str(len(shot.prefix))
+        else:
+            self._one_shot = shot
+
+    def body(self) -> Any:
+        """The body for the next attempt."""
+        if self._pos is not None:
+            self._body.seek(self._pos)
+        elif self._one_shot is not None:
+            return self._one_shot.chunks()
+        return self._body
+
+    def replayable(self) -> bool:
+        return self._one_shot is None or self._one_shot.replayable()
+
+
+def _drain(resp: _requests.Response) -> None:
+    """Frees a retried attempt's response: read when short (its connection goes back to the
+    pool), else closed."""
+    try:
+        length = int(resp.headers.get("Content-Length", "-1"))
+        if 0 <= length <= _DRAIN_LIMIT:
+            _ = resp.content
+    except Exception:  # noqa: BLE001 - nothing of it reaches the caller
+        pass
+    resp.close()
+
+
+# Exceptions of a body read that mean the instance cut it (else the caller stopped reading).
+_BROKEN = (HTTPError, OSError, http.client.HTTPException)
+_tracked_classes: Dict[type, type] = {}
+
+
+def _tracked_class(base: type) -> type:
+    """A subclass of urllib3's response class ``base`` whose reads and close end the call."""
+    cls = _tracked_classes.get(base)
+    if cls is not None:
+        return cls
+
+    class Tracked(base):  # type: ignore[valid-type, misc]
+        _easdirect_call: Optional[Call]
+
+        def _easdirect_end(self, body: Body) -> None:
+            call = self.__dict__.pop("_easdirect_call", None)
+            if call is not None:
+                end(call, body)
+
+        def _easdirect_after_read(self) -> None:
+            if "_easdirect_call" in self.__dict__ and (
+                self._fp is None or is_fp_closed(self._fp)
+            ):
+                self._easdirect_end(Body.DONE)
+
+        def read(self, *args: Any, **kwargs: Any) -> bytes:
+            try:
+                data = super().read(*args, **kwargs)
+            except BaseException as e:
+                self._easdirect_end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
+                raise
+            self._easdirect_after_read()
+            return data
+
+        def read1(self, *args: Any, **kwargs: Any) -> bytes:
+            try:
+                data = super().read1(*args, **kwargs)
+            except BaseException as e:
+                self._easdirect_end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
+                raise
+            self._easdirect_after_read()
+            return data
+
+        def read_chunked(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from super().read_chunked(*args, **kwargs)
+            except GeneratorExit:
+                raise  # closed early: close() says DROPPED
+            except BaseException as e:
+                self._easdirect_end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
+                raise
+            self._easdirect_after_read()
+
+        def close(self) -> None:
+            if "_easdirect_call" in self.__dict__:
+                done = self._fp is None or is_fp_closed(self._fp)
+                self._easdirect_end(Body.DONE if done else Body.DROPPED)
+            super().close()
+
+    Tracked.__name__ = Tracked.__qualname__ = f"Tracked{base.__name__}"
+    _tracked_classes[base] = Tracked
+    return Tracked
+
+
+def _track(resp: _requests.Response, call: Call) -> None:
+    """Keeps ``call``'s attempt in flight until ``resp``'s body is read to its end or closed."""
+    raw = resp.raw
+    if raw is None or not isinstance(raw, HTTPResponse):
+        end(call, Body.DONE)  # nothing to follow (a test double, say)
         return
-    if hasattr(body, "read"):
-        data = body.read()
-    elif isinstance(body, (bytearray, memoryview)):
-        data = bytes(body)
-    else:
-        data = b"".join(c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in body)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    request.body = data
-    request.headers.pop("Transfer-Encoding", None)
-    request.headers["Content-Length"] = str(len(data))
+    if raw._fp is None or is_fp_closed(raw._fp):
+        end(call, Body.DONE)  # no body (HEAD, 204, Content-Length: 0)
+        return
+    try:
+        raw.__class__ = _tracked_class(type(raw))
+    except TypeError:
+        end(call, Body.DONE)
+        return
+    raw._easdirect_call = call
+
+
+def _attempt_of(request: _requests.PreparedRequest, url: str) -> _requests.PreparedRequest:
+    """What ``request.copy()`` gives, with the instance's URL, for less: the cookie jar is
+    shared, not copied (sending only reads it; the answer's cookies go to the response)."""
+    attempt = _requests.PreparedRequest.__new__(_requests.PreparedRequest)  # every field set
+    attempt.method = request.method
+    attempt.url = url
+    attempt.headers = request.headers.copy()
+    attempt._cookies = request._cookies  # type: ignore[attr-defined]
+    attempt.hooks = request.hooks
+    attempt._body_position = request._body_position  # type: ignore[attr-defined]
+    attempt.body = None  # the attempt's own, set by the caller
+    return attempt
+
+
+def _seconds(value: Any) -> Optional[float]:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _split_timeout(timeout: Any) -> Tuple[Optional[float], Optional[float]]:
+    """The caller's connect and read timeouts (a number, a pair, or a ``urllib3.Timeout``)."""
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+        return _seconds(connect), _seconds(read)
+    if isinstance(timeout, urllib3.Timeout):
+        return _seconds(timeout.connect_timeout), _seconds(timeout.read_timeout)
+    return _seconds(timeout), _seconds(timeout)
 
 
 class Adapter(HTTPAdapter):
-    """Routes requests whose host is ``client.service`` (or one of ``aliases``) to the client's
-    instances, retrying on a different instance after a connection error, a timeout, a 5xx or a
-    429 (``max_attempts`` in all, never more than the number of instances), and reporting each
-    outcome to the client. Other keyword arguments go to ``requests.adapters.HTTPAdapter``
-    (``pool_connections``, ``pool_maxsize``...)."""
+    """Routes requests whose host is ``client.service`` (or one of ``aliases``; the port is
+    ignored, the case too, and ``_`` and ``-`` are alike) to the client's instances, one
+    :class:`easdirect.Call` per request: the library picks each attempt's instance and decides
+    whether to retry; the body is replayed on each attempt.
+
+    Options (the same in :mod:`easdirect.httpx`):
+
+    - ``scheme``: ``"http"`` (default) or ``"https"`` to the instances.
+    - ``token``: the EAS service token, sent as ``Authorization`` when the request has none;
+      never printed.
+    - ``load_reports`` (default True): ask each instance for a load report
+      (``endpoint-load-metrics-format: text``) and pass its answer to the library.
+    - ``attempt_timeout`` (seconds, default 60; None for none): the read timeout to the
+      response headers of each attempt, at most the caller's own ``timeout`` (and the connect
+      timeout, when the caller gives none); the body is then read with the caller's timeout. A
+      hung instance costs one attempt, not the whole wait.
+    - ``idempotent_retries_only`` (default False: every method retries, as EAS predict calls
+      are POSTs the official SDKs retry): True retries only GET, HEAD, OPTIONS, PUT, DELETE
+      and requests with an ``Idempotency-Key`` header after something was sent; the others
+      only when nothing was (a refused connection).
+    - ``affinity_header``: a request header (``"X-Session-Id"``) whose value is the call's
+      affinity key (the same key goes to the same instance), or ``affinity_key``: a function
+      from the ``PreparedRequest`` to the key (bytes, str or None).
+    - ``aliases``: more host names routed through the client (needed for ``static://``).
+    - ``max_attempts``: a cap on the attempts of each request, on top of the client's own
+      ``max_attempts`` option (3 by default), which is where to set it.
+    - ``retry_non_idempotent``: deprecated; ``retry_non_idempotent=False`` is
+      ``idempotent_retries_only=True``.
+
+    Other keyword arguments go to ``requests.adapters.HTTPAdapter`` (``pool_connections``,
+    ``pool_maxsize``...). After the last attempt without a response the caller gets its
+    exception (``requests.Timeout``, ``requests.ConnectionError``); with no instance at all
+    :class:`NoInstanceAvailable`. A response received is never turned into an error."""
 
     def __init__(
         self,
         client: Client,
         *,
-        aliases: Iterable[str] = (),
         scheme: str = "http",
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_non_idempotent: bool = True,
+        token: Optional[str] = None,
+        load_reports: bool = True,
+        attempt_timeout: Optional[float] = DEFAULT_ATTEMPT_TIMEOUT,
+        idempotent_retries_only: bool = False,
+        affinity_header: Optional[str] = None,
+        affinity_key: Optional[AffinityKey] = None,
+        aliases: Iterable[str] = (),
+        max_attempts: Optional[int] = None,
+        retry_non_idempotent: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
-        self._policy = Policy(client, aliases, scheme, max_attempts, retry_non_idempotent)
+        self._options = HelperOptions(
+            client,
+            scheme=scheme,
+            token=token,
+            load_reports=load_reports,
+            attempt_timeout=attempt_timeout,
+            idempotent_retries_only=idempotent_retries_only,
+            affinity_header=affinity_header,
+            affinity_key=affinity_key,
+            aliases=aliases,
+            max_attempts=max_attempts,
+            retry_non_idempotent=retry_non_idempotent,
+            owner="easdirect.requests.Adapter",
+        )
         super().__init__(**kwargs)
 
     @property
     def client(self) -> Client:
-        return self._policy.client
+        """The client whose instances serve the requests."""
+        return self._options.client
+
+    def __repr__(self) -> str:
+        return f"<easdirect.requests.Adapter {self._options!r}>"
 
     def __getstate__(self) -> Dict[str, Any]:  # HTTPAdapter pickles __attrs__ only
         raise TypeError("easdirect.requests.Adapter cannot be pickled")
@@ -101,68 +339,100 @@ class Adapter(HTTPAdapter):
         self,
         request: _requests.PreparedRequest,
         stream: bool = False,
-        timeout: Union[None, float, Tuple[float, float]] = None,
+        timeout: Union[None, float, Tuple[float, float], Any] = None,
         verify: Union[bool, str] = True,
         cert: Any = None,
         proxies: Optional[Mapping[str, str]] = None,
     ) -> _requests.Response:
-        policy = self._policy
+        """Sends ``request``: through the client when its host names the service, else as
+        ``HTTPAdapter.send`` does."""
+        opts = self._options
         url = request.url or ""
-        if not policy.matches(urlsplit(url).hostname):
+        parts = urlsplit(url)
+        if not opts.matches(parts.hostname):
             return super().send(request, stream, timeout, verify, cert, proxies)
-        client = policy.client
-        attempts = policy.attempts(request.method or "GET")
-        if attempts > 1:
-            _make_replayable(request)
+        headers = request.headers
+        key = opts.key_of(request, headers.get)
+        call = opts.client.call(key, idempotent=opts.idempotent(request.method or "GET", headers))
         try:
-            inst = policy.first()
+            inst = call.next()
         except NoInstanceError as e:
+            release(call)
             raise NoInstanceAvailable(e, request) from None
-        tried = [inst.id]
+        except BaseException:
+            release(call)
+            raise
+        try:
+            body = _Request(request)
+        except BaseException:
+            release(call)
+            raise
+        caller_connect, caller_read = _split_timeout(timeout)
+        attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
         n = 1
         while True:
-            attempt = request.copy()
-            attempt.url = _rewrite(url, policy.scheme, inst)
-            resp: Optional[_requests.Response] = None
-            error: Optional[BaseException] = None
+            attempt = _attempt_of(request, _rewrite(parts, opts.scheme, inst))
+            opts.add_headers(attempt.headers)
             try:
+                attempt.body = body.body()
                 resp = super().send(
-                    attempt, stream, timeout, verify, cert, _proxies_for(attempt.url, proxies)
+                    attempt,
+                    stream,
+                    attempt_timeout,
+                    verify,
+                    cert,
+                    _proxies_for(attempt.url, proxies),
                 )
-                if not stream:
-                    _ = resp.content  # read here, so that a broken body counts as a failure
-            except (ConnectionError, Timeout, ChunkedEncodingError) as e:
-                error = e
-                resp = None
-            if resp is not None and not is_retryable_status(resp.status_code):
-                client.report_success(inst.id)
-                return self._finish(resp, request, inst)
-            client.report_failure(inst.id)
-            following = policy.next(tried) if n < attempts else None
-            if following is None:
-                if resp is not None:
-                    return self._finish(resp, request, inst)
-                assert error is not None
-                raise error
-            if resp is not None:
-                resp.close()
-            inst = following
-            tried.append(inst.id)
-            n += 1
+            except BaseException as e:
+                retry = record(call, _outcome_of(e))
+                if retry and body.replayable() and opts.may_retry(n):
+                    try:
+                        inst = call.next()
+                    except Exception:  # the client closed meanwhile, or the list changed
+                        release(call)
+                        raise e from None
+                    n += 1
+                    continue
+                release(call)
+                raise
+            retry = record(
+                call,
+                Outcome.RESPONSE,
+                resp.status_code,
+                [(k, v) for k in LOAD_HEADERS if (v := resp.headers.get(k)) is not None],
+            )
+            if retry and body.replayable() and opts.may_retry(n):
+                try:
+                    following = call.next()
+                except Exception:
+                    following = None  # the client closed meanwhile: this is the answer
+                if following is not None:
+                    _drain(resp)
+                    inst = following
+                    n += 1
+                    continue
+            if attempt_timeout[1] != caller_read:
+                _restore_read_timeout(resp, caller_read)
+            _track(resp, call)
+            resp.url = request.url or resp.url
+            resp.request = request
+            resp.easdirect_instance = inst  # type: ignore[attr-defined]
+            return resp
 
-    @staticmethod
-    def _finish(
-        resp: _requests.Response, request: _requests.PreparedRequest, inst: Instance
-    ) -> _requests.Response:
-        resp.url = request.url or resp.url
-        resp.request = request
-        resp.easdirect_instance = inst  # type: ignore[attr-defined]
-        return resp
+
+def _restore_read_timeout(resp: _requests.Response, read: Optional[float]) -> None:
+    """The headers came within the attempt's timeout: the body is read with the caller's."""
+    try:
+        sock = resp.raw.connection.sock  # type: ignore[union-attr]
+        if sock is not None:
+            sock.settimeout(read)
+    except Exception:  # noqa: BLE001 - best effort: the attempt timeout then stays
+        pass
 
 
 def session(client: Client, **adapter_options: Any) -> _requests.Session:
     """A ``requests.Session`` with an :class:`Adapter` for ``client`` mounted on ``http://``
-    and ``https://`` (other hosts pass through)."""
+    and ``https://`` (other hosts pass through); ``adapter_options`` are the Adapter's."""
     s = _requests.Session()
     adapter = Adapter(client, **adapter_options)
     s.mount("http://", adapter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -30,6 +31,33 @@ def test_example_runs(emulator, script, extra, expect):
     )
     assert proc.returncode == 0, proc.stderr
     assert expect in proc.stdout, proc.stdout
+
+
+def test_stream_llm_example(emulator):
+    """Against two LLM backends: each session stays on one instance, in flight while it streams."""
+    emulator.control(
+        "POST", "backends",
+        {"service": "svc", "count": 2, "kind": "llm", "replace": True,
+         "llm": {"base_ms": 2, "per_token_ms": 2, "tokens_sigma": 0}},
+    )
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "stream_llm.py"), emulator.target()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "EAS_TOKEN": "example-token"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "example-token" not in out + proc.stderr
+    hosts = {}
+    for line in out.splitlines():
+        helper, _, session, _, turn, rest = line.split(" ", 5)
+        assert rest.startswith("8 tokens from 127.0.0.1:"), line
+        hosts.setdefault(session, set()).add(rest.split()[3])
+    assert sorted(hosts) == ["session-42", "session-7"], out
+    assert all(len(h) == 1 for h in hosts.values()), out  # one instance per session
+    assert "in flight while streaming: 1, after: 0" in out, out
 
 
 def test_callback_source_example_demo():

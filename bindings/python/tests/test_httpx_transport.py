@@ -33,7 +33,8 @@ def test_routes_to_instances(emulator, client):
         assert str(r.request.url) == URL + "?q=1"  # the caller's request
         for _ in range(5):
             http.get(URL)
-    assert sorted(emulator.hits().values()) == [2, 2, 2]
+    assert sum(emulator.hits().values()) == 6
+    assert sum(st.in_flight for st in client.instance_stats()) == 0
 
 
 def test_one_instance_answers_503_then_dies(emulator, client):
@@ -67,17 +68,17 @@ def test_three_attempts_and_streamed_body_replayed(emulator):
     ports = emulator.ports()
     for port in ports[:4]:
         emulator.set_backend(port, "status", 500)
-    with easdirect.Client(emulator.target(max_ejection_percent=0)) as c:
+    with easdirect.Client(emulator.target(max_ejection_percent=0, max_attempts=5)) as c:
         c.wait_ready(5)
         wait_for(lambda: len(c.instances()) == 5)
-        with httpx.Client(transport=edh.Transport(c, max_attempts=5)) as http:
+        with httpx.Client(transport=edh.Transport(c)) as http:
             r = http.post(URL, content=iter([b"ab", b"cde"]))
             assert r.status_code == 200 and r.json()["body_len"] == 5
         before = total_hits(emulator)
         emulator.set_backend(ports[4], "status", 500)
-        with httpx.Client(transport=edh.Transport(c)) as http:
+        with httpx.Client(transport=edh.Transport(c, max_attempts=3)) as http:
             assert http.post(URL, content=b"x").status_code == 500
-        assert total_hits(emulator) - before == 3
+        assert total_hits(emulator) - before == 3  # the helper's cap on the client's 5
 
 
 def test_timeouts_and_connection_errors(emulator, client):
@@ -93,11 +94,13 @@ def test_timeouts_and_connection_errors(emulator, client):
 
 
 def test_non_idempotent_not_retried_when_disabled(emulator, client):
-    bad = emulator.ports()[0]
-    emulator.set_backend(bad, "status", 503)
-    with httpx.Client(transport=edh.Transport(client, retry_non_idempotent=False)) as http:
-        statuses = sorted(http.post(URL, content=b"x").status_code for _ in range(3))
-    assert statuses == [200, 200, 503]
+    for port in emulator.ports():
+        emulator.set_backend(port, "status", 503)
+    with httpx.Client(transport=edh.Transport(client, idempotent_retries_only=True)) as http:
+        assert http.post(URL, content=b"x").status_code == 503
+        assert total_hits(emulator) == 1
+        assert http.delete(URL).status_code == 503
+        assert total_hits(emulator) == 1 + 3
 
 
 def test_other_hosts_pass_through_and_no_instance(emulator, client):
