@@ -24,6 +24,7 @@ import (
 	"runtime/cgo"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // WithLogger sends the client's log lines to l instead of slog.Default(). nil, or a logger
@@ -62,6 +63,7 @@ type logSink struct {
 }
 
 type logLine struct {
+	at    time.Time // when the library handed it over: the record's time, however late it goes out
 	level slog.Level
 	msg   string
 }
@@ -120,7 +122,7 @@ func (s *logSink) enqueue(level slog.Level, msg string) {
 		msg += fmt.Sprintf(" (%d earlier lines dropped: the logger was behind)", dropped)
 	}
 	select {
-	case s.lines <- logLine{level: level, msg: msg}:
+	case s.lines <- logLine{at: time.Now(), level: level, msg: msg}:
 		s.dropped.Store(0)
 	default:
 		s.dropped.Store(dropped + 1)
@@ -149,8 +151,13 @@ func (s *logSink) deliver(line logLine) {
 	}
 	s.delivering = true
 	s.mu.Unlock()
-	s.logger.LogAttrs(context.Background(), line.level, line.msg,
-		slog.String("component", "easdirect"))
+	// What Logger.LogAttrs does, with the line's own time.
+	ctx, h := context.Background(), s.logger.Handler()
+	if h.Enabled(ctx, line.level) {
+		r := slog.NewRecord(line.at, line.level, line.msg, 0)
+		r.AddAttrs(slog.String("component", "easdirect"))
+		_ = h.Handle(ctx, r) // a handler's error has nowhere to go, as with Logger.Log
+	}
 	s.mu.Lock()
 	s.delivering = false
 	s.mu.Unlock()

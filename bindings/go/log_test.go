@@ -25,6 +25,7 @@ type captured struct {
 }
 
 type capturedRecord struct {
+	time  time.Time
 	level slog.Level
 	msg   string
 	attrs map[string]string
@@ -42,7 +43,7 @@ func (h *captured) Enabled(_ context.Context, l slog.Level) bool {
 }
 
 func (h *captured) Handle(_ context.Context, r slog.Record) error {
-	rec := capturedRecord{level: r.Level, msg: r.Message, attrs: map[string]string{}}
+	rec := capturedRecord{time: r.Time, level: r.Level, msg: r.Message, attrs: map[string]string{}}
 	r.Attrs(func(a slog.Attr) bool {
 		rec.attrs[a.Key] = a.Value.String()
 		return true
@@ -116,7 +117,8 @@ func TestClientsLogThroughSlogDefault(t *testing.T) {
 		t.Fatalf("the line %q does not start with %q", msg, want)
 	}
 	for _, r := range h.all() {
-		if r.attrs["component"] != "easdirect" {
+		// (SetDefault also routes the log package here: only the client's lines count.)
+		if strings.HasPrefix(r.msg, c.Target()) && r.attrs["component"] != "easdirect" {
 			t.Fatalf("a line without component=easdirect: %+v", r)
 		}
 	}
@@ -390,5 +392,22 @@ func TestLinesAChannelCannotTakeAreCountedInTheNextLine(t *testing.T) {
 	s.enqueue(slog.LevelInfo, "five")
 	if got := <-s.lines; got.msg != "five" {
 		t.Fatalf("the count went out twice: %q", got.msg)
+	}
+}
+
+// A record's time is when the library handed the line over, not when a late logger got it.
+func TestARecordHasTheTimeOfItsLine(t *testing.T) {
+	h := capture(slog.LevelInfo)
+	s, _ := newLogSink(slog.New(h), true)
+	s.enqueue(slog.LevelInfo, "a line")
+	time.Sleep(20 * time.Millisecond)
+	handed := time.Now()
+	go s.run()
+	rec := h.waitFor(t, slog.LevelInfo, "a line")
+	close(s.lines)
+	for _, r := range h.all() {
+		if r.msg == rec && !r.time.Before(handed) {
+			t.Fatalf("the record's time %v is not the line's (before %v)", r.time, handed)
+		}
 	}
 }
