@@ -234,13 +234,14 @@ func TestAnEjectionLogsTheInstanceAndItsReturn(t *testing.T) {
 	}
 }
 
-func TestNoSecretFromTheOptionsReachesALogLine(t *testing.T) {
+func TestNoSecretFromTheOptionsOrTheTargetReachesALogLine(t *testing.T) {
 	h := capture(slog.LevelDebug)
 	secrets := []string{"pa55-w0rd-1", "s3cret-k3y-2"}
-	c := mustNew(t, "nacos://127.0.0.1:1/svc?refresh_interval_ms=20", WithLogger(slog.New(h)),
-		WithOption("nacos_transport", "http"),
+	// One secret as an option, one as a query parameter of the target.
+	c := mustNew(t, "nacos://127.0.0.1:1/svc?refresh_interval_ms=20&secret_key="+secrets[1],
+		WithLogger(slog.New(h)), WithOption("nacos_transport", "http"),
 		WithOption("username", "nacos-user"), WithOption("password", secrets[0]),
-		WithOption("access_key", "ak-id"), WithOption("secret_key", secrets[1]))
+		WithOption("access_key", "ak-id"))
 	h.waitFor(t, slog.LevelWarn, "discovery failed")
 	eventually(t, "five failed fetches", func() bool {
 		st, _ := c.Stats()
@@ -409,5 +410,59 @@ func TestARecordHasTheTimeOfItsLine(t *testing.T) {
 		if r.msg == rec && !r.time.Before(handed) {
 			t.Fatalf("the record's time %v is not the line's (before %v)", r.time, handed)
 		}
+	}
+}
+
+// The library sends at most 10 lines a second per client: a list that changes at every 20 ms
+// refresh loses lines, counted in the metrics and in the next line that goes out.
+func TestTheRateLimitDropsLinesAndSaysHowMany(t *testing.T) {
+	h := capture(slog.LevelInfo)
+	d := newDiscovery(t, "svc")
+	d.set("127.0.0.1:1")
+	c := mustNew(t, d.target(), WithLogger(slog.New(h)))
+	dropped := regexp.MustCompile(`easdirect_log_lines_dropped_total\{[^}]*\} (\d+)`)
+	droppedTotal := func() uint64 {
+		text, err := c.MetricsText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := dropped.FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("no easdirect_log_lines_dropped_total in\n%s", text)
+		}
+		n, _ := strconv.ParseUint(m[1], 10, 64)
+		return n
+	}
+	flip := 0
+	change := func() {
+		flip++
+		d.set("127.0.0.1:1", fmt.Sprintf("127.0.0.1:%d", 2+flip%2))
+	}
+	eventually(t, "lines dropped by the rate limit", func() bool {
+		change()
+		time.Sleep(25 * time.Millisecond) // about one refresh: a new list each time
+		return droppedTotal() > 0
+	})
+	note := regexp.MustCompile(`\((\d+) earlier lines dropped: at most 10 a second\)$`)
+	eventually(t, "a line with the count of those dropped", func() bool {
+		change()
+		time.Sleep(100 * time.Millisecond)
+		for _, r := range h.all() {
+			if note.MatchString(r.msg) {
+				return true
+			}
+		}
+		return false
+	})
+	var said uint64
+	for _, r := range h.all() {
+		if m := note.FindStringSubmatch(r.msg); m != nil {
+			n, _ := strconv.ParseUint(m[1], 10, 64)
+			said += n
+		}
+	}
+	if total := droppedTotal(); said == 0 || said > total {
+		h.dump(t)
+		t.Fatalf("the lines count %d dropped, the metrics %d", said, total)
 	}
 }
