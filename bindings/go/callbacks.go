@@ -50,3 +50,17 @@ func easdirectOnSourceEnd(userData unsafe.Pointer) {
 	cgo.Handle(uintptr(userData)).Delete()
 	liveSources.Add(-1)
 }
+
+//export easdirectLog
+func easdirectLog(userData unsafe.Pointer, level C.int32_t, message *C.char) {
+	// Only a bug here could panic: the line is lost, and nothing unwinds into the library.
+	defer func() { _ = recover() }()
+	cgo.Handle(uintptr(userData)).Value().(*logSink).enqueue(slogLevel(level), C.GoString(message))
+}
+
+//export easdirectOnLogEnd
+func easdirectOnLogEnd(userData unsafe.Pointer) {
+	h := cgo.Handle(uintptr(userData))
+	h.Value().(*logSink).end()
+	h.Delete()
+}

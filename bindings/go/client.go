@@ -22,6 +22,7 @@ import "C"
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
 	"strings"
@@ -41,7 +42,8 @@ type Client struct {
 	service string // eas_client_service: "" for static:// and NewWithSource
 	target  string // eas_client_target: the target, secrets removed
 	names   *nameCache
-	src     *source // the source function of a NewWithSource client, else nil
+	src     *source  // the source function of a NewWithSource client, else nil
+	log     *logSink // where its log lines go; nil when logging is off
 }
 
 // Instance is one discovered instance of the service.
@@ -68,7 +70,9 @@ type Stats struct {
 type Option func(*settings)
 
 type settings struct {
-	kv [][2]string
+	kv        [][2]string
+	logger    *slog.Logger // WithLogger's
+	loggerSet bool         // WithLogger was given (else slog.Default())
 }
 
 // WithOption sets a library option by its key, e.g. WithOption("discovery_path", "/x/{service}").
@@ -133,11 +137,12 @@ func New(target string, opts ...Option) (*Client, error) {
 	if err := checkString("the target", target); err != nil {
 		return nil, err
 	}
-	copts, err := buildOptions(opts)
+	copts, sink, err := buildOptions(opts)
 	if err != nil {
 		return nil, err
 	}
 	if copts != nil {
+		// The client holds what it needs; the log function ends once both are freed.
 		defer C.eas_options_free(copts)
 	}
 	ctarget := C.CString(target)
@@ -148,7 +153,7 @@ func New(target string, opts ...Option) (*Client, error) {
 		return nil, takeError(st, cerr)
 	}
 	service, shown := clientNames(ptr)
-	c := &Client{ptr: ptr, service: service, target: shown, names: &nameCache{}}
+	c := &Client{ptr: ptr, service: service, target: shown, names: &nameCache{}, log: sink}
 	// Frees only when no goroutine can reach c, so no call on it can be running (every method
 	// keeps c alive until its C call has returned).
 	runtime.AddCleanup(c, freeClient, ptr)
@@ -158,26 +163,33 @@ func New(target string, opts ...Option) (*Client, error) {
 func freeClient(p *C.eas_client) { C.eas_client_free(p) }
 
 // buildOptions is the eas_options of opts (to free with eas_options_free), or nil when opts set
-// nothing.
-func buildOptions(opts []Option) (*C.eas_options, error) {
+// nothing and logging is off, with the log sink the options carry (nil when off).
+func buildOptions(opts []Option) (*C.eas_options, *logSink, error) {
 	var s settings
 	for _, o := range opts {
 		o(&s)
 	}
-	if len(s.kv) == 0 {
-		return nil, nil
+	sink, maxLevel := newLogSink(s.logger, s.loggerSet)
+	if len(s.kv) == 0 && sink == nil {
+		return nil, nil, nil
 	}
 	copts := C.eas_options_new()
 	if copts == nil {
-		return nil, &Error{Code: CodePanic, Message: "eas_options_new: out of memory"}
+		return nil, nil, &Error{Code: CodePanic, Message: "eas_options_new: out of memory"}
 	}
 	for _, kv := range s.kv {
 		if err := setOption(copts, kv[0], kv[1]); err != nil {
 			C.eas_options_free(copts)
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return copts, nil
+	if sink != nil {
+		if err := sink.attach(copts, maxLevel); err != nil {
+			C.eas_options_free(copts)
+			return nil, nil, err
+		}
+	}
+	return copts, sink, nil
 }
 
 func setOption(o *C.eas_options, key, value string) error {
@@ -430,14 +442,20 @@ func (c *Client) sourceErr() error {
 }
 
 // Close stops discovery and ends subscriptions (their callbacks have returned when Close
-// returns, unless it is called from inside one); later calls return ErrClosed. It is safe to
-// call more than once and concurrently with any other call. The memory is released once the
-// Client is unreachable.
+// returns, unless it is called from inside one); later calls return ErrClosed. No log line of
+// the client reaches its logger after Close returns (it waits for one being handled, so a
+// slog.Handler must not close a client that logs through it). It is safe to call more than
+// once and concurrently with any other call. The memory is released once the Client is
+// unreachable.
 func (c *Client) Close() error {
 	if c.missing() {
 		return errNoClient
 	}
 	C.eas_client_close(c.ptr)
 	runtime.KeepAlive(c)
+	if c.log != nil {
+		// The library sends no line of c from now on; lines still queued in Go are dropped.
+		c.log.close()
+	}
 	return nil
 }

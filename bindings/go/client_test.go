@@ -507,3 +507,28 @@ func TestServiceNameOfEachTargetForm(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestMetricsTextNamesTheTargetAndSaysErrClosedAfterClose(t *testing.T) {
+	c := mustNew(t, "static://127.0.0.1:1,127.0.0.1:2")
+	text, err := c.MetricsText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"# TYPE easdirect_instances gauge\n",
+		`easdirect_instances{target="static://127.0.0.1:1,127.0.0.1:2"} 2` + "\n",
+		`easdirect_instance_weight{target="static://127.0.0.1:1,127.0.0.1:2",instance="127.0.0.1:2"} 100` + "\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("no %q in\n%s", want, text)
+		}
+	}
+	c.Close()
+	if _, err := c.MetricsText(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("MetricsText after Close: %v", err)
+	}
+	var zero Client
+	if _, err := zero.MetricsText(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("MetricsText of a zero Client: %v", err)
+	}
+}

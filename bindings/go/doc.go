@@ -58,6 +58,15 @@
 // running on it. Subscribe callbacks run on a library background thread shared by every client
 // of the process: keep them short.
 //
+// # Logging and metrics
+//
+// Every client logs through log/slog (slog.Default(), or the logger of WithLogger; nil turns it
+// off) what an operator needs and nothing per request: a failing discovery once per streak
+// (warn) and its recovery, list changes, ejections and back-offs with the instance, snapshot-file
+// and push-stream trouble. MetricsText is the client's and every instance's figures in the
+// Prometheus text format; the module github.com/easdirect/libeasdirect/bindings/go/prometheus
+// has a prometheus.Collector over it, so that this module does not depend on Prometheus.
+//
 // # Errors
 //
 // Errors from the library are *Error values carrying the status Code and a message naming the
@@ -70,7 +79,7 @@
 // be enabled (CGO_ENABLED=1, a C compiler) and PKG_CONFIG_PATH must lead to easdirect.pc.
 // When the package loads it checks the ABI version of the library it got (a shared library
 // found at run time may be another one than the header it was compiled against; it needs ABI
-// 1.2 or a later 1.x): on a mismatch New and NewWithSource return an error wrapping
+// 1.4 or a later 1.x): on a mismatch New and NewWithSource return an error wrapping
 // ErrABIMismatch that says which versions met and what to do.
 //
 // Against the repository's own build, without installing anything:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The Go binding's tests: gofmt, go vet (shared and static builds, examples), go test -race
-# (with the repository's EAS emulator), a static-link smoke test and the examples.
+# (with the repository's EAS emulator), a static-link smoke test, the Prometheus collector's
+# module (prometheus/, its own go.mod: the first run downloads its pinned dependencies through
+# the Go module proxy, later runs use the module cache) and the examples.
 # Assumes the repository's `make build` has run (target/release/libeasdirect.{so,a} and the
 # `easdirect` CLI with its emulator). Exits non-zero on the first failure.
 set -euo pipefail
@@ -40,6 +42,11 @@ go test -race -count=1 -timeout 120s ./...
 step "static link (-tags easdirect_static)"
 go test -tags easdirect_static -count=1 -timeout 60s -run 'Example|TestTheABICheck|TestTheTransportSends' ./...
 
+step "prometheus/ (the collector's module): go vet, go test -race"
+cd "$here/prometheus"
+go vet ./...
+go test -race -count=1 -timeout 60s ./...
+
 step "examples/go"
 cd "$repo/examples/go"
 go vet ./...
@@ -57,7 +64,10 @@ trap 'kill $emu 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do grep -q '^listening ' "$log" && break; sleep 0.1; done
 addr=$(sed -n 's/^listening //p' "$log" | head -n1)
 [ -n "$addr" ] || { echo "the emulator did not start"; cat "$log"; exit 1; }
-go run ./predict -target "eas://$addr/my_service" -n 5
+out=$(go run ./predict -target "eas://$addr/my_service" -n 5 -metrics)
+echo "$out"
+attempts=$(awk '/^easdirect_instance_attempts_total\{/ {n += $NF} END {print n + 0}' <<<"$out")
+[ "$attempts" = 5 ] || { echo "examples/go/predict: 5 requests, $attempts attempts in the metrics"; exit 1; }
 # A streamed LLM call with a session key: LLM backends under a service of their own.
 command -v curl >/dev/null || { echo "run-tests.sh: curl is needed for examples/go/llm" >&2; exit 1; }
 curl -fsS -X POST "http://$addr/_emulator/backends" \

@@ -88,7 +88,7 @@ func NewWithSource(fetch func() ([]Endpoint, error), opts ...Option) (*Client, e
 	if fetch == nil {
 		return nil, &Error{Code: CodeNullParameter, Message: "NewWithSource: fetch is nil"}
 	}
-	copts, err := buildOptions(opts)
+	copts, sink, err := buildOptions(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +106,8 @@ func NewWithSource(fetch func() ([]Endpoint, error), opts ...Option) (*Client, e
 		return nil, takeError(st, cerr)
 	}
 	service, shown := clientNames(ptr)
-	c := &Client{ptr: ptr, service: service, target: shown, names: &nameCache{}, src: src}
+	c := &Client{ptr: ptr, service: service, target: shown, names: &nameCache{}, src: src,
+		log: sink}
 	runtime.AddCleanup(c, freeClient, ptr)
 	return c, nil
 }

@@ -3,7 +3,11 @@
 // error, a timeout, a 5xx or a 429.
 //
 //	easdirect emulate --service my_service --backends 3 &   # prints "listening 127.0.0.1:PORT"
-//	go run ./predict -target eas://127.0.0.1:PORT/my_service -n 20
+//	go run ./predict -target eas://127.0.0.1:PORT/my_service -n 20 -metrics
+//
+// The client's log lines (the list it got, ejections, a failing discovery) go to log/slog's
+// default logger, here standard error; -metrics prints the client's Prometheus samples after
+// the requests (what a /metrics endpoint would serve, without the HELP and TYPE lines).
 package main
 
 import (
@@ -22,6 +26,7 @@ import (
 func main() {
 	target := flag.String("target", "", "the service's target, e.g. eas://127.0.0.1:8080/my_service")
 	n := flag.Int("n", 10, "requests")
+	metrics := flag.Bool("metrics", false, "print the client's metrics samples after the requests")
 	flag.Parse()
 	if *target == "" {
 		log.Fatal("-target is required")
@@ -58,6 +63,17 @@ func main() {
 		fmt.Printf("request %d: %d %s\n", i, resp.StatusCode, strings.TrimSpace(string(body)))
 		if resp.StatusCode >= 400 {
 			failures++
+		}
+	}
+	if *metrics {
+		text, err := client.MetricsText()
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+			if !strings.HasPrefix(line, "#") {
+				fmt.Println(line)
+			}
 		}
 	}
 	if failures > 0 {
