@@ -130,10 +130,17 @@ final class BodyReplay {
                 }
                 overflowed = true;
                 synchronized (this) {
-                    head.add(ByteBuffer.wrap(bytes, 0, len));
+                    // Never an empty buffer: JDK 17 sends it as the chunked body's last chunk.
+                    if (len > 0) {
+                        head.add(ByteBuffer.wrap(bytes, 0, len));
+                    }
                     head.add(b);
                 }
                 result.complete(new BodyReplay(this, false, this));
+                return;
+            }
+            if (!b.hasRemaining()) {
+                upstream.request(1); // dropped, see above: the demand stays whole
                 return;
             }
             Flow.Subscriber<? super ByteBuffer> d;
