@@ -50,6 +50,7 @@ final class Exchange<T> implements BodyHandler<T> {
     }
 
     private static final String RETRY_AFTER = "retry-after";
+    private static final String JDK_SUBSCRIBERS = "jdk.internal.net.http.ResponseSubscribers$";
 
     private final EasHttpClient owner;
     private final HttpRequest request;
@@ -143,7 +144,29 @@ final class Exchange<T> implements BodyHandler<T> {
             end(Body.DROPPED);
             throw e;
         }
+        if (endsWithBody(mine)) {
+            // Its body is whole when its getBody completes: one step there keeps the JDK's
+            // subscriber as it is (a subscriber of the caller's own would move the body's
+            // delivery to the executor).
+            return BodySubscribers.mapping(mine, this::done);
+        }
         return new Tracked(mine);
+    }
+
+    private T done(T body) {
+        end(Body.DONE);
+        return body;
+    }
+
+    /**
+     * The JDK's subscribers whose body is complete when {@code getBody()} completes
+     * ({@code ofString}, {@code ofByteArray}, {@code ofFile}, {@code discarding},
+     * {@code replacing}); a cut body fails it, and the send with it.
+     */
+    private static boolean endsWithBody(BodySubscriber<?> s) {
+        String n = s.getClass().getName();
+        return n.startsWith(JDK_SUBSCRIBERS) && (n.endsWith("$ByteArraySubscriber")
+                || n.endsWith("$PathSubscriber") || n.endsWith("$NullSubscriber"));
     }
 
     private static Outcome outcomeOf(int status) {

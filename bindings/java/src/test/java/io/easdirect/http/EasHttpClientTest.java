@@ -240,6 +240,52 @@ class EasHttpClientTest {
         assertEquals(0, c.instanceStats().get(0).failures(), "a drop is not a failure");
     }
 
+    /** A streamed answer that its instance cuts (it dies mid-stream): a failure of it. */
+    private void cutMidBody(boolean streamed) throws Exception {
+        List<Integer> llm = emu.addBackends(service, 1,
+                "{\"base_ms\":5,\"per_token_ms\":20,\"tokens_sigma\":0,\"mean_tokens\":100}");
+        EasClient c = client(llm);
+        EasHttpClient http = EasHttpClient.newBuilder(c).httpClient(BASE).build();
+        HttpRequest req = HttpRequest.newBuilder(URI.create("http://" + service + "/v1/completions"))
+                .header("x-stream", "true").header("x-tokens", "100")
+                .POST(HttpRequest.BodyPublishers.ofString("{}")).build();
+        Thread killer = new Thread(() -> {
+            try {
+                Thread.sleep(300);
+            } catch (InterruptedException e) {
+                return;
+            }
+            emu.setBackendMode(llm.get(0), "{\"mode\":\"dead\"}");
+        });
+        killer.start();
+        try {
+            if (streamed) {
+                HttpResponse<InputStream> r = http.send(req, HttpResponse.BodyHandlers.ofInputStream());
+                assertEquals(200, r.statusCode());
+                try (InputStream in = r.body()) {
+                    assertThrows(IOException.class, in::readAllBytes);
+                }
+            } else {
+                assertThrows(IOException.class,
+                        () -> http.send(req, HttpResponse.BodyHandlers.ofString()));
+            }
+        } finally {
+            killer.join();
+        }
+        assertEquals(0, inFlight(c));
+        assertEquals(1, c.instanceStats().get(0).failures(), "a body cut is a failure");
+    }
+
+    @Test
+    void a_streamed_answer_cut_by_the_instance_counts_a_failure() throws Exception {
+        cutMidBody(true);
+    }
+
+    @Test
+    void a_whole_answer_cut_by_the_instance_is_an_error_and_a_failure() throws Exception {
+        cutMidBody(false);
+    }
+
     @Test
     void affinity_by_a_function_keeps_one_instance() throws Exception {
         EasClient c = client(ports);
