@@ -11,7 +11,7 @@ import java.util.Arrays;
 /**
  * The HTTP helper's overhead over the plain JDK client: the same GET to the same zero-delay
  * loopback backend (the emulator's echo backend), through one HTTP/1.1 {@link HttpClient}
- * (keep-alive), plainly and through {@link EasHttpClient} (host rewrite, one call per request
+ * configuration (HTTP/1.1, keep-alive), plainly and through {@link EasHttpClient} (host rewrite, one call per request
  * with its next/record/finish, the load-report header asked and read, the body subscriber
  * wrapped), with {@code send} and with {@code sendAsync(...).get()}.
  *
@@ -37,8 +37,15 @@ public final class HelperBench {
         int warmup = args.length > 1 ? Integer.parseInt(args[1]) : 5000;
         int rounds = args.length > 2 ? Integer.parseInt(args[2]) : 10000;
         try (EasClient client = EasClient.open("static://" + echo)) {
-            HttpClient base = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
-            EasHttpClient helper = EasHttpClient.newBuilder(client).httpClient(base)
+            // One client (one connection pool, kept alive) per kind: a request never waits for
+            // the connection that the request before it, of another kind, is handing back.
+            HttpClient[] bases = new HttpClient[4];
+            for (int i = 0; i < bases.length; i++) {
+                bases[i] = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+            }
+            EasHttpClient helper = EasHttpClient.newBuilder(client).httpClient(bases[1])
+                    .hostAliases("bench.local").build();
+            EasHttpClient helperAsync = EasHttpClient.newBuilder(client).httpClient(bases[3])
                     .hostAliases("bench.local").build();
             HttpRequest plainReq = HttpRequest.newBuilder(URI.create("http://" + echo + "/v1/x?y=1"))
                     .build();
@@ -46,10 +53,10 @@ public final class HelperBench {
                     .build();
             String[] names = {"plain send", "helper send", "plain sendAsync", "helper sendAsync"};
             Request[] kinds = {
-                () -> base.send(plainReq, HttpResponse.BodyHandlers.ofString()),
+                () -> bases[0].send(plainReq, HttpResponse.BodyHandlers.ofString()),
                 () -> helper.send(helperReq, HttpResponse.BodyHandlers.ofString()),
-                () -> base.sendAsync(plainReq, HttpResponse.BodyHandlers.ofString()).get(),
-                () -> helper.sendAsync(helperReq, HttpResponse.BodyHandlers.ofString()).get(),
+                () -> bases[2].sendAsync(plainReq, HttpResponse.BodyHandlers.ofString()).get(),
+                () -> helperAsync.sendAsync(helperReq, HttpResponse.BodyHandlers.ofString()).get(),
             };
             long[][] ns = new long[kinds.length][rounds];
             for (int r = -warmup; r < rounds; r++) {
