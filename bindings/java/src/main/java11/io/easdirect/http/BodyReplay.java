@@ -59,6 +59,11 @@ final class BodyReplay {
             return CompletableFuture.completedFuture(new BodyReplay(pub, false, null));
         }
         Buffering b = new Buffering(limit, length);
+        b.result.whenComplete((r, e) -> {
+            if (b.result.isCancelled()) {
+                b.releaseUnsent(); // the caller gave up while it was being read
+            }
+        });
         pub.subscribe(b);
         return b.result;
     }

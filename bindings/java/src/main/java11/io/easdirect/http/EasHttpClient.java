@@ -97,6 +97,8 @@ import javax.net.ssl.SSLParameters;
 public final class EasHttpClient extends HttpClient {
     /** Default of {@link Builder#maxBufferedBody}. */
     public static final long DEFAULT_MAX_BUFFERED_BODY = 8L << 20;
+    /** The connect timeout of the default base client (the attempt timeout when shorter). */
+    private static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(10);
     private static final String AUTHORIZATION = "Authorization";
     private static final String LOAD_FORMAT = "endpoint-load-metrics-format";
     private static final String IDEMPOTENCY_KEY = "Idempotency-Key";
@@ -118,8 +120,11 @@ public final class EasHttpClient extends HttpClient {
 
     private EasHttpClient(Builder b) {
         this.client = b.client;
-        this.base = b.base != null ? b.base
-                : HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+        this.base = b.base != null ? b.base : HttpClient.newBuilder()
+                .version(HttpClient.Version.HTTP_1_1)
+                .connectTimeout(b.attemptTimeout.compareTo(DEFAULT_CONNECT_TIMEOUT) < 0
+                        ? b.attemptTimeout : DEFAULT_CONNECT_TIMEOUT)
+                .build();
         Set<String> h = new HashSet<>();
         if (!client.service().isEmpty()) {
             h.add(normalize(client.service()));
@@ -165,7 +170,9 @@ public final class EasHttpClient extends HttpClient {
 
         /**
          * The client that sends the requests (its connect timeout, proxy, TLS, redirects and
-         * executor apply). Default: a new HTTP/1.1 client.
+         * executor apply). Default: a new HTTP/1.1 client with a connect timeout of 10 s (the
+         * attempt timeout when shorter), so that an instance that never accepts counts as a
+         * connect failure (nothing sent: retried whatever the method).
          */
         public Builder httpClient(HttpClient base) {
             this.base = Objects.requireNonNull(base, "base");
