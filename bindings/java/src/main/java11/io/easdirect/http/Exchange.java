@@ -63,6 +63,7 @@ final class Exchange<T> implements BodyHandler<T> {
     private boolean open;         // that attempt is not recorded yet
     private boolean sendPending;  // it was taken while a retried answer drained: not sent yet
     private boolean delivered;    // the caller's body subscriber has the answer
+    private boolean wholeBody;    // ... and it is one of the JDK's that read the body whole
     private boolean cancelled;    // the caller gave up
     private boolean ended;        // the call is closed
     private int attempts;
@@ -145,23 +146,22 @@ final class Exchange<T> implements BodyHandler<T> {
             throw e;
         }
         if (endsWithBody(mine)) {
-            // Its body is whole when its getBody completes: one step there keeps the JDK's
-            // subscriber as it is (a subscriber of the caller's own would move the body's
-            // delivery to the executor).
-            return BodySubscribers.mapping(mine, this::done);
+            // The send ends when its body does: after() ends the attempt. The JDK's subscriber
+            // stays as it is (a subscriber of the caller's own would move the body's delivery
+            // to the executor).
+            synchronized (this) {
+                wholeBody = true;
+            }
+            return mine;
         }
         return new Tracked(mine);
-    }
-
-    private T done(T body) {
-        end(Body.DONE);
-        return body;
     }
 
     /**
      * The JDK's subscribers whose body is complete when {@code getBody()} completes
      * ({@code ofString}, {@code ofByteArray}, {@code ofFile}, {@code discarding},
-     * {@code replacing}); a cut body fails it, and the send with it.
+     * {@code replacing}), so the send returns (its future completes) once the body is whole; a
+     * cut body fails it, and the send with it.
      */
     private static boolean endsWithBody(BodySubscriber<?> s) {
         String n = s.getClass().getName();
@@ -198,6 +198,9 @@ final class Exchange<T> implements BodyHandler<T> {
             return Step.RETRY;
         }
         if (error == null) {
+            if (wholeBody) {
+                end(Body.DONE); // its body was read whole before the send returned
+            }
             return Step.RETURN;
         }
         Throwable e = unwrap(error);

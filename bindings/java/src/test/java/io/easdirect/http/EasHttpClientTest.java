@@ -76,8 +76,17 @@ class EasHttpClientTest {
 
     /** A ready client of a service of the test's own that lists these ports. */
     private EasClient client(List<Integer> listed) {
-        emu.list(service, listed);
-        EasClient c = EasClient.open(emu.target(service));
+        return client(emu, listed);
+    }
+
+    /**
+     * The same on another emulator: tests that kill a backend run on one of their own, since
+     * the port of a dead backend may come back for a later one, whose mode the emulator would
+     * then set on the dead one.
+     */
+    private EasClient client(Emulator on, List<Integer> listed) {
+        on.list(service, listed);
+        EasClient c = EasClient.open(on.target(service));
         clients.add(c);
         c.waitReady(Duration.ofSeconds(5));
         return c;
@@ -119,8 +128,14 @@ class EasHttpClientTest {
      * listed), then discovery answers an empty list; not one request fails.
      */
     private void failureScenario(boolean async) throws Exception {
-        List<Integer> mine = emu.addBackends(service, 3, null); // one of them dies
-        EasClient c = client(mine);
+        try (Emulator own = Emulator.start(service, 3)) {
+            failureScenario(own, async);
+        }
+    }
+
+    private void failureScenario(Emulator emu, boolean async) throws Exception {
+        List<Integer> mine = emu.backends; // one of them dies
+        EasClient c = client(emu, mine);
         EasHttpClient http = EasHttpClient.newBuilder(c).httpClient(BASE).build();
         int bad = mine.get(0);
         int failed = 0;
@@ -242,9 +257,15 @@ class EasHttpClientTest {
 
     /** A streamed answer that its instance cuts (it dies mid-stream): a failure of it. */
     private void cutMidBody(boolean streamed) throws Exception {
+        try (Emulator own = Emulator.start(service, 0)) {
+            cutMidBody(own, streamed);
+        }
+    }
+
+    private void cutMidBody(Emulator emu, boolean streamed) throws Exception {
         List<Integer> llm = emu.addBackends(service, 1,
                 "{\"base_ms\":5,\"per_token_ms\":20,\"tokens_sigma\":0,\"mean_tokens\":100}");
-        EasClient c = client(llm);
+        EasClient c = client(emu, llm);
         EasHttpClient http = EasHttpClient.newBuilder(c).httpClient(BASE).build();
         HttpRequest req = HttpRequest.newBuilder(URI.create("http://" + service + "/v1/completions"))
                 .header("x-stream", "true").header("x-tokens", "100")

@@ -101,23 +101,35 @@ class HelperCasesTest {
         return (String) table.get("service");
     }
 
-    /** Starts one backend per spec, listed (in order) as the service's items; their ports. */
+    /** Every port a backend of this emulator has had (a dead one's port may come again). */
+    private static final Set<Integer> USED_PORTS = new HashSet<>();
+
+    /**
+     * Starts one backend per spec, then lists them (in order, weight 100) as the service's
+     * items; their ports. A backend on a port that an earlier, dead backend had is left aside:
+     * the emulator would apply its mode to the dead one (the first of that port in its list).
+     */
     static List<Integer> startBackends(String service, List<Object> specs, boolean replace) {
         List<Integer> ports = new ArrayList<>();
-        for (int i = 0; i < specs.size(); i++) {
-            Map<String, Object> spec = map(specs.get(i));
+        for (Object o : specs) {
+            Map<String, Object> spec = map(o);
             Map<String, Object> req = new LinkedHashMap<>();
-            req.put("service", service);
+            req.put("service", "unlisted-" + service);
             req.put("count", 1);
-            req.put("replace", replace && i == 0);
             if (spec.containsKey("llm")) {
                 req.put("kind", "llm");
                 req.put("llm", spec.get("llm"));
             }
-            String answer = emu.call("POST", "/_emulator/backends", Json.write(req));
-            int port = ((Number) map(list(Json.parse(answer)).get(0)).get("port")).intValue();
+            int port;
+            do {
+                String answer = emu.call("POST", "/_emulator/backends", Json.write(req));
+                port = ((Number) map(list(Json.parse(answer)).get(0)).get("port")).intValue();
+            } while (!USED_PORTS.add(port));
             ports.add(port);
             setMode(port, spec);
+        }
+        if (replace) {
+            emu.list(service, ports);
         }
         return ports;
     }
@@ -135,7 +147,7 @@ class HelperCasesTest {
             Map<String, Object> b = map(o);
             int port = ((Number) b.get("port")).intValue();
             if (ports.contains(port)) {
-                out.put(port, b);
+                assertNull(out.put(port, b), "one backend of port " + port);
             }
         }
         return out;
@@ -272,7 +284,8 @@ class HelperCasesTest {
                     client.close();
                 }
                 for (int p : ports) {
-                    emu.setBackendMode(p, "{\"mode\":\"dead\"}");
+                    // Parked requests end; the port stays taken (a dead backend frees it).
+                    emu.setBackendMode(p, "{\"mode\":\"ok\"}");
                 }
                 if (file != null) {
                     Files.deleteIfExists(file);
