@@ -18,7 +18,8 @@ import java.util.Arrays;
  * <p>Not JMH: the four kinds of request are interleaved, one of each per round, and every
  * request is timed, so that a shared machine's load drifts over all four alike (separate JMH
  * forks, a few seconds apart, met loads from 2 to 70 on this machine's 2 cores). The figure is
- * each kind's median per request; the overhead is the helper's median minus the plain one's.
+ * each kind's median per request; the overhead is the helper's median minus the plain one's,
+ * and the median of each round's difference (the helper's request minus the plain one's).
  *
  * <p>{@code java -Deasdirect.backend=panama|jni -cp ... io.easdirect.bench.HelperBench
  * HOST:PORT [WARMUP_ROUNDS] [ROUNDS]}
@@ -26,6 +27,16 @@ import java.util.Arrays;
 public final class HelperBench {
     private interface Request {
         HttpResponse<String> send() throws Exception;
+    }
+
+    /** The median of {@code a[r] - b[r]}, in us: each round's two requests met the same load. */
+    private static double pairedMedian(long[] a, long[] b) {
+        long[] d = new long[a.length];
+        for (int r = 0; r < a.length; r++) {
+            d[r] = a[r] - b[r];
+        }
+        Arrays.sort(d);
+        return d[d.length / 2] / 1e3;
     }
 
     public static void main(String[] args) throws Exception {
@@ -86,6 +97,8 @@ public final class HelperBench {
             }
             System.out.printf("overhead (median): send %.1f us, sendAsync %.1f us%n",
                     median[1] - median[0], median[3] - median[2]);
+            System.out.printf("overhead (median of the rounds' differences): send %.1f us,"
+                    + " sendAsync %.1f us%n", pairedMedian(ns[1], ns[0]), pairedMedian(ns[3], ns[2]));
         }
     }
 }
