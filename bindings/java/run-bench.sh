@@ -6,7 +6,12 @@
 #     select on the same static:// client of 100 instances, on both backends (CallBench);
 #   - in the same run, nacos-client 2.x's selectOneHealthyInstance on the same 100 instances,
 #     registered in rnacos (libeasdirect reads them from rnacos too, through nacos:// targets);
-#   - then JNI and nacos-client again on JDK 17.
+#   - then JNI and nacos-client again on JDK 17;
+#   - the HTTP helper's overhead over the plain JDK client to the emulator's zero-delay echo
+#     backend on loopback, median per request, send and sendAsync, on both backends
+#     (HelperBench, interleaved requests rather than JMH).
+# `run-bench.sh helper` runs HelperBench alone (newest JDK, both backends; about a minute).
+# HELPER_BENCH_ROUNDS="WARMUP ROUNDS" (default "5000 10000") sets its rounds.
 # Prints the JMH tables and, per JDK, the medians and the nacos-client/easdirect ratios.
 #
 # Assumes the repository's `make build` has run; rnacos is taken from
@@ -19,7 +24,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${EASDIRECT_CACHE:-$HOME/.cache/easdirect}
 rnacos=${EASDIRECT_RNACOS:-$cache/tools/rnacos-0.8.8/bin/rnacos}
-jmh_args=${JMH_ARGS:--f 1 -wi 2 -w 1s -i 5 -r 1s}
+mode=${1:-all}
+case $mode in
+  all) jmh_args=${JMH_ARGS:--f 1 -wi 2 -w 1s -i 5 -r 1s} ;;
+  helper) jmh_args=${JMH_ARGS:--f 1 -wi 2 -w 1s -i 3 -r 1s} ;;
+  *) echo "usage: run-bench.sh [helper]" >&2; exit 2 ;;
+esac
 
 [ -e "$repo/target/release/libeasdirect.so" ] || {
   echo "run-bench.sh: target/release/libeasdirect.so is missing: run 'make build' first" >&2; exit 1; }
@@ -66,7 +76,33 @@ trap cleanup EXIT
 free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 jvm_args="--enable-native-access=ALL-UNNAMED -DJM.LOG.PATH=$work/nacos-logs -DJM.SNAPSHOT.PATH=$work/nacos-cache"
+
+# The emulator's echo backend for HelperBench (zero delay, loopback).
+"$repo/target/release/easdirect" emulate --listen 127.0.0.1:0 --service bench --backends 1 \
+  >"$work/emulator.log" 2>&1 &
+emu=$!
+trap 'kill $emu 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 100); do grep -q '^backends ' "$work/emulator.log" && break; sleep 0.1; done
+echo_backend=$(sed -n 's/^backends //p' "$work/emulator.log" | head -n1)
+[ -n "$echo_backend" ] || { echo "run-bench.sh: the emulator did not start"; cat "$work/emulator.log"; exit 1; }
+
 benches='io.easdirect.bench.(SelectBench|NacosBench|CallBench)'
+# HelperBench: interleaved plain and helper requests, medians (not JMH: see its doc comment).
+helper_bench() {
+  local java=$1 backend=$2
+  shift 2
+  "$java" "$@" -Deasdirect.backend="$backend" -cp "$cp" io.easdirect.bench.HelperBench \
+    "$echo_backend" "${HELPER_BENCH_ROUNDS[@]}"
+}
+HELPER_BENCH_ROUNDS=(${HELPER_BENCH_ROUNDS:-5000 10000})
+if [ "$mode" = helper ]; then
+  echo
+  echo "== JDK $newest: HelperBench, panama and jni; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  helper_bench "$JDK_NEWEST/bin/java" panama --enable-native-access=ALL-UNNAMED
+  helper_bench "$JDK_NEWEST/bin/java" jni
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  exit 0
+fi
 if [ -x "$rnacos" ]; then
   port=
   for _ in $(seq 200); do
@@ -108,4 +144,12 @@ if [ -n "${JDK17:-}" ]; then
   # shellcheck disable=SC2086
   "$JDK17/bin/java" -cp "$cp" io.easdirect.bench.Summary -foe true $jmh_args -p backend=jni \
     -jvmArgsAppend "$jvm_args" "$benches"
+fi
+
+echo
+echo "== HelperBench: JDK $newest (panama, jni)${JDK17:+ and JDK 17 (jni)}"
+helper_bench "$JDK_NEWEST/bin/java" panama --enable-native-access=ALL-UNNAMED
+helper_bench "$JDK_NEWEST/bin/java" jni
+if [ -n "${JDK17:-}" ]; then
+  helper_bench "$JDK17/bin/java" jni
 fi

@@ -85,5 +85,15 @@ for _ in $(seq 100); do grep -q '^backends ' "$log" && break; sleep 0.1; done
 addr=$(sed -n 's/^listening //p' "$log" | head -n1)
 [ -n "$addr" ] || { echo "the emulator did not start"; cat "$log"; exit 1; }
 "$JDK17/bin/java" -cp "$jar" "$repo/examples/java/Predict.java" "eas://$addr/my_service" 5
+# Two LLM backends (server-sent events) under my_llm, for the streamed chat with a session key.
+llm='{"service":"my_llm","count":2,"replace":true,"kind":"llm","llm":{"base_ms":5,"per_token_ms":2,"mean_tokens":12,"tokens_sigma":0}}'
+exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}"
+printf 'POST /_emulator/backends HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+  "$addr" "${#llm}" "$llm" >&3
+head -n1 <&3 | grep -q ' 200 ' || { echo "the emulator did not start the LLM backends"; exit 1; }
+exec 3<&-
+"$JDK17/bin/java" -cp "$jar" "$repo/examples/java/StreamChat.java" "eas://$addr/my_llm" session-42 3
+"$JDK_NEWEST/bin/java" --enable-native-access=ALL-UNNAMED -cp "$jar" \
+  "$repo/examples/java/StreamChat.java" "eas://$addr/my_llm" session-7 2
 
 printf '\nJava binding: all tests passed on JDK %s (panama, jni) and JDK 17 (jni)\n' "$newest"

@@ -172,7 +172,11 @@ public final class Emulator implements AutoCloseable {
         call("PUT", path, body);
     }
 
-    private String call(String method, String path, String body) {
+    /**
+     * A control API request ({@code body} JSON, or null); asserts 204 for a PUT, else 200, and
+     * returns the answer's body.
+     */
+    public String call(String method, String path, String body) {
         HttpRequest req = HttpRequest.newBuilder(URI.create("http://" + addr + path))
                 .method(method, body == null ? HttpRequest.BodyPublishers.noBody()
                         : HttpRequest.BodyPublishers.ofString(body))

@@ -1,5 +1,7 @@
 package io.easdirect.http;
 
+import io.easdirect.CallOption;
+import io.easdirect.EasCall;
 import io.easdirect.EasClient;
 import io.easdirect.EasException;
 import io.easdirect.Instance;
@@ -12,13 +14,11 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.net.http.HttpResponse.BodyHandler;
-import java.net.http.HttpResponse.BodySubscriber;
-import java.net.http.HttpResponse.BodySubscribers;
 import java.net.http.HttpResponse.PushPromiseHandler;
 import java.net.http.WebSocket;
+import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
@@ -27,7 +27,7 @@ import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CompletionException;
+import java.util.concurrent.CancellationException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executor;
 import java.util.function.Function;
@@ -35,73 +35,116 @@ import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLParameters;
 
 /**
- * A {@link HttpClient} that sends the requests addressed to a service to one of its instances,
- * picked by an {@link EasClient}, and retries on another one. A drop-in for any code that takes
- * an {@code HttpClient}; requests to other hosts go to the base client unchanged.
+ * A {@link HttpClient} that sends the requests addressed to a service to its instances: each
+ * request drives one call of the {@link EasClient} ({@link EasClient#beginCall}), which picks
+ * the instance of each attempt (by load, or by affinity for a keyed request) and decides
+ * whether to retry. A drop-in for any code that takes an {@code HttpClient}; requests to other
+ * hosts go to the base client unchanged.
  *
  * <pre>{@code
  * EasClient eas = EasClient.open("eas://1.2.3.4:8080/my_service");
- * HttpClient http = EasHttpClient.newBuilder(eas).build();
+ * HttpClient http = EasHttpClient.newBuilder(eas).token(System.getenv("EAS_TOKEN")).build();
  * HttpResponse<String> r = http.send(
  *         HttpRequest.newBuilder(URI.create("http://my-service/api/predict/my_service"))
  *                 .POST(HttpRequest.BodyPublishers.ofString("{...}")).build(),
  *         HttpResponse.BodyHandlers.ofString());
  * }</pre>
  *
- * <p>It follows the one policy of every libeasdirect binding:
+ * <p>What it does, the same in every libeasdirect binding:
  * <ul>
- *   <li>A request whose URL host is the client's service name, or an alias given to the
- *       builder (compared case-insensitively, port ignored), goes to
- *       {@code http://{instance.host}} (https with {@link Builder#scheme}) with the same path
- *       and query. A name with {@code _} is not a valid URI host, so the name with each
- *       {@code _} replaced by {@code -} matches too ({@code my_service} as
- *       {@code http://my-service/...}). A {@code static://} target has no name: give an
- *       alias.</li>
- *   <li>A connection error, a timeout (the request's own {@link HttpRequest#timeout()}, which
- *       bounds each attempt), a 5xx or a 429 is reported with
- *       {@link EasClient#reportFailure} and retried on a different instance (exclusion); any
- *       other answer, a 4xx included, is reported with {@link EasClient#reportSuccess} and
- *       returned at once.</li>
- *   <li>3 attempts in all by default ({@link Builder#maxAttempts}), never more than the
- *       number of instances; every method is retried, since EAS predict calls are POSTs,
- *       unless {@link Builder#idempotentRetriesOnly}.</li>
- *   <li>The body publisher is subscribed again for each attempt: the publishers of
- *       {@link HttpRequest.BodyPublishers} (ofString, ofByteArray, ofFile, ofInputStream with a
- *       supplier of new streams) replay the body.</li>
- *   <li>When every attempt failed, the last answer (a 5xx or 429 response, its body read by
- *       the caller's handler) is returned, or the last exception thrown, with the earlier
- *       ones attached as suppressed. An interrupt is not retried and reports nothing.</li>
+ *   <li>A request whose URL host is the client's service name ({@link EasClient#service()})
+ *       or an alias given to the builder goes to {@code http://{instance host:port}}
+ *       ({@code https} with {@link Builder#scheme}), path and query kept exactly. Names are
+ *       compared case-insensitively, port ignored, with {@code _} and {@code -} alike: EAS
+ *       service names hold {@code _}, which {@link URI} does not take as a host, so write
+ *       {@code http://my-service/...} for {@code my_service} (a request whose URI has
+ *       {@code my_service} as its authority, from an {@code HttpRequest} of your own, matches
+ *       too).</li>
+ *   <li>Retries follow the call: the core's {@code max_attempts} client option (default 3),
+ *       never the same instance twice; a 5xx, a 429, a refused connection, a reset or a timeout
+ *       move to another instance, a 1xx-4xx answer is returned at once. Every method is
+ *       retried, since EAS predict calls are POSTs, unless
+ *       {@link Builder#idempotentRetriesOnly}. A retry happens only before any byte of the
+ *       answer reached the caller: the body of an answer that is retried is drained.</li>
+ *   <li>Each attempt waits at most {@link Builder#attemptTimeout} (default 60 s) for the
+ *       response headers, or the request's own {@link HttpRequest#timeout()} when shorter: a
+ *       hung instance costs one attempt.</li>
+ *   <li>Bodies: {@code ofByteArray}, {@code ofString}, {@code ofFile} and {@code noBody} are sent
+ *       whole on every attempt. Any other publisher ({@code ofInputStream}, whose supplier may
+ *       hand out the same stream twice, {@code fromPublisher}, your own) is read once, up to
+ *       {@link Builder#maxBufferedBody} (default 8 MiB), and those bytes are sent on every
+ *       attempt; a longer one is sent once, whole, without retry. Never a truncated or empty
+ *       resend.</li>
+ *   <li>The attempt that answers stays in flight on its instance until its body ends: read to
+ *       its end, cut by the instance (a failure of the instance), or dropped by the caller
+ *       (closing the {@code InputStream} of {@code BodyHandlers.ofInputStream()}, cancelling the
+ *       subscription). A streamed LLM answer keeps its instance busy as long as it streams.</li>
+ *   <li>With no answer after the last attempt, the last attempt's exception is thrown (a
+ *       {@link java.net.http.HttpTimeoutException}, a {@link java.net.ConnectException}, an
+ *       {@link IOException}; the earlier ones attached as suppressed); with no instance to try
+ *       at all, an {@link IOException} whose cause is the {@link EasException}
+ *       ({@link io.easdirect.EasStatus#NO_INSTANCE}, or {@code CLOSED}). A caller who gives up
+ *       ({@link Thread#interrupt()} during {@link #send}, {@code cancel} on the future of
+ *       {@link #sendAsync}) gets its {@link InterruptedException} or
+ *       {@link java.util.concurrent.CancellationException}; nothing is counted against the
+ *       instance. A request that got its answer is never turned into an error afterwards (the
+ *       EasClient closed meanwhile, say).</li>
  * </ul>
  *
- * <p>Closing it closes neither the base client nor the EasClient.
+ * <p>Closing it closes neither the base client nor the EasClient. {@link #toString()} never
+ * shows the token.
  */
 public final class EasHttpClient extends HttpClient {
+    /** Default of {@link Builder#maxBufferedBody}. */
+    public static final long DEFAULT_MAX_BUFFERED_BODY = 8L << 20;
+    /** The connect timeout of the default base client (the attempt timeout when shorter). */
+    private static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(10);
+    private static final String AUTHORIZATION = "Authorization";
+    private static final String LOAD_FORMAT = "endpoint-load-metrics-format";
+    private static final String IDEMPOTENCY_KEY = "Idempotency-Key";
+    private static final CallOption[] IDEMPOTENT = new CallOption[0];
+    private static final CallOption[] NOT_IDEMPOTENT = {CallOption.NOT_IDEMPOTENT};
+
     private final EasClient client;
     private final HttpClient base;
-    private final Set<String> hosts;
+    private final Set<String> hosts; // lower case, '_' as '-'
     private final String scheme;
-    private final int maxAttempts;
+    private final String token; // never printed
+    private final boolean loadReports;
+    private final Duration attemptTimeout;
     private final boolean idempotentOnly;
+    private final String affinityHeader;
+    private final Function<HttpRequest, byte[]> affinityKey;
+    private final int maxAttempts;
+    private final long maxBufferedBody;
 
     private EasHttpClient(Builder b) {
         this.client = b.client;
-        this.base = b.base != null ? b.base
-                : HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+        this.base = b.base != null ? b.base : HttpClient.newBuilder()
+                .version(HttpClient.Version.HTTP_1_1)
+                .connectTimeout(b.attemptTimeout.compareTo(DEFAULT_CONNECT_TIMEOUT) < 0
+                        ? b.attemptTimeout : DEFAULT_CONNECT_TIMEOUT)
+                .build();
         Set<String> h = new HashSet<>();
-        client.serviceName().ifPresent(s -> {
-            h.add(s.toLowerCase(Locale.ROOT));
-            h.add(s.replace('_', '-').toLowerCase(Locale.ROOT));
-        });
+        if (!client.service().isEmpty()) {
+            h.add(normalize(client.service()));
+        }
         for (String alias : b.aliases) {
-            h.add(alias.toLowerCase(Locale.ROOT));
+            h.add(normalize(alias));
         }
         this.hosts = h;
         this.scheme = b.scheme;
-        this.maxAttempts = b.maxAttempts;
+        this.token = b.token;
+        this.loadReports = b.loadReports;
+        this.attemptTimeout = b.attemptTimeout;
         this.idempotentOnly = b.idempotentOnly;
+        this.affinityHeader = b.affinityHeader;
+        this.affinityKey = b.affinityKey;
+        this.maxAttempts = b.maxAttempts;
+        this.maxBufferedBody = b.maxBufferedBody;
     }
 
-    /** A builder of a client that picks instances with {@code client}. */
+    /** A builder of a client that sends to the instances of {@code client}. */
     public static Builder newBuilder(EasClient client) {
         return new Builder(Objects.requireNonNull(client, "client"));
     }
@@ -112,26 +155,40 @@ public final class EasHttpClient extends HttpClient {
         private HttpClient base;
         private final List<String> aliases = new ArrayList<>();
         private String scheme = "http";
-        private int maxAttempts = 3;
+        private String token;
+        private boolean loadReports = true;
+        private Duration attemptTimeout = Duration.ofSeconds(60);
         private boolean idempotentOnly;
+        private String affinityHeader;
+        private Function<HttpRequest, byte[]> affinityKey;
+        private int maxAttempts = Integer.MAX_VALUE;
+        private long maxBufferedBody = DEFAULT_MAX_BUFFERED_BODY;
 
         private Builder(EasClient client) {
             this.client = client;
         }
 
         /**
-         * The client that sends the requests (its timeouts, proxy, TLS and executor apply).
-         * Default: a new HTTP/1.1 client.
+         * The client that sends the requests (its connect timeout, proxy, TLS, redirects and
+         * executor apply). Default: a new HTTP/1.1 client with a connect timeout of 10 s (the
+         * attempt timeout when shorter), so that an instance that never accepts counts as a
+         * connect failure (nothing sent: retried whatever the method).
          */
         public Builder httpClient(HttpClient base) {
             this.base = Objects.requireNonNull(base, "base");
             return this;
         }
 
-        /** More URL hosts to send to the service, besides its name. */
+        /**
+         * More URL hosts to send to the service, besides its name (needed for a
+         * {@code static://} target, which names none); matched like the name.
+         */
         public Builder hostAliases(String... hosts) {
             for (String h : Objects.requireNonNull(hosts, "hosts")) {
-                aliases.add(Objects.requireNonNull(h, "host alias"));
+                if (Objects.requireNonNull(h, "host alias").isEmpty()) {
+                    throw new IllegalArgumentException("a host alias is empty");
+                }
+                aliases.add(h);
             }
             return this;
         }
@@ -145,7 +202,94 @@ public final class EasHttpClient extends HttpClient {
             return this;
         }
 
-        /** Instances one request may try in all (default 3; at least 1: no retry). */
+        /**
+         * The EAS service token, sent as the {@code Authorization} header of requests to the
+         * service that carry none. Never printed. {@code null}: none (the default).
+         *
+         * @throws IllegalArgumentException when it is empty or holds a character a header
+         *     value cannot (the message does not show it)
+         */
+        public Builder token(String token) {
+            if (token != null) {
+                if (token.isEmpty()) {
+                    throw new IllegalArgumentException("the token is empty");
+                }
+                for (int i = 0; i < token.length(); i++) {
+                    char c = token.charAt(i);
+                    if (c < 0x20 && c != '\t' || c >= 0x7f) {
+                        throw new IllegalArgumentException("the token holds a character at index "
+                                + i + " that a header value cannot hold");
+                    }
+                }
+            }
+            this.token = token;
+            return this;
+        }
+
+        /**
+         * Whether to ask each instance for its load ({@code endpoint-load-metrics-format: text},
+         * as vLLM and Triton answer) and pass the answer's {@code endpoint-load-metrics} to the
+         * core, which balances on it. Default true.
+         */
+        public Builder loadReports(boolean on) {
+            this.loadReports = on;
+            return this;
+        }
+
+        /**
+         * How long each attempt waits for the response headers (default 60 s); a request's own
+         * {@link HttpRequest#timeout()} applies to each attempt when it is shorter. A timed-out
+         * attempt counts against its instance and moves to another one.
+         */
+        public Builder attemptTimeout(Duration timeout) {
+            Objects.requireNonNull(timeout, "timeout");
+            if (timeout.isZero() || timeout.isNegative()) {
+                throw new IllegalArgumentException("attemptTimeout must be positive, not " + timeout);
+            }
+            this.attemptTimeout = timeout;
+            return this;
+        }
+
+        /**
+         * Retries only idempotent requests after they were sent: GET, HEAD, OPTIONS, PUT,
+         * DELETE, and any request with an {@code Idempotency-Key} header; the others are
+         * retried only when nothing was sent (a refused connection). Off by default.
+         */
+        public Builder idempotentRetriesOnly(boolean on) {
+            this.idempotentOnly = on;
+            return this;
+        }
+
+        /**
+         * Affinity by a request header (e.g. {@code X-Session-Id}): its value's UTF-8 bytes are
+         * the call's key, so requests with one value go to one instance while its load allows;
+         * a request without it is not keyed. Replaces {@link #affinityKey}.
+         */
+        public Builder affinityHeader(String name) {
+            if (Objects.requireNonNull(name, "name").isEmpty()) {
+                throw new IllegalArgumentException("the affinity header name is empty");
+            }
+            this.affinityHeader = name;
+            this.affinityKey = null;
+            return this;
+        }
+
+        /**
+         * Affinity by a function of the request (a session id, a prompt-prefix hash): its bytes
+         * are the call's key; {@code null} or empty: no key. It runs on the sending thread and
+         * must not throw. Replaces {@link #affinityHeader}.
+         */
+        public Builder affinityKey(Function<HttpRequest, byte[]> key) {
+            this.affinityKey = Objects.requireNonNull(key, "key");
+            this.affinityHeader = null;
+            return this;
+        }
+
+        /**
+         * An extra cap on the attempts of one request, on top of the core's
+         * {@code max_attempts} client option (which applies anyway; the lower wins). Default: no
+         * extra cap. Prefer the client option: it applies to every helper of the client.
+         */
         public Builder maxAttempts(int n) {
             if (n < 1) {
                 throw new IllegalArgumentException("maxAttempts must be at least 1, not " + n);
@@ -155,14 +299,21 @@ public final class EasHttpClient extends HttpClient {
         }
 
         /**
-         * Retries only idempotent requests: GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any
-         * request with an Idempotency-Key or X-Idempotency-Key header. Off by default.
+         * The most bytes of a body that cannot be known to replay (not {@code ofByteArray},
+         * {@code ofString}, {@code ofFile}) read into memory to send on each attempt; a longer
+         * body is sent once without retry. Default {@link #DEFAULT_MAX_BUFFERED_BODY} (8 MiB);
+         * 0: such bodies are never held, and never retried.
          */
-        public Builder idempotentRetriesOnly(boolean on) {
-            this.idempotentOnly = on;
+        public Builder maxBufferedBody(long bytes) {
+            if (bytes < 0 || bytes > Integer.MAX_VALUE - 8) {
+                throw new IllegalArgumentException(
+                        "maxBufferedBody must be 0 to " + (Integer.MAX_VALUE - 8) + ", not " + bytes);
+            }
+            this.maxBufferedBody = bytes;
             return this;
         }
 
+        /** The client. */
         public EasHttpClient build() {
             return new EasHttpClient(this);
         }
@@ -173,256 +324,287 @@ public final class EasHttpClient extends HttpClient {
         return client;
     }
 
-    /** Whether a request goes to an instance (its host is the service's name or an alias). */
+    boolean loadReports() {
+        return loadReports;
+    }
+
+    int maxAttempts() {
+        return maxAttempts;
+    }
+
+    /**
+     * Whether a request to {@code uri} goes to an instance: its host (or, for a name that
+     * {@link URI} does not take as a host, such as {@code my_service}, its authority without
+     * user info and port) is the service's name or an alias, case-insensitively, with
+     * {@code _} and {@code -} alike.
+     */
     public boolean handles(URI uri) {
+        String host = hostOf(uri);
+        return host != null && hosts.contains(normalize(host));
+    }
+
+    static String hostOf(URI uri) {
         String host = uri.getHost();
-        return host != null && hosts.contains(host.toLowerCase(Locale.ROOT));
+        if (host != null) {
+            return host;
+        }
+        String a = uri.getRawAuthority();
+        if (a == null) {
+            return null;
+        }
+        int at = a.lastIndexOf('@');
+        if (at >= 0) {
+            a = a.substring(at + 1);
+        }
+        int colon = a.lastIndexOf(':');
+        if (colon >= 0 && a.indexOf(']') < colon) {
+            a = a.substring(0, colon);
+        }
+        return a;
     }
 
-    private int attemptsFor(HttpRequest req) {
-        return idempotentOnly && !idempotent(req) ? 1 : maxAttempts;
+    private static String normalize(String host) {
+        return host.toLowerCase(Locale.ROOT).replace('_', '-');
     }
 
-    private static boolean idempotent(HttpRequest req) {
+    /** Whether {@code req} is idempotent under {@link Builder#idempotentRetriesOnly}. */
+    static boolean idempotent(HttpRequest req) {
         switch (req.method()) {
             case "GET":
             case "HEAD":
             case "OPTIONS":
-            case "TRACE":
             case "PUT":
             case "DELETE":
                 return true;
             default:
-                return req.headers().firstValue("Idempotency-Key").isPresent()
-                        || req.headers().firstValue("X-Idempotency-Key").isPresent();
+                return req.headers().firstValue(IDEMPOTENCY_KEY).isPresent();
         }
     }
 
-    // Reports never fail a request: a closed client only stops the bookkeeping.
-
-    private void failed(Instance inst) {
-        try {
-            client.reportFailure(inst.id());
-        } catch (EasException ignored) {
-            // closed meanwhile
+    private byte[] keyOf(HttpRequest req) {
+        if (affinityKey != null) {
+            return affinityKey.apply(req);
         }
-    }
-
-    private void answered(Instance inst) {
-        try {
-            client.reportSuccess(inst.id());
-        } catch (EasException ignored) {
-            // closed meanwhile
-        }
-    }
-
-    /** Statuses that call for a failure report and another instance. */
-    static boolean retryable(int status) {
-        return status >= 500 || status == 429;
-    }
-
-    /** The request sent to {@code inst}: same method, headers, body, timeout, version. */
-    private HttpRequest rewrite(HttpRequest req, Instance inst) {
-        URI u = req.uri();
-        String path = u.getRawPath() == null ? "" : u.getRawPath();
-        String query = u.getRawQuery() == null ? "" : "?" + u.getRawQuery();
-        HttpRequest.Builder b = HttpRequest.newBuilder(
-                URI.create(scheme + "://" + inst.host() + path + query));
-        b.method(req.method(), req.bodyPublisher().orElse(HttpRequest.BodyPublishers.noBody()));
-        for (Map.Entry<String, List<String>> h : req.headers().map().entrySet()) {
-            for (String v : h.getValue()) {
-                b.header(h.getKey(), v);
+        if (affinityHeader != null) {
+            Optional<String> v = req.headers().firstValue(affinityHeader);
+            if (v.isPresent()) {
+                return v.get().getBytes(StandardCharsets.UTF_8);
             }
         }
-        req.timeout().ifPresent(b::timeout);
+        return null;
+    }
+
+    /** The request sent to {@code inst}: same method, headers, version; the attempt's timeout. */
+    HttpRequest rewrite(HttpRequest req, Instance inst, HttpRequest.BodyPublisher body) {
+        URI u = req.uri();
+        String path = u.getRawPath();
+        String query = u.getRawQuery();
+        StringBuilder url = new StringBuilder(64).append(scheme).append("://").append(inst.host());
+        if (path != null) {
+            url.append(path);
+        }
+        if (query != null) {
+            url.append('?').append(query);
+        }
+        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(url.toString()))
+                .method(req.method(), body);
+        boolean hasAuthorization = false;
+        boolean hasFormat = false;
+        for (Map.Entry<String, List<String>> h : req.headers().map().entrySet()) {
+            String name = h.getKey();
+            hasAuthorization |= AUTHORIZATION.equalsIgnoreCase(name);
+            hasFormat |= LOAD_FORMAT.equalsIgnoreCase(name);
+            for (String v : h.getValue()) {
+                b.header(name, v);
+            }
+        }
+        if (token != null && !hasAuthorization) {
+            b.header(AUTHORIZATION, token);
+        }
+        if (loadReports && !hasFormat) {
+            b.header(LOAD_FORMAT, "text");
+        }
+        Duration t = attemptTimeout;
+        Optional<Duration> own = req.timeout();
+        if (own.isPresent() && own.get().compareTo(t) < 0) {
+            t = own.get();
+        }
+        b.timeout(t);
         req.version().ifPresent(b::version);
-        b.expectContinue(req.expectContinue());
+        if (req.expectContinue()) {
+            b.expectContinue(true);
+        }
         return b.build();
     }
 
-    private IOException noInstance(HttpRequest req, EasException e) {
-        return new IOException("easdirect: cannot pick an instance of " + req.uri().getHost()
+    IOException noInstance(HttpRequest req, EasException e) {
+        return new IOException("easdirect: cannot pick an instance of " + client.target()
                 + " for " + req.method() + " " + req.uri().getRawPath() + ": " + e.getMessage(), e);
     }
 
-    /** The instances tried so far, and the next one. */
-    private final class Attempts {
-        final HttpRequest req;
-        final int limit;
-        long[] tried = new long[0];
-        Instance current;
-        int number = 1;
-        final List<Throwable> failures = new ArrayList<>();
-
-        Attempts(HttpRequest req) {
-            this.req = req;
-            this.limit = attemptsFor(req);
+    /** Begins the request's call. */
+    private <T> Exchange<T> begin(HttpRequest req, BodyHandler<T> handler) throws IOException {
+        Objects.requireNonNull(handler, "handler");
+        CallOption[] opts = idempotentOnly && !idempotent(req) ? NOT_IDEMPOTENT : IDEMPOTENT;
+        EasCall call;
+        try {
+            call = client.beginCall(keyOf(req), opts);
+        } catch (EasException e) {
+            throw noInstance(req, e);
         }
-
-        boolean mayRetry() {
-            return number < limit;
-        }
-
-        /** Another instance, not one tried so far nor the current one; null if none. */
-        Instance next() {
-            long[] ex = Arrays.copyOf(tried, tried.length + 1);
-            ex[tried.length] = current.id();
-            try {
-                return client.selectExcluding(ex);
-            } catch (EasException e) {
-                return null; // every instance has been tried (or the client was closed)
-            }
-        }
-
-        void moveTo(Instance next) {
-            tried = Arrays.copyOf(tried, tried.length + 1);
-            tried[tried.length - 1] = current.id();
-            current = next;
-            number++;
-        }
-
-        <X extends Throwable> X withEarlier(X last) {
-            for (Throwable t : failures) {
-                if (t != last) {
-                    last.addSuppressed(t);
-                }
-            }
-            return last;
-        }
+        return new Exchange<>(this, req, handler, call);
     }
 
     /**
-     * The caller's body handler, except for an answer that will be retried: that body is
-     * discarded (the connection stays usable) and the next instance is chosen right then, so
-     * that the last answer, when no instance is left, reaches the caller's handler whole.
+     * Sends {@code req} and waits for its answer; a request to the service goes to its
+     * instances, as the class says. An interrupt gives up (the call records it as cancelled).
      */
-    private static final class RetryingHandler<T> implements BodyHandler<T> {
-        private final BodyHandler<T> handler;
-        private final Attempts attempts;
-        volatile Instance next;
-
-        RetryingHandler(BodyHandler<T> handler, Attempts attempts) {
-            this.handler = handler;
-            this.attempts = attempts;
-        }
-
-        @Override
-        public BodySubscriber<T> apply(HttpResponse.ResponseInfo info) {
-            if (retryable(info.statusCode()) && attempts.mayRetry()) {
-                Instance n = attempts.next();
-                if (n != null) {
-                    next = n;
-                    return BodySubscribers.replacing(null);
-                }
-            }
-            return handler.apply(info);
-        }
-    }
-
     @Override
     public <T> HttpResponse<T> send(HttpRequest req, BodyHandler<T> handler)
             throws IOException, InterruptedException {
         if (!handles(req.uri())) {
             return base.send(req, handler);
         }
-        Attempts a = new Attempts(req);
+        Exchange<T> x = begin(req, handler);
+        CompletableFuture<BodyReplay> body = BodyReplay.of(req, maxBufferedBody);
         try {
-            a.current = client.select();
-        } catch (EasException e) {
-            throw noInstance(req, e);
+            x.body(body.get());
+        } catch (InterruptedException e) {
+            body.cancel(true);
+            x.end(io.easdirect.Body.DROPPED);
+            throw e;
+        } catch (ExecutionException e) {
+            x.end(io.easdirect.Body.DROPPED);
+            throw new IOException("easdirect: reading the request body failed: " + e.getCause(),
+                    e.getCause());
         }
+        x.first();
         for (;;) {
-            RetryingHandler<T> h = new RetryingHandler<>(handler, a);
-            HttpResponse<T> resp;
+            HttpResponse<T> r = null;
+            Throwable err = null;
             try {
-                resp = base.send(rewrite(req, a.current), h);
-            } catch (IOException e) {
-                failed(a.current);
-                a.failures.add(e);
-                Instance next = a.mayRetry() ? a.next() : null;
-                if (next == null) {
-                    throw a.withEarlier(e);
-                }
-                a.moveTo(next);
-                continue;
+                r = base.send(x.attemptRequest(), x);
+            } catch (InterruptedException e) {
+                x.cancel();
+                throw e;
+            } catch (IOException | RuntimeException e) {
+                err = e;
             }
-            if (retryable(resp.statusCode())) {
-                failed(a.current);
-                if (h.next != null) {
-                    a.moveTo(h.next);
+            switch (x.after(r, err)) {
+                case RETURN:
+                    return r;
+                case RETRY:
                     continue;
-                }
-                return resp;
+                default:
+                    Throwable f = x.failure();
+                    if (f instanceof IOException) {
+                        throw (IOException) f;
+                    }
+                    if (f instanceof RuntimeException) {
+                        throw (RuntimeException) f;
+                    }
+                    if (f instanceof Error) {
+                        throw (Error) f;
+                    }
+                    throw new IOException(f);
             }
-            answered(a.current);
-            return resp;
         }
     }
 
+    /**
+     * Sends {@code req} asynchronously, as {@link #send}; cancelling the returned future gives
+     * up (the attempt in progress is cancelled, the call records it as cancelled, the future
+     * completes with a {@link java.util.concurrent.CancellationException}).
+     */
     @Override
     public <T> CompletableFuture<HttpResponse<T>> sendAsync(HttpRequest req,
             BodyHandler<T> handler) {
         return sendAsync(req, handler, null);
     }
 
+    /** {@link #sendAsync(HttpRequest, BodyHandler)}, with push promises for the base client. */
     @Override
     public <T> CompletableFuture<HttpResponse<T>> sendAsync(HttpRequest req,
             BodyHandler<T> handler, PushPromiseHandler<T> push) {
         if (!handles(req.uri())) {
             return base.sendAsync(req, handler, push);
         }
-        Attempts a = new Attempts(req);
+        Exchange<T> x;
         try {
-            a.current = client.select();
-        } catch (EasException e) {
-            return CompletableFuture.failedFuture(noInstance(req, e));
-        }
-        return attemptAsync(a, handler, push);
-    }
-
-    private <T> CompletableFuture<HttpResponse<T>> attemptAsync(Attempts a,
-            BodyHandler<T> handler, PushPromiseHandler<T> push) {
-        RetryingHandler<T> h = new RetryingHandler<>(handler, a);
-        CompletableFuture<HttpResponse<T>> sent;
-        try {
-            sent = base.sendAsync(rewrite(a.req, a.current), h, push);
-        } catch (RuntimeException e) {
+            x = begin(req, handler);
+        } catch (IOException | RuntimeException e) {
             return CompletableFuture.failedFuture(e);
         }
-        return sent.handle((resp, err) -> {
-            if (err != null) {
-                Throwable cause = unwrap(err);
-                if (!(cause instanceof IOException)) {
-                    return CompletableFuture.<HttpResponse<T>>failedFuture(cause);
-                }
-                failed(a.current);
-                a.failures.add(cause);
-                Instance next = a.mayRetry() ? a.next() : null;
-                if (next == null) {
-                    return CompletableFuture.<HttpResponse<T>>failedFuture(a.withEarlier(cause));
-                }
-                a.moveTo(next);
-                return attemptAsync(a, handler, push);
+        CompletableFuture<BodyReplay> body = BodyReplay.of(req, maxBufferedBody);
+        CompletableFuture<HttpResponse<T>> result = new CallFuture<>(x, body);
+        body.whenComplete((b, e) -> {
+            if (e != null) {
+                x.end(io.easdirect.Body.DROPPED);
+                Throwable cause = Exchange.unwrap(e);
+                result.completeExceptionally(cause instanceof CancellationException ? cause
+                        : new IOException("easdirect: reading the request body failed: " + cause,
+                                cause));
+                return;
             }
-            if (retryable(resp.statusCode())) {
-                failed(a.current);
-                if (h.next != null) {
-                    a.moveTo(h.next);
-                    return attemptAsync(a, handler, push);
-                }
-                return CompletableFuture.completedFuture(resp);
+            x.body(b);
+            try {
+                x.first();
+            } catch (IOException ioe) {
+                result.completeExceptionally(ioe);
+                return;
             }
-            answered(a.current);
-            return CompletableFuture.completedFuture(resp);
-        }).thenCompose(Function.identity());
+            attemptAsync(x, result, push);
+        });
+        return result;
     }
 
-    private static Throwable unwrap(Throwable t) {
-        while ((t instanceof CompletionException || t instanceof ExecutionException)
-                && t.getCause() != null) {
-            t = t.getCause();
+    /**
+     * The future of a {@link #sendAsync}: cancelling it records the cancellation before the
+     * future completes, so whoever waits on it sees the call ended.
+     */
+    private static final class CallFuture<T> extends CompletableFuture<T> {
+        private final Exchange<?> exchange;
+        private final CompletableFuture<BodyReplay> body;
+
+        CallFuture(Exchange<?> exchange, CompletableFuture<BodyReplay> body) {
+            this.exchange = exchange;
+            this.body = body;
         }
-        return t;
+
+        @Override
+        public boolean cancel(boolean mayInterruptIfRunning) {
+            if (isDone()) {
+                return false;
+            }
+            body.cancel(mayInterruptIfRunning);
+            exchange.cancel();
+            return super.cancel(mayInterruptIfRunning) || isCancelled();
+        }
+    }
+
+    private <T> void attemptAsync(Exchange<T> x, CompletableFuture<HttpResponse<T>> result,
+            PushPromiseHandler<T> push) {
+        CompletableFuture<HttpResponse<T>> f;
+        try {
+            f = base.sendAsync(x.attemptRequest(), x, push);
+        } catch (RuntimeException e) {
+            f = CompletableFuture.failedFuture(e);
+        }
+        x.inFlight(f);
+        f.whenComplete((r, err) -> {
+            switch (x.after(r, err)) {
+                case RETURN:
+                    if (!result.complete(r)) {
+                        x.discard(r);
+                    }
+                    break;
+                case RETRY:
+                    attemptAsync(x, result, push);
+                    break;
+                default:
+                    result.completeExceptionally(x.failure());
+            }
+        });
     }
 
     // The base client's settings.
@@ -479,6 +661,7 @@ public final class EasHttpClient extends HttpClient {
 
     @Override
     public String toString() {
-        return "EasHttpClient{" + client + ", hosts=" + hosts + "}";
+        return "EasHttpClient{" + client + ", hosts=" + hosts + ", scheme=" + scheme
+                + (token != null ? ", token=<set>" : "") + "}";
     }
 }
