@@ -6,7 +6,8 @@
 //! a slow callback delays no refresh and no pick, and calls to one callback never overlap. Each
 //! client sends at most [`LINES_PER_SECOND`] lines a second; what it drops (over that rate, or
 //! with the queue full) is counted, and the count goes out with its next line. Closing a client
-//! waits for a line of its being delivered; no line of it is delivered after close returns.
+//! waits for a line of its being delivered; no line of it is delivered after close returns, and
+//! the log function's end never runs on the log thread (queued lines hold their client weakly).
 //!
 //! Messages are built from what is already printable (the redacted target, redacted URLs,
 //! addresses, counts): no secret reaches them.
@@ -14,7 +15,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use crate::callback::{CallbackGate, EndFn};
 use crate::eject::monotonic_ms;
@@ -109,8 +110,11 @@ struct ClientLog {
     prefix: String,
     closed: AtomicBool,
     limit: Mutex<Limit>,
-    delivery: Mutex<Delivery>,
-    delivered: Condvar,
+    /// Shared with the queued lines, which hold the client only weakly: the log thread takes
+    /// a strong hold only under this lock while the client is not closed, and lets go before it
+    /// says the delivery is over, so the client's last holder (and so the log function's end,
+    /// `free_user_data`) is never the log thread.
+    delivery: Arc<DeliveryState>,
     /// Lines dropped so far, for the metrics.
     dropped: AtomicU64,
 }
@@ -129,6 +133,12 @@ struct Delivery {
     delivering: bool,
 }
 
+#[derive(Default)]
+struct DeliveryState {
+    state: Mutex<Delivery>,
+    over: Condvar,
+}
+
 /// A client's logger; without a log function every call is a no-op that formats nothing.
 #[derive(Clone, Default)]
 pub(crate) struct Logger(Option<Arc<ClientLog>>);
@@ -142,8 +152,7 @@ impl Logger {
                 prefix: format!("{target}: "),
                 closed: AtomicBool::new(false),
                 limit: Mutex::new(Limit::default()),
-                delivery: Mutex::new(Delivery::default()),
-                delivered: Condvar::new(),
+                delivery: Arc::default(),
                 dropped: AtomicU64::new(0),
             })
         }))
@@ -184,7 +193,8 @@ impl Logger {
             ));
         }
         if !queue().push(Entry {
-            client: client.clone(),
+            client: Arc::downgrade(client),
+            delivery: client.delivery.clone(),
             level,
             line,
         }) {
@@ -206,11 +216,12 @@ impl Logger {
         let Some(client) = &self.0 else { return };
         client.closed.store(true, Ordering::Relaxed);
         let inside = DELIVERING.with(Cell::get) == Arc::as_ptr(client) as usize;
-        let mut delivery = lock(&client.delivery);
+        let mut delivery = lock(&client.delivery.state);
         delivery.closed = true;
         while delivery.delivering && !inside {
             delivery = client
-                .delivered
+                .delivery
+                .over
                 .wait(delivery)
                 .unwrap_or_else(|e| e.into_inner());
         }
@@ -232,7 +243,8 @@ thread_local! {
 }
 
 struct Entry {
-    client: Arc<ClientLog>,
+    client: Weak<ClientLog>,
+    delivery: Arc<DeliveryState>,
     level: Level,
     line: String,
 }
@@ -299,23 +311,31 @@ impl Queue {
 }
 
 fn deliver(entry: Entry) {
-    let client = &entry.client;
-    {
-        let mut delivery = lock(&client.delivery);
+    let client = {
+        let mut delivery = lock(&entry.delivery.state);
         if delivery.closed {
             return;
         }
+        // Not closed, so the client (whose close sets `closed` under this lock before it can
+        // be freed) is alive.
+        let Some(client) = entry.client.upgrade() else {
+            return;
+        };
         delivery.delivering = true;
-    }
-    DELIVERING.with(|d| d.set(Arc::as_ptr(client) as usize));
+        client
+    };
+    DELIVERING.with(|d| d.set(Arc::as_ptr(&client) as usize));
     let sink = &client.sink.0;
     // A panic in the caller's function is contained (and the line lost).
     let _ = sink.gate.run(|| (sink.write)(entry.level, &entry.line));
     DELIVERING.with(|d| d.set(0));
-    let mut delivery = lock(&client.delivery);
+    // Let go before saying the delivery is over: a close waiting for it then frees the client
+    // on its own thread.
+    drop(client);
+    let mut delivery = lock(&entry.delivery.state);
     delivery.delivering = false;
     drop(delivery);
-    client.delivered.notify_all();
+    entry.delivery.over.notify_all();
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -412,6 +432,32 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(delivered.load(Ordering::SeqCst), 1);
         log.log(Level::Info, || unreachable!("closed"));
+    }
+
+    #[test]
+    fn the_end_function_never_runs_on_the_log_thread() {
+        for _ in 0..20 {
+            let ended_on = Arc::new(Mutex::new(None::<String>));
+            let e = ended_on.clone();
+            let sink = LogSink::new(
+                Box::new(|_, _| std::thread::sleep(Duration::from_millis(1))),
+                Some(Box::new(move || {
+                    let name = std::thread::current().name().map(str::to_owned);
+                    *lock(&e) = Some(name.unwrap_or_default());
+                })),
+                Level::Info,
+            );
+            let log = Logger::new(Some(sink), "t");
+            for i in 0..5 {
+                log.log(Level::Info, || format!("line {i}"));
+            }
+            log.close();
+            drop(log);
+            let name = lock(&ended_on)
+                .clone()
+                .expect("ended when the logger was dropped");
+            assert_ne!(name, "easdirect-log");
+        }
     }
 
     #[test]

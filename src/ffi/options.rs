@@ -109,7 +109,8 @@ unsafe impl Sync for LogUserData {}
 /// but the *_free ones. eas_client_close waits for a line of its client in delivery, and no
 /// line of it is delivered after close returns. A client keeps the function it was made with.
 /// `free_user_data` (nullable) runs once, on whichever thread lets go last: when these options
-/// have been freed or given another function and every client made with it has been freed.
+/// have been freed or given another function and every client made with it has been freed
+/// (never on the log thread: queued lines do not hold their client).
 /// `callback` NULL or `max_level` 0: no logging (a function set before is let go). `max_level`
 /// outside 0-4: EAS_STATUS_INVALID_ARGUMENT, and no ownership of `user_data` is taken.
 #[no_mangle]
