@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List
 try:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.parser import text_string_to_metric_families
-except ImportError as _e:  # pragma: no cover - depends on the environment
+except ImportError as _e:
     raise ImportError(
         f"easdirect.prometheus needs prometheus_client ({_e}): pip install prometheus_client"
     ) from _e

@@ -3,6 +3,7 @@ collector serves it through a registry."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import time
@@ -164,3 +165,11 @@ def test_easdirect_does_not_need_prometheus_client():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_collector_module_says_what_to_install(monkeypatch):
+    monkeypatch.delitem(sys.modules, "easdirect.prometheus")
+    for name in [m for m in sys.modules if m.split(".")[0] == "prometheus_client"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import of it fails: not installed
+    with pytest.raises(ImportError, match="pip install prometheus_client"):
+        importlib.import_module("easdirect.prometheus")
