@@ -314,6 +314,21 @@ def test_lines_beyond_ten_a_second_are_dropped_and_counted():
     assert len(lines.messages("list ")) < generation
 
 
+def test_the_logger_of_a_client_that_could_not_be_made_is_released():
+    logger = logging.Logger("easdirect-test-refused")
+    ref = weakref.ref(logger)
+    before = len(_log_sink._registry)
+    # The options took the log function, then the client was refused: freeing the options
+    # let go of it.
+    with pytest.raises(easdirect.InvalidArgumentError):
+        easdirect.Client("bogus://127.0.0.1:1/svc", logger=logger)
+    with pytest.raises(easdirect.InvalidArgumentError):
+        easdirect.Client("static://127.0.0.1:1", refresh_interval_ms=1, logger=logger)
+    del logger
+    gc.collect()
+    assert ref() is None and len(_log_sink._registry) == before
+
+
 @pytest.mark.parametrize(
     "level, expected",
     [(logging.DEBUG, 4), (logging.INFO, 3), (logging.WARNING, 2), (logging.ERROR, 1),
