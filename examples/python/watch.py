@@ -1,8 +1,10 @@
-"""Print the instance list each time it changes (a subscription), for a number of seconds.
+"""Print the instance list each time it changes (a subscription), and the library's log lines
+(a failing discovery, list changes, ejections...) as they come, for a number of seconds.
 
     python examples/python/watch.py eas://127.0.0.1:PORT/svc 10
 """
 
+import logging
 import sys
 import time
 
@@ -10,6 +12,11 @@ import easdirect
 
 
 def main(target: str, seconds: float) -> None:
+    # The library's lines go to the logger "easdirect"; its level, when the client is made,
+    # is the most verbose the library sends.
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s"
+    )
     with easdirect.Client(target, refresh_interval_ms=500) as client:
 
         def on_change(instances):  # runs on a library thread

@@ -18,6 +18,11 @@ Calls, for a request loop over your own HTTP stack with load-aware picks, retrie
 decided by the library: ``with client.call(key=...) as call:`` then ``call.next()``,
 ``call.record(status=..., headers=...)`` (True: try again) and ``call.finish()``.
 
+Operators: the library's log lines (a failing discovery and its recovery, list changes,
+ejections...) go to the ``logging`` logger ``easdirect`` (``Client(target, logger=...)`` for
+your own, ``logger=False`` for none); ``client.metrics_text()`` is the Prometheus text of the
+client's figures, and :mod:`easdirect.prometheus` a ``prometheus_client`` collector of them.
+
 HTTP helpers that drive one call per request: :mod:`easdirect.requests` (a ``requests``
 transport adapter) and :mod:`easdirect.httpx` (sync and async ``httpx`` transports).
 """

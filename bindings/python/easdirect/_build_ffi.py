@@ -47,11 +47,26 @@ enum eas_status easpy_call_finish(easpy_call *s, int32_t body);
 /* Frees s->call and sets it to NULL: a second free is a no-op. */
 void easpy_call_free(easpy_call *s);
 
-/* Callbacks implemented in Python (easdirect._client): subscriptions, and a source's fetch.
- * easpy_on_free ends either kind. */
+/* Callbacks implemented in Python (easdirect._client): subscriptions, a source's fetch, and
+ * the log function (easdirect._log_sink). easpy_on_free ends any of them. */
 extern "Python" void easpy_on_change(void *user_data, const eas_instance *instances, size_t n);
 extern "Python" void easpy_on_free(void *user_data);
 extern "Python" int32_t easpy_fetch(void *user_data, eas_source_builder *builder);
+extern "Python" void easpy_on_log(void *user_data, int32_t level, const char *message);
+
+/* The log function and its free_user_data as given to eas_options_set_log: easpy_on_log and
+ * easpy_on_free, unless the interpreter is exiting. free_user_data may run on the library's
+ * log thread (when a line of a freed client was still queued there), and a thread that takes
+ * the GIL while the interpreter finalizes is ended with pthread_exit: inside the library, an
+ * abort. So from easpy_log_stop on (the exit hook) neither enters Python; the hook waits for
+ * the calls that entered before (easpy_log_running) with the GIL released. */
+void easpy_log_line(void *user_data, int32_t level, const char *message);
+void easpy_log_free(void *user_data);
+/* Stops the two; returns the number of their calls running (which did not see the stop). */
+int easpy_log_stop(void);
+int easpy_log_running(void);
+/* In a forked child: no call of the parent's threads is running there. */
+void easpy_log_after_fork(void);
 """
 
 
@@ -127,6 +142,37 @@ static void easpy_call_free(easpy_call *s) {
   s->call = NULL;
   eas_call_free(call);
 }
+
+/* The extern "Python" functions, defined by cffi after this code. */
+static void easpy_on_log(void *user_data, int32_t level, const char *message);
+static void easpy_on_free(void *user_data);
+
+static int easpy_log_stopped = 0;
+static int easpy_log_calls = 0;
+
+/* Each call counts itself before it reads the flag, and easpy_log_stop sets the flag before it
+ * reads the count (both sequentially consistent): a call the stop does not count sees it. */
+static void easpy_log_line(void *user_data, int32_t level, const char *message) {
+  __atomic_add_fetch(&easpy_log_calls, 1, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&easpy_log_stopped, __ATOMIC_SEQ_CST))
+    easpy_on_log(user_data, level, message);
+  __atomic_sub_fetch(&easpy_log_calls, 1, __ATOMIC_SEQ_CST);
+}
+
+static void easpy_log_free(void *user_data) {
+  __atomic_add_fetch(&easpy_log_calls, 1, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&easpy_log_stopped, __ATOMIC_SEQ_CST)) easpy_on_free(user_data);
+  __atomic_sub_fetch(&easpy_log_calls, 1, __ATOMIC_SEQ_CST);
+}
+
+static int easpy_log_stop(void) {
+  __atomic_store_n(&easpy_log_stopped, 1, __ATOMIC_SEQ_CST);
+  return __atomic_load_n(&easpy_log_calls, __ATOMIC_SEQ_CST);
+}
+
+static int easpy_log_running(void) { return __atomic_load_n(&easpy_log_calls, __ATOMIC_SEQ_CST); }
+
+static void easpy_log_after_fork(void) { __atomic_store_n(&easpy_log_calls, 0, __ATOMIC_SEQ_CST); }
 """
 
 

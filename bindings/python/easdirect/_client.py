@@ -47,9 +47,10 @@ __all__ = [
 #: (1.1: ``eas_client_new_with_source``, behind :meth:`Client.from_source`; 1.2: the
 #: ``eas_call_*`` functions behind :meth:`Client.call`, ``eas_client_instance_stats``,
 #: ``eas_client_service`` and ``eas_client_target``; 1.3: ``eas_client_transport``, behind
-#: :meth:`Client.transport`).
+#: :meth:`Client.transport`; 1.4: ``eas_options_set_log``, behind the ``logger`` argument, and
+#: ``eas_client_metrics_text``, behind :meth:`Client.metrics_text`).
 ABI_MAJOR = 1
-ABI_MINOR = 3
+ABI_MINOR = 4
 #: ``sizeof(eas_instance)`` in the C ABI; the struct never grows.
 INSTANCE_SIZE = 128
 _LAYOUT = {"id": 0, "ip": 8, "port": 54, "weight": 56, "host": 60, "reserved": 124}
@@ -386,12 +387,21 @@ class Client:
     ``Client("eas://1.2.3.4:8080/my_service", refresh_interval_ms=1000)``; options are the
     library's keys (see the README), given as str, int or bool. Use it as a context manager, or
     call :meth:`close`; the finalizer releases the native client.
+
+    ``logger``: where the library's log lines go (a failing discovery and its recovery, list
+    changes, ejections, back-offs, snapshot-file trouble, a push stream up or lost; never one
+    per request, never a secret). None (the default): the ``logging`` logger ``easdirect``; a
+    ``logging.Logger`` or ``LoggerAdapter`` of yours; False: none. Levels: the library's
+    error, warn, info and debug are ERROR, WARNING, INFO and DEBUG. The most verbose level the
+    library sends is the one the logger is enabled for when the client is made (so set the
+    level first; a logger at WARNING, the default of an unconfigured one, gets the warnings).
     """
 
-    def __init__(self, target: str, **options: Any) -> None:
+    def __init__(self, target: str, *, logger: LoggerOption = None, **options: Any) -> None:
         self._h = _NULL
         self._hv = 0  # the handle as an int, for _fastpick
         self._source: Optional[_Source] = None
+        self._log_sink: Optional[LogSink] = None
         _drain_deferred()
         ctarget = _c_string("target", target)
         self._target = ""  # the library's printable target, set by _open
@@ -400,15 +410,23 @@ class Client:
         # the pick's weight.
         self._cache: Dict[int, Instance] = {}
         self._open(
-            lambda opts, out, err: lib.eas_client_new(ctarget, opts, out, err), options
+            lambda opts, out, err: lib.eas_client_new(ctarget, opts, out, err), options, logger
         )
 
-    def _open(self, create: Callable[[Any, Any, Any], int], options: Dict[str, Any]) -> None:
-        """Creates the native client with ``create(opts, out, err)`` from ``options``."""
+    def _open(
+        self,
+        create: Callable[[Any, Any, Any], int],
+        options: Dict[str, Any],
+        logger: LoggerOption,
+    ) -> None:
+        """Creates the native client with ``create(opts, out, err)`` from ``options``, logging
+        to ``logger`` (see the class)."""
+        log_to = _log_sink.resolve(logger)
+        level = _log_sink.max_level(log_to) if log_to is not None and not _exiting else 0
         err = ffi.new("eas_error **")
         opts = _NULL
         try:
-            if options:
+            if options or level:
                 opts = lib.eas_options_new()
                 if opts == _NULL:
                     raise MemoryError("eas_options_new failed")
@@ -420,6 +438,18 @@ class Client:
                     st = lib.eas_options_set(opts, ckey, cvalue, err)
                     if st != _OK:
                         raise _take_error(st, err)
+            if level:
+                assert log_to is not None
+                sink = LogSink(log_to)
+                st = lib.eas_options_set_log(
+                    opts, _log_sink.LINE_FN, sink.handle, _log_sink.FREE_FN, level
+                )
+                if st != _OK:
+                    sink._finish()  # a refused set_log takes no ownership of user_data
+                    raise error_for(st, status_str(st))
+                # From here the options own the sink: freeing them (and every client made
+                # with them) runs free_user_data, which releases it.
+                self._log_sink = sink
             out = ffi.new("eas_client **")
             st = create(opts, out, err)
             if st != _OK:
@@ -438,7 +468,11 @@ class Client:
 
     @classmethod
     def from_source(
-        cls, fetch: Callable[[], Optional[Iterable[Any]]], **options: Any
+        cls,
+        fetch: Callable[[], Optional[Iterable[Any]]],
+        *,
+        logger: LoggerOption = None,
+        **options: Any,
     ) -> "Client":
         """A client whose instances come from ``fetch()`` instead of a target: your own
         registry (Consul, a file a sidecar writes, a company service...).
@@ -466,7 +500,8 @@ class Client:
         client while it runs, and ``close()`` waits for it: bound its network calls with a
         timeout.
 
-        Options: the keys every target shares (``refresh_interval_ms``, ``ejection_base_ms``...).
+        Options: the keys every target shares (``refresh_interval_ms``, ``ejection_base_ms``...);
+        ``logger`` as for the constructor.
         """
         if not callable(fetch):
             raise TypeError(f"fetch must be callable, got {type(fetch).__name__}")
@@ -476,6 +511,7 @@ class Client:
         self._h = _NULL
         self._hv = 0
         self._source = None
+        self._log_sink = None
         _drain_deferred()
         name = getattr(fetch, "__qualname__", None) or type(fetch).__qualname__
         self._target = f"<source {name}>"
@@ -489,6 +525,7 @@ class Client:
                     lib.easpy_fetch, source._handle, lib.easpy_on_free, opts, out, err
                 ),
                 options,
+                logger,
             )
         except BaseException:
             # A failed create takes no ownership of user_data: free_user_data never runs.
@@ -673,6 +710,26 @@ class Client:
         if st != _OK:
             raise error_for(st, "the client is closed" if st == Status.CLOSED else status_str(st))
         return "push" if out[0] == lib.EAS_TRANSPORT_PUSH else "poll"
+
+    def metrics_text(self) -> str:
+        """The client's stats and every instance's stats in the Prometheus text format 0.0.4
+        (names in the README: ``easdirect_list_generation``, ``easdirect_instance_attempts_total``
+        ...), every sample labelled ``target`` (secrets removed) and the per-instance ones
+        ``instance`` (``host:port``). Serve it as it is, or see :mod:`easdirect.prometheus` for
+        a ``prometheus_client`` collector. Raises :class:`ClosedError` after :meth:`close`."""
+        n = ffi.new("size_t *")
+        buf = _NULL
+        cap = 0
+        while True:
+            st = lib.eas_client_metrics_text(self._h, buf, cap, n)
+            if st == _OK:
+                return ffi.unpack(buf, int(n[0])).decode("utf-8", "replace")
+            if st != _BUFFER_TOO_SMALL:
+                raise error_for(
+                    st, "the client is closed" if st == Status.CLOSED else status_str(st)
+                )
+            cap = int(n[0]) + 1 + 1024  # the NUL, and room for a list that grows meanwhile
+            buf = ffi.new("char[]", cap)
 
     def stats(self) -> Stats:
         """The client's counters."""
@@ -953,6 +1010,7 @@ def _stop_callbacks_at_exit() -> None:
     thread calls into a finalizing interpreter; later subscribes and sources are refused."""
     global _exiting
     _exiting = True  # from here a fetch returns at once, without calling Python code
+    _log_sink.stop()  # no log line and no log free_user_data enters Python from here
     for sub in list(_active_subscriptions):
         try:
             sub.cancel()
@@ -974,3 +1032,5 @@ def _stop_callbacks_at_exit() -> None:
 
 
 from ._call import Call  # noqa: E402 - it uses Instance and the pick cache defined above
+from . import _log_sink  # noqa: E402 - it uses _tls defined above
+from ._log_sink import LoggerOption, LogSink  # noqa: E402

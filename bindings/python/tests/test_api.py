@@ -37,23 +37,23 @@ def test_abi_and_versions():
 
 
 def test_check_abi_refuses_a_mismatched_library():
-    assert easdirect.ABI_MINOR == 3  # Client.transport needs eas_client_transport (1.3)
-    check_abi((1 << 16) | 3, 128)
+    assert easdirect.ABI_MINOR == 4  # logging and metrics_text need ABI 1.4
+    check_abi((1 << 16) | 4, 128)
     check_abi((1 << 16) | 7, 128)  # a newer minor is fine
-    with pytest.raises(ImportError, match=r"ABI version 1\.2.*needs 1\.x with x >= 3"):
-        check_abi((1 << 16) | 2, 128)  # no transport
+    with pytest.raises(ImportError, match=r"ABI version 1\.3.*needs 1\.x with x >= 4"):
+        check_abi((1 << 16) | 3, 128)  # no eas_options_set_log
     with pytest.raises(ImportError, match=r"ABI version 2\.0.*needs 1\.x"):
         check_abi(2 << 16, 128)
     with pytest.raises(ImportError, match=r"ABI version 0\.3"):
         check_abi(3, 128)
     with pytest.raises(ImportError, match=r"sizeof\(eas_instance\) is 120"):
-        check_abi((1 << 16) | 3, 120)
+        check_abi((1 << 16) | 4, 120)
     with pytest.raises(ImportError, match="layout"):
-        check_abi((1 << 16) | 3, 128, {"id": 0})
+        check_abi((1 << 16) | 4, 128, {"id": 0})
     with pytest.raises(ImportError, match=r"sizeof\(eas_instance_stats\) is 72"):
-        check_abi((1 << 16) | 3, 128, None, 72)
+        check_abi((1 << 16) | 4, 128, None, 72)
     with pytest.raises(ImportError, match="eas_instance_stats layout"):
-        check_abi((1 << 16) | 3, 128, None, 64, {"id": 0})
+        check_abi((1 << 16) | 4, 128, None, 64, {"id": 0})
 
 
 def test_status_values_and_strings():

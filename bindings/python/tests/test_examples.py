@@ -20,6 +20,8 @@ EXAMPLES = REPO / "examples" / "python"
         ("predict_requests.py", [], "200 127.0.0.1:"),
         ("predict_httpx.py", [], "async 200"),
         ("watch.py", ["0.5"], "3 instance(s)"),
+        ("watch.py", ["0.5"], "INFO easdirect: eas://127.0.0.1:"),
+        ("metrics.py", [], 'easdirect_instances{target="eas://127.0.0.1:'),
     ],
 )
 def test_example_runs(emulator, script, extra, expect):
