@@ -21,8 +21,29 @@ public final class SystemLogging {
     /** Lines go to {@code logger}, at the level of each (ERROR, WARNING, INFO, DEBUG). */
     public static Logging to(System.Logger logger) {
         Objects.requireNonNull(logger, "logger");
-        return Logging.probed((level, message) -> logger.log(level(level), message),
-                () -> maxLevel(logger));
+        return Logging.probed(new Library(logger), () -> maxLevel(logger));
+    }
+
+    /**
+     * The sink (a named class rather than a lambda: java.util.logging prints the frame that
+     * called the logger as the record's source, "io.easdirect.SystemLogging$Library log").
+     */
+    private static final class Library implements LogSink {
+        private final System.Logger logger;
+
+        Library(System.Logger logger) {
+            this.logger = logger;
+        }
+
+        @Override
+        public void log(LogLevel level, String message) {
+            logger.log(level(level), message);
+        }
+
+        @Override
+        public String toString() {
+            return "System.Logger " + logger.getName();
+        }
     }
 
     /** For {@link Logging#system()}, which cannot name System.Logger (release 8). */

@@ -178,6 +178,16 @@ class LoggingTest {
     }
 
     @Test
+    void a_client_from_a_source_logs_too() throws Exception {
+        Lines lines = new Lines();
+        try (EasClient c = EasClient.fromSource(() -> List.of(Endpoint.of("127.0.0.1", 1),
+                Endpoint.of("127.0.0.1", 2)), Map.of(), Logging.to(lines, LogLevel.INFO))) {
+            Lines.Line l = lines.waitFor(LogLevel.INFO, "list 1: 2 instances (+2 -0)");
+            assertEquals(c.target() + ": list 1: 2 instances (+2 -0)", l.message());
+        }
+    }
+
+    @Test
     void a_failing_upstream_logs_one_warning_per_streak_and_one_info_on_recovery()
             throws Exception {
         Lines lines = new Lines();
