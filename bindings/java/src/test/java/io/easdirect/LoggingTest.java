@@ -178,6 +178,46 @@ class LoggingTest {
     }
 
     @Test
+    void over_ten_lines_a_second_are_dropped_counted_and_said_in_the_next_line()
+            throws Exception {
+        Lines lines = new Lines();
+        StringBuilder target = new StringBuilder("static://");
+        for (int i = 0; i < 31; i++) {
+            target.append(i == 0 ? "" : ",").append("127.0.0.1:").append(20001 + i);
+        }
+        Map<String, String> options = Map.of("failures_before_ejection", "1",
+                "max_ejection_percent", "100", "ejection_base_ms", "600000",
+                "ejection_max_ms", "600000");
+        try (EasClient c = EasClient.open(target.toString(), options,
+                Logging.to(lines, LogLevel.INFO))) {
+            List<Instance> all = c.instances();
+            // The list line and 30 ejections, in well under a second: 31 lines for 10 places.
+            for (Instance i : all.subList(0, 30)) {
+                assertTrue(c.reportFailure(i.id()));
+            }
+            Thread.sleep(1100); // the next second
+            Instance last = all.get(30);
+            assertTrue(c.reportFailure(last.id()));
+            Lines.Line l = lines.waitFor(LogLevel.INFO, "instance " + last.host() + " ejected");
+            Map<String, PromText.Family> f = PromText.parse(c.metricsText());
+            double dropped = f.get("easdirect_log_lines_dropped_total").samples.get(0).value();
+            assertTrue(dropped >= 21, dropped + " dropped: " + lines.all());
+            assertEquals(32, lines.all().size() + (long) dropped, lines.all().toString());
+            Pattern said = Pattern.compile(
+                    " \\((\\d+) earlier lines dropped: at most 10 a second\\)$");
+            long told = 0;
+            for (Lines.Line x : lines.all()) {
+                Matcher m = said.matcher(x.message());
+                if (m.find()) {
+                    told += Long.parseLong(m.group(1));
+                }
+            }
+            assertEquals((long) dropped, told, lines.all().toString());
+            assertTrue(said.matcher(l.message()).find(), l.message());
+        }
+    }
+
+    @Test
     void a_client_from_a_source_logs_too() throws Exception {
         Lines lines = new Lines();
         try (EasClient c = EasClient.fromSource(() -> List.of(Endpoint.of("127.0.0.1", 1),
