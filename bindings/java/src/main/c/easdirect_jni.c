@@ -9,13 +9,21 @@
  * that owns it: the local reference keeps it reachable, so its Cleaner cannot free the client
  * while the call runs.
  *
- * Callbacks (subscriptions' change and free, sources' fetch and free) run on the library's
- * background threads: they attach the thread to the JVM as a daemon for the call and detach it
- * after (a thread that was attached already stays so). The user data of both is a token, a key
- * of a Java map (Listeners, Sources), never a JNI reference.
+ * Callbacks (subscriptions' change and free, sources' fetch and free, log functions' free) run
+ * on the library's background threads: they attach the thread to the JVM as a daemon for the
+ * call and detach it after (a thread that was attached already stays so). The log function is
+ * different: its lines come on the library's one log thread, which lives as long as the process,
+ * up to 10 a second per client; that thread is attached once, as the daemon "easdirect-log", and
+ * stays attached (a thread-specific key detaches it, should it ever exit). The user data of all
+ * is a token, a key of a Java map (Listeners, Sources, LogSinks), never a JNI reference: the
+ * Java side's entry stays until free_user_data runs.
+ *
+ * ABI 1.4's eas_options_set_log and eas_client_metrics_text are bound only when the library's
+ * ABI minor is 4 or more (the Java side refuses what needs them before that).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,7 +58,7 @@ _Static_assert(offsetof(eas_instance_stats, weight) == 56, "weight @56");
 _Static_assert(offsetof(eas_instance_stats, reported_running) == 60, "reported_running @60");
 
 /* Bumped whenever a native method of this file changes; JniBackend checks it at load. */
-#define GLUE_VERSION 4
+#define GLUE_VERSION 5
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -90,6 +98,8 @@ static struct {
     FN(eas_client_service);
     FN(eas_client_target);
     FN(eas_client_transport);
+    FN(eas_options_set_log);     /* ABI 1.4; NULL before */
+    FN(eas_client_metrics_text); /* ABI 1.4; NULL before */
 } lib;
 #undef FN
 
@@ -99,6 +109,8 @@ static jmethodID on_change_mid;  /* static void onChange(long token, byte[] list
 static jmethodID on_free_mid;    /* static void onFree(long token) */
 static jmethodID on_fetch_mid;   /* static int onFetch(long token, long builder) */
 static jmethodID on_source_free_mid; /* static void onSourceFree(long token) */
+static jmethodID on_log_mid;      /* static void onLog(long token, int level, byte[] message) */
+static jmethodID on_log_free_mid; /* static void onLogFree(long token) */
 
 #define CLIENT(p) ((const eas_client *)(intptr_t)(p))
 #define CALL(p) ((eas_call *)(intptr_t)(p))
@@ -204,17 +216,25 @@ JNIEXPORT jstring JNICALL Java_io_easdirect_JniBackend_nInit(JNIEnv *env, jclass
     BIND(eas_client_service);
     BIND(eas_client_target);
     BIND(eas_client_transport);
+    uint32_t abi = lib.eas_abi_version();
+    if ((abi >> 16) == 1 && (abi & 0xffff) >= 4) {
+        BIND(eas_options_set_log);
+        BIND(eas_client_metrics_text);
+    }
 #undef BIND
     backend_class = (*env)->NewGlobalRef(env, cls);
     on_change_mid = (*env)->GetStaticMethodID(env, cls, "onChange", "(J[BI)V");
     on_free_mid = (*env)->GetStaticMethodID(env, cls, "onFree", "(J)V");
     on_fetch_mid = (*env)->GetStaticMethodID(env, cls, "onFetch", "(JJ)I");
     on_source_free_mid = (*env)->GetStaticMethodID(env, cls, "onSourceFree", "(J)V");
+    on_log_mid = (*env)->GetStaticMethodID(env, cls, "onLog", "(JI[B)V");
+    on_log_free_mid = (*env)->GetStaticMethodID(env, cls, "onLogFree", "(J)V");
     if (backend_class == NULL || on_change_mid == NULL || on_free_mid == NULL
-        || on_fetch_mid == NULL || on_source_free_mid == NULL) {
+        || on_fetch_mid == NULL || on_source_free_mid == NULL || on_log_mid == NULL
+        || on_log_free_mid == NULL) {
         (*env)->ExceptionClear(env);
-        return (*env)->NewStringUTF(env,
-                                    "JniBackend.onChange/onFree/onFetch/onSourceFree not found");
+        return (*env)->NewStringUTF(
+            env, "JniBackend.onChange/onFree/onFetch/onSourceFree/onLog/onLogFree not found");
     }
     return NULL;
 }
@@ -736,4 +756,130 @@ JNIEXPORT jbyteArray JNICALL Java_io_easdirect_JniBackend_nClientTarget(JNIEnv *
                                                                         jlong c, jobject owner) {
     (void)cls, (void)owner;
     return utf8_bytes(env, lib.eas_client_target(CLIENT(c)));
+}
+
+/* Logging and metrics (ABI 1.4). */
+
+static pthread_key_t log_thread_key;
+static pthread_once_t log_thread_once = PTHREAD_ONCE_INIT;
+static int log_thread_key_ok;
+
+/* Runs if a thread this glue attached for logging exits (the log thread never does). */
+static void log_thread_exit(void *attached) {
+    if (attached != NULL && jvm != NULL) {
+        (*jvm)->DetachCurrentThread(jvm);
+    }
+}
+
+static void make_log_thread_key(void) {
+    log_thread_key_ok = pthread_key_create(&log_thread_key, log_thread_exit) == 0;
+}
+
+/* The JNIEnv of the log thread: attached once, as a daemon, and kept attached. */
+static JNIEnv *log_env(void) {
+    JNIEnv *env = NULL;
+    jint r = (*jvm)->GetEnv(jvm, (void **)&env, JNI_VERSION_1_6);
+    if (r == JNI_OK) {
+        return env;
+    }
+    if (r != JNI_EDETACHED) {
+        return NULL;
+    }
+    JavaVMAttachArgs args = {JNI_VERSION_1_6, "easdirect-log", NULL};
+    if ((*jvm)->AttachCurrentThreadAsDaemon(jvm, (void **)&env, &args) != JNI_OK) {
+        return NULL; /* the JVM is going away: drop the line */
+    }
+    pthread_once(&log_thread_once, make_log_thread_key);
+    if (log_thread_key_ok) {
+        pthread_setspecific(log_thread_key, (void *)1);
+    }
+    return env;
+}
+
+/* The log function: JniBackend.onLog catches everything; the local frame keeps a thread that
+ * never returns to Java from gathering local references. */
+static void on_log(void *user_data, int32_t level, const char *message) {
+    JNIEnv *env = log_env();
+    if (env == NULL) {
+        return;
+    }
+    if ((*env)->PushLocalFrame(env, 4) != 0) {
+        (*env)->ExceptionClear(env);
+        return;
+    }
+    jbyteArray m = utf8_bytes(env, message);
+    if (m != NULL) {
+        (*env)->CallStaticVoidMethod(env, backend_class, on_log_mid, (jlong)(uintptr_t)user_data,
+                                     (jint)level, m);
+    }
+    if ((*env)->ExceptionCheck(env)) {
+        (*env)->ExceptionClear(env); /* only a safety net (an OutOfMemoryError here) */
+    }
+    (*env)->PopLocalFrame(env, NULL);
+}
+
+/* The log function's free_user_data: once, on whichever thread lets go last. */
+static void on_log_free(void *user_data) {
+    int attached;
+    JNIEnv *env = callback_env(&attached);
+    if (env == NULL) {
+        return;
+    }
+    (*env)->CallStaticVoidMethod(env, backend_class, on_log_free_mid,
+                                 (jlong)(uintptr_t)user_data);
+    callback_done(env, attached);
+}
+
+/* token: the Java side's key of the sink (LogSinks). A refused call takes no ownership. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nSetLog(JNIEnv *env, jclass cls, jlong opts,
+                                                            jlong token, jint max_level) {
+    (void)env, (void)cls;
+    if (lib.eas_options_set_log == NULL) {
+        return EAS_STATUS_NULL_PARAMETER;
+    }
+    return lib.eas_options_set_log((eas_options *)(intptr_t)opts, on_log,
+                                   (void *)(uintptr_t)token, on_log_free, (int32_t)max_level);
+}
+
+/* The whole text in out[0]; loops while it grows between the length and the copy. */
+JNIEXPORT jint JNICALL Java_io_easdirect_JniBackend_nMetricsText(JNIEnv *env, jclass cls,
+                                                                 jlong c, jobjectArray out,
+                                                                 jobject owner) {
+    (void)cls, (void)owner;
+    if (lib.eas_client_metrics_text == NULL) {
+        return EAS_STATUS_NULL_PARAMETER;
+    }
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    jint st;
+    for (;;) {
+        st = lib.eas_client_metrics_text(CLIENT(c), buf, cap, &len);
+        if (st != EAS_STATUS_BUFFER_TOO_SMALL) {
+            break;
+        }
+        free(buf);
+        cap = len + 1 + len / 8; /* the NUL, and room for a list that grows meanwhile */
+        buf = malloc(cap);
+        if (buf == NULL) {
+            return EAS_STATUS_NULL_PARAMETER;
+        }
+    }
+    if (st == EAS_STATUS_OK) {
+        if (len > (size_t)INT32_MAX) {
+            st = EAS_STATUS_BUFFER_TOO_SMALL;
+        } else {
+            jbyteArray a = (*env)->NewByteArray(env, (jsize)len);
+            if (a == NULL) {
+                free(buf);
+                return EAS_STATUS_NULL_PARAMETER; /* OutOfMemoryError pending */
+            }
+            if (len > 0) {
+                (*env)->SetByteArrayRegion(env, a, 0, (jsize)len, (const jbyte *)buf);
+            }
+            (*env)->SetObjectArrayElement(env, out, 0, a);
+            (*env)->DeleteLocalRef(env, a);
+        }
+    }
+    free(buf);
+    return st;
 }

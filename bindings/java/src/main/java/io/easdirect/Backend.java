@@ -16,6 +16,12 @@ abstract class Backend {
      */
     static final int ABI_MAJOR = 1;
     static final int ABI_MINOR = 3;
+    /**
+     * The minor of eas_options_set_log and eas_client_metrics_text (1.4): bound only when the
+     * loaded library has it; without it, an explicit logger and {@link EasClient#metricsText()}
+     * are refused ({@link #requireObservability}) and the default logging is skipped.
+     */
+    static final int OBSERVABILITY_MINOR = 4;
 
     abstract String name();
 
@@ -28,15 +34,41 @@ abstract class Backend {
 
     abstract String statusString(int status);
 
-    /** eas_options_new/set, eas_client_new, eas_options_free; throws EasException. */
-    abstract NativeClient open(String target, Map<String, String> options);
+    /**
+     * eas_options_new/set, then (with {@code logLevel} 1-4) eas_options_set_log with this
+     * backend's log functions and {@code logToken} (a {@link LogSinks} key) as user_data,
+     * eas_client_new, eas_options_free; throws EasException. Once set_log has taken the token,
+     * the library lets go of it (free_user_data) when the options are freed and the client (if
+     * made) is freed.
+     */
+    abstract NativeClient open(String target, Map<String, String> options, long logToken,
+            int logLevel);
 
     /**
-     * eas_options_new/set, eas_client_new_with_source with the fetch and free_user_data
-     * callbacks of this backend and {@code token} (a {@link Sources} key) as user_data,
-     * eas_options_free; throws EasException. A refused create takes no ownership of the token.
+     * eas_options_new/set (and set_log, as for {@link #open}), eas_client_new_with_source with
+     * the fetch and free_user_data callbacks of this backend and {@code token} (a
+     * {@link Sources} key) as user_data, eas_options_free; throws EasException. A refused
+     * create takes no ownership of the token.
      */
-    abstract NativeClient openSource(long token, Map<String, String> options);
+    abstract NativeClient openSource(long token, Map<String, String> options, long logToken,
+            int logLevel);
+
+    /** Whether the loaded library has ABI 1.4's logging and metrics. */
+    final boolean hasObservability() {
+        int abi = abiVersion();
+        return (abi >>> 16) == ABI_MAJOR && (abi & 0xffff) >= OBSERVABILITY_MINOR;
+    }
+
+    /** Throws UnsupportedOperationException, naming {@code what}, before ABI 1.4. */
+    final void requireObservability(String what) {
+        if (!hasObservability()) {
+            int abi = abiVersion();
+            throw new UnsupportedOperationException(what + " needs libeasdirect ABI "
+                    + ABI_MAJOR + "." + OBSERVABILITY_MINOR + " or newer; " + version() + " at "
+                    + library() + " has ABI " + (abi >>> 16) + "." + (abi & 0xffff)
+                    + ": use the library that came with this jar (drop -Deasdirect.library)");
+        }
+    }
 
     private static final class Holder {
         static final Object LOADED = load();

@@ -75,13 +75,52 @@ public final class EasClient implements AutoCloseable {
      * @throws UnsatisfiedLinkError when libeasdirect cannot be found or does not match
      */
     public static EasClient open(String target, Map<String, String> options) {
+        return open(target, options, Logging.system());
+    }
+
+    /**
+     * {@link #open(String, Map)}, with the client's log lines going where {@code logging} says
+     * ({@link Logging#system()}, the default of the other overloads: the {@code System.Logger}
+     * {@code "easdirect"}; {@code SystemLogging.to(logger)}; {@link Logging#to(LogSink,
+     * LogLevel)}; {@link Logging#off()}).
+     *
+     * @throws UnsupportedOperationException when {@code logging} is not {@link Logging#off()}
+     *     nor the default and the loaded libeasdirect predates ABI 1.4 (the default then logs
+     *     nothing)
+     */
+    public static EasClient open(String target, Map<String, String> options, Logging logging) {
         Objects.requireNonNull(target, "target");
+        Objects.requireNonNull(logging, "logging");
         checkString("the target", target);
         Map<String, String> copy = copyOptions(options);
-        NativeClient nc = Backend.get().open(target, copy);
+        Backend backend = Backend.get();
+        LogSink sink = logging.sink();
+        int level = logLevel(backend, logging);
+        long token = level == 0 ? 0 : LogSinks.add(sink);
+        NativeClient nc;
+        try {
+            nc = backend.open(target, copy, token, level);
+        } catch (RuntimeException | Error e) {
+            LogSinks.remove(token); // the library has let go of it, or never took it
+            throw e;
+        }
         EasClient c = new EasClient(nc, null);
         ClientCleaner.register(c, nc);
         return c;
+    }
+
+    /** The C ABI's max_level for a new client: 0 for none. */
+    private static int logLevel(Backend backend, Logging logging) {
+        if (logging.sink() == null) {
+            return 0;
+        }
+        if (!backend.hasObservability()) {
+            if (logging.isDefault()) {
+                return 0; // an older library: nothing to route
+            }
+            backend.requireObservability("logging (eas_options_set_log)");
+        }
+        return logging.maxLevel();
     }
 
     /** {@link #fromSource(EndpointSource, Map)} with no options. */
@@ -126,19 +165,34 @@ public final class EasClient implements AutoCloseable {
      *     is then never called); {@link EasStatus#CLOSED} while the JVM shuts down
      */
     public static EasClient fromSource(EndpointSource source, Map<String, String> options) {
+        return fromSource(source, options, Logging.system());
+    }
+
+    /**
+     * {@link #fromSource(EndpointSource, Map)}, with the client's log lines going where
+     * {@code logging} says (see {@link #open(String, Map, Logging)}).
+     *
+     * @throws UnsupportedOperationException as for {@link #open(String, Map, Logging)}
+     */
+    public static EasClient fromSource(EndpointSource source, Map<String, String> options,
+            Logging logging) {
         Objects.requireNonNull(source, "source");
+        Objects.requireNonNull(logging, "logging");
         Map<String, String> copy = copyOptions(options);
         Backend backend = Backend.get();
         if (Listeners.stopping()) {
             throw new EasException(EasStatus.CLOSED.code(), "the JVM is shutting down");
         }
+        int level = logLevel(backend, logging);
         Sources.Source s = new Sources.Source(source);
         long token = Sources.add(s);
+        long logToken = level == 0 ? 0 : LogSinks.add(logging.sink());
         NativeClient nc;
         try {
-            nc = backend.openSource(token, copy);
+            nc = backend.openSource(token, copy, logToken, level);
         } catch (RuntimeException | Error e) {
             Sources.remove(token); // a refused create takes no ownership
+            LogSinks.remove(logToken);
             throw e;
         }
         s.client = nc;
@@ -356,6 +410,22 @@ public final class EasClient implements AutoCloseable {
     /** The client's counters. */
     public Stats stats() {
         return client.stats(this);
+    }
+
+    /**
+     * The client's stats and every instance's stats in the Prometheus text format 0.0.4
+     * ({@code text/plain; version=0.0.4}), one family per metric the README lists
+     * ({@code easdirect_instances}, {@code easdirect_instance_attempts_total}...), every sample
+     * labelled {@code target} (secrets removed) and, per instance, {@code instance="host:port"}.
+     * Serve it from your metrics endpoint, after your own registry's text (the names do not
+     * clash). It takes the client's lock briefly: not for the request path.
+     *
+     * @throws EasException {@link EasStatus#CLOSED}
+     * @throws UnsupportedOperationException when the loaded libeasdirect predates ABI 1.4
+     */
+    public String metricsText() {
+        Backend.get().requireObservability("metricsText (eas_client_metrics_text)");
+        return client.metricsText(this);
     }
 
     /**

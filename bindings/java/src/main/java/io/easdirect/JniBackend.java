@@ -13,7 +13,7 @@ import java.util.Map;
  */
 final class JniBackend extends Backend {
     /** Must match GLUE_VERSION in easdirect_jni.c. */
-    private static final int GLUE_VERSION = 4;
+    private static final int GLUE_VERSION = 5;
 
     private final NativeLibrary library;
     private final String version;
@@ -71,11 +71,12 @@ final class JniBackend extends Backend {
     }
 
     @Override
-    NativeClient open(String target, Map<String, String> options) {
+    NativeClient open(String target, Map<String, String> options, long logToken,
+            int logLevel) {
         byte[][] msg = new byte[1][];
         long opts = 0;
         try {
-            opts = options(options, msg);
+            opts = options(options, logToken, logLevel, msg);
             long[] out = new long[1];
             int st = nClientNew(cString(target), opts, out, msg);
             if (st != 0) {
@@ -88,11 +89,12 @@ final class JniBackend extends Backend {
     }
 
     @Override
-    NativeClient openSource(long token, Map<String, String> options) {
+    NativeClient openSource(long token, Map<String, String> options, long logToken,
+            int logLevel) {
         byte[][] msg = new byte[1][];
         long opts = 0;
         try {
-            opts = options(options, msg);
+            opts = options(options, logToken, logLevel, msg);
             long[] out = new long[1];
             int st = nClientNewWithSource(token, opts, out, msg);
             if (st != 0) {
@@ -104,9 +106,13 @@ final class JniBackend extends Backend {
         }
     }
 
-    /** eas_options_new and _set for each option, or 0 for none; throws EasException. */
-    private static long options(Map<String, String> options, byte[][] msg) {
-        if (options.isEmpty()) {
+    /**
+     * eas_options_new, _set for each option and, with {@code logLevel} 1-4, _set_log last (once
+     * it has taken the token, eas_options_free lets go of it); 0 for none. Throws EasException.
+     */
+    private static long options(Map<String, String> options, long logToken, int logLevel,
+            byte[][] msg) {
+        if (options.isEmpty() && logLevel == 0) {
             return 0;
         }
         long opts = nOptionsNew();
@@ -118,6 +124,12 @@ final class JniBackend extends Backend {
                 int st = nOptionsSet(opts, cString(e.getKey()), cString(e.getValue()), msg);
                 if (st != 0) {
                     throw EasException.of(st, utf8(msg[0]));
+                }
+            }
+            if (logLevel != 0) {
+                int st = nSetLog(opts, logToken, logLevel);
+                if (st != 0) {
+                    throw EasException.of(st, "eas_options_set_log(max_level " + logLevel + ")");
                 }
             }
         } catch (RuntimeException | Error e) {
@@ -302,6 +314,16 @@ final class JniBackend extends Backend {
         }
 
         @Override
+        String metricsText(Object owner) {
+            byte[][] out = new byte[1][];
+            int st = nMetricsText(ptr, out, owner);
+            if (st != 0) {
+                throw EasException.of(st);
+            }
+            return utf8(out[0]);
+        }
+
+        @Override
         String service(Object owner) {
             return utf8(nClientService(ptr, owner));
         }
@@ -407,6 +429,23 @@ final class JniBackend extends Backend {
         Sources.onFree(token);
     }
 
+    /** A log line, on the library's log thread; {@code message} UTF-8 without the NUL. */
+    static void onLog(long token, int level, byte[] message) {
+        try {
+            LogSinks.onLine(token, level, utf8(message));
+        } catch (Throwable ignored) {
+            // nothing may escape into native code
+        }
+    }
+
+    static void onLogFree(long token) {
+        try {
+            LogSinks.onFree(token);
+        } catch (Throwable ignored) {
+            // nothing to report to
+        }
+    }
+
     // The glue. Strings are NUL-terminated UTF-8 byte arrays; `owner` keeps the client's owner
     // reachable during the call; messages come back in msg[0].
 
@@ -491,4 +530,13 @@ final class JniBackend extends Backend {
     private static native byte[] nClientService(long client, Object owner);
 
     private static native byte[] nClientTarget(long client, Object owner);
+
+    /**
+     * eas_options_set_log with the glue's log functions and {@code token} as user_data (ABI
+     * 1.4; EAS_STATUS_NULL_PARAMETER when the library has no such function).
+     */
+    private static native int nSetLog(long opts, long token, int maxLevel);
+
+    /** eas_client_metrics_text, looping in the glue; the text in out[0] on OK (ABI 1.4). */
+    private static native int nMetricsText(long client, byte[][] out, Object owner);
 }

@@ -53,6 +53,12 @@ abstract class NativeClient {
     /** eas_client_target: valid (and unchanged) until the client is freed. */
     abstract String target(Object owner);
 
+    /**
+     * eas_client_metrics_text, looping on BUFFER_TOO_SMALL; throws EasException. Only on a
+     * library with ABI 1.4 (see {@link Backend#requireObservability}).
+     */
+    abstract String metricsText(Object owner);
+
     /** eas_client_free: only once nothing can call this client any more. */
     abstract void free();
 

@@ -96,6 +96,9 @@ final class PanamaBackend extends Backend {
     private static final MethodHandle INSTANCE_STATS_FN;
     private static final MethodHandle CLIENT_SERVICE;
     private static final MethodHandle CLIENT_TARGET;
+    /** ABI 1.4 (eas_options_set_log, eas_client_metrics_text): null on an older library. */
+    private static final MethodHandle SET_LOG;
+    private static final MethodHandle METRICS_TEXT;
     /** The upcall stubs of every subscription: the listener is found by its token. */
     private static final MemorySegment ON_CHANGE;
     private static final MemorySegment ON_FREE;
@@ -106,6 +109,13 @@ final class PanamaBackend extends Backend {
      */
     private static final MemorySegment ON_FETCH;
     private static final MemorySegment ON_SOURCE_FREE;
+    /**
+     * The upcall stubs of every log function (the line, free_user_data): the sink is found by
+     * its token ({@link LogSinks}), which stays until free_user_data runs. In the global arena,
+     * as the others: never freed, so alive for as long as the library may call them.
+     */
+    private static final MemorySegment ON_LOG;
+    private static final MemorySegment ON_LOG_FREE;
 
     static {
         if (INSTANCE.byteSize() != Instance.SIZE
@@ -175,6 +185,21 @@ final class PanamaBackend extends Backend {
                 FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS));
         CLIENT_SERVICE = b.bind("eas_client_service", FunctionDescriptor.of(ADDRESS, ADDRESS));
         CLIENT_TARGET = b.bind("eas_client_target", FunctionDescriptor.of(ADDRESS, ADDRESS));
+        int abi;
+        try {
+            abi = (int) ABI_VERSION.invokeExact();
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+        if ((abi >>> 16) == ABI_MAJOR && (abi & 0xffff) >= OBSERVABILITY_MINOR) {
+            SET_LOG = b.bind("eas_options_set_log",
+                    FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS, JAVA_INT));
+            METRICS_TEXT = b.bind("eas_client_metrics_text",
+                    FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, ADDRESS));
+        } else {
+            SET_LOG = null; // Backend.requireObservability refuses what needs them
+            METRICS_TEXT = null;
+        }
         try {
             MethodHandles.Lookup lookup = MethodHandles.lookup();
             ON_CHANGE = linker.upcallStub(
@@ -191,6 +216,14 @@ final class PanamaBackend extends Backend {
                     FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), Arena.global());
             ON_SOURCE_FREE = linker.upcallStub(
                     lookup.findStatic(PanamaBackend.class, "onSourceFree",
+                            MethodType.methodType(void.class, MemorySegment.class)),
+                    FunctionDescriptor.ofVoid(ADDRESS), Arena.global());
+            ON_LOG = linker.upcallStub(
+                    lookup.findStatic(PanamaBackend.class, "onLog", MethodType.methodType(
+                            void.class, MemorySegment.class, int.class, MemorySegment.class)),
+                    FunctionDescriptor.ofVoid(ADDRESS, JAVA_INT, ADDRESS), Arena.global());
+            ON_LOG_FREE = linker.upcallStub(
+                    lookup.findStatic(PanamaBackend.class, "onLogFree",
                             MethodType.methodType(void.class, MemorySegment.class)),
                     FunctionDescriptor.ofVoid(ADDRESS), Arena.global());
         } catch (ReflectiveOperationException e) {
@@ -279,10 +312,11 @@ final class PanamaBackend extends Backend {
     }
 
     @Override
-    NativeClient open(String target, Map<String, String> options) {
+    NativeClient open(String target, Map<String, String> options, long logToken,
+            int logLevel) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment err = arena.allocate(ADDRESS);
-            MemorySegment opts = options(options, arena, err);
+            MemorySegment opts = options(options, logToken, logLevel, arena, err);
             try {
                 MemorySegment out = arena.allocate(ADDRESS);
                 int st = (int) CLIENT_NEW.invokeExact(arena.allocateFrom(target), opts, out, err);
@@ -299,10 +333,11 @@ final class PanamaBackend extends Backend {
     }
 
     @Override
-    NativeClient openSource(long token, Map<String, String> options) {
+    NativeClient openSource(long token, Map<String, String> options, long logToken,
+            int logLevel) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment err = arena.allocate(ADDRESS);
-            MemorySegment opts = options(options, arena, err);
+            MemorySegment opts = options(options, logToken, logLevel, arena, err);
             try {
                 MemorySegment out = arena.allocate(ADDRESS);
                 // A refused create takes no ownership of the token: ON_SOURCE_FREE never runs.
@@ -320,10 +355,14 @@ final class PanamaBackend extends Backend {
         }
     }
 
-    /** eas_options_new and _set for each option, or NULL for none; throws EasException. */
-    private static MemorySegment options(Map<String, String> options, Arena arena,
-            MemorySegment err) throws Throwable {
-        if (options.isEmpty()) {
+    /**
+     * eas_options_new, _set for each option and, with {@code logLevel} 1-4, _set_log last (once
+     * it has taken the token, eas_options_free lets go of it); NULL for none. Throws
+     * EasException.
+     */
+    private static MemorySegment options(Map<String, String> options, long logToken,
+            int logLevel, Arena arena, MemorySegment err) throws Throwable {
+        if (options.isEmpty() && logLevel == 0) {
             return MemorySegment.NULL;
         }
         MemorySegment opts = (MemorySegment) OPTIONS_NEW.invokeExact();
@@ -335,6 +374,13 @@ final class PanamaBackend extends Backend {
                 int st = (int) OPTIONS_SET.invokeExact(opts, arena.allocateFrom(e.getKey()),
                         arena.allocateFrom(e.getValue()), err);
                 check(st, err);
+            }
+            if (logLevel != 0) {
+                int st = (int) SET_LOG.invokeExact(opts, ON_LOG, MemorySegment.ofAddress(logToken),
+                        ON_LOG_FREE, logLevel);
+                if (st != 0) {
+                    throw EasException.of(st, "eas_options_set_log(max_level " + logLevel + ")");
+                }
             }
         } catch (Throwable t) {
             OPTIONS_FREE.invokeExact(opts);
@@ -666,6 +712,34 @@ final class PanamaBackend extends Backend {
         }
 
         @Override
+        String metricsText(Object owner) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment len = arena.allocate(JAVA_LONG);
+                MemorySegment buf = MemorySegment.NULL;
+                long cap = 0;
+                for (;;) {
+                    int st = (int) METRICS_TEXT.invokeExact(ptr, buf, cap, len);
+                    long n = len.get(JAVA_LONG, 0);
+                    if (st == 0) {
+                        return n == 0 ? "" : new String(buf.asSlice(0, n).toArray(JAVA_BYTE),
+                                java.nio.charset.StandardCharsets.UTF_8);
+                    }
+                    if (st != EasStatus.BUFFER_TOO_SMALL.code()) {
+                        throw EasException.of(st);
+                    }
+                    cap = n + 1 + n / 8; // the NUL, and room for a list that grows meanwhile
+                    buf = arena.allocate(cap);
+                }
+            } catch (RuntimeException | Error e) {
+                throw e;
+            } catch (Throwable t) {
+                throw unexpected(t);
+            } finally {
+                Reference.reachabilityFence(owner);
+            }
+        }
+
+        @Override
         String service(Object owner) {
             try {
                 return string((MemorySegment) CLIENT_SERVICE.invokeExact(ptr));
@@ -857,6 +931,33 @@ final class PanamaBackend extends Backend {
     private static void onSourceFree(MemorySegment userData) {
         try {
             Sources.onFree(userData.address());
+        } catch (Throwable ignored) {
+            // nothing to report to
+        }
+    }
+
+    /**
+     * A log line, on the library's log thread (attached by the JVM at its first upcall and kept
+     * so: named here, as the JNI glue names it). LogSinks.onLine catches everything; so does
+     * this.
+     */
+    private static void onLog(MemorySegment userData, int level, MemorySegment message) {
+        try {
+            Thread self = Thread.currentThread();
+            if (!LOG_THREAD_NAME.equals(self.getName())) {
+                self.setName(LOG_THREAD_NAME);
+            }
+            LogSinks.onLine(userData.address(), level, string(message));
+        } catch (Throwable ignored) {
+            // nothing may escape into native code
+        }
+    }
+
+    private static final String LOG_THREAD_NAME = "easdirect-log";
+
+    private static void onLogFree(MemorySegment userData) {
+        try {
+            LogSinks.onFree(userData.address());
         } catch (Throwable ignored) {
             // nothing to report to
         }

@@ -93,12 +93,14 @@ class LoadingTest {
         }
 
         @Override
-        NativeClient open(String target, Map<String, String> options) {
+        NativeClient open(String target, Map<String, String> options, long logToken,
+                int logLevel) {
             throw new UnsupportedOperationException();
         }
 
         @Override
-        NativeClient openSource(long token, Map<String, String> options) {
+        NativeClient openSource(long token, Map<String, String> options, long logToken,
+                int logLevel) {
             throw new UnsupportedOperationException();
         }
     }
@@ -121,5 +123,19 @@ class LoadingTest {
                 () -> Backend.checkAbi(new OtherAbi(1 << 16 | 2)));
         assertTrue(e.getMessage().contains("has ABI 1.2"), e.getMessage());
         assertTrue(e.getMessage().contains("needs ABI 1.3"), e.getMessage());
+    }
+
+    @Test
+    void logging_and_metrics_before_abi_1_4_are_refused_with_what_to_do() {
+        assertTrue(new OtherAbi(1 << 16 | 4).hasObservability());
+        assertTrue(new OtherAbi(1 << 16 | 9).hasObservability());
+        Backend old = new OtherAbi(1 << 16 | 3);
+        assertTrue(!old.hasObservability());
+        UnsupportedOperationException e = assertThrows(UnsupportedOperationException.class,
+                () -> old.requireObservability("metricsText (eas_client_metrics_text)"));
+        assertTrue(e.getMessage().startsWith("metricsText (eas_client_metrics_text) needs"
+                + " libeasdirect ABI 1.4 or newer; 9.9.9 at "), e.getMessage());
+        assertTrue(e.getMessage().contains("has ABI 1.3"), e.getMessage());
+        new OtherAbi(1 << 16 | 4).requireObservability("logging"); // no exception
     }
 }
