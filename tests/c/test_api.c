@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* GCC/Clang atomic builtins: the same code compiles as C99 and as C++17. */
@@ -808,6 +809,104 @@ static void on_log_free(void *user_data) {
   ADD(s->freed, 1);
 }
 
+/* Collects log lines (copies) for the checks below. */
+struct log_lines {
+  pthread_mutex_t lock;
+  char lines[64][512];
+  int n;
+  int total;
+};
+
+static void collect_log(void *user_data, int32_t level, const char *message) {
+  struct log_lines *l = (struct log_lines *)user_data;
+  (void)level;
+  pthread_mutex_lock(&l->lock);
+  if (l->n < 64) snprintf(l->lines[l->n++], sizeof l->lines[0], "%s", message);
+  l->total++;
+  pthread_mutex_unlock(&l->lock);
+}
+
+static int lines_with(struct log_lines *l, const char *needle) {
+  int found = 0;
+  pthread_mutex_lock(&l->lock);
+  for (int i = 0; i < l->n; i++)
+    if (strstr(l->lines[i], needle) != NULL) found++;
+  pthread_mutex_unlock(&l->lock);
+  return found;
+}
+
+/* A source whose list changes at every fetch: a list line each time. */
+static int32_t flipping_list(void *user_data, eas_source_builder *b) {
+  int *calls = (int *)user_data;
+  int k = ADD(*calls, 1);
+  eas_source_builder_add(b, (k & 1) ? "10.0.0.1" : "10.0.0.2", 80, 1);
+  return EAS_STATUS_OK;
+}
+
+static void test_log_events_rate_and_secrets(void) {
+  static struct log_lines l;
+  memset(&l, 0, sizeof l);
+  pthread_mutex_init(&l.lock, NULL);
+  /* An ejection names the instance. */
+  eas_options *o = eas_options_new();
+  CHECK_STATUS(eas_options_set_log(o, collect_log, &l, NULL, 4), EAS_STATUS_OK);
+  eas_client *c = NULL;
+  CHECK_STATUS(eas_client_new("static://10.0.0.1:80,10.0.0.2:80,10.0.0.3:80", o, &c, NULL),
+               EAS_STATUS_OK);
+  eas_instance inst;
+  CHECK_STATUS(eas_select_instance(c, &inst), EAS_STATUS_OK);
+  CHECK_STATUS(eas_report_failure(c, inst.id), EAS_STATUS_OK);
+  char want[96];
+  snprintf(want, sizeof want, "instance %s ejected for", inst.host);
+  for (int i = 0; i < 1000 && lines_with(&l, want) == 0; i++) usleep(2000);
+  CHECK(lines_with(&l, want) == 1);
+  eas_client_free(c);
+
+  /* At most 10 lines a second: a list that changes every 10 ms. */
+  memset(l.lines, 0, sizeof l.lines);
+  l.n = 0;
+  l.total = 0;
+  static int calls = 0;
+  CHECK_STATUS(eas_options_set(o, "refresh_interval_ms", "10", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_client_new_with_source(flipping_list, &calls, NULL, o, &c, NULL),
+               EAS_STATUS_OK);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < 2000 && LOAD(calls) < 40; i++) usleep(2000);
+  size_t len = 0;
+  char text[16384];
+  CHECK_STATUS(eas_client_metrics_text(c, text, sizeof text, &len), EAS_STATUS_OK);
+  CHECK(strstr(text, "easdirect_log_lines_dropped_total{target=\"source callback\"} 0\n") == NULL);
+  eas_client_close(c);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  int changes = LOAD(calls);
+  pthread_mutex_lock(&l.lock);
+  int total = l.total;
+  pthread_mutex_unlock(&l.lock);
+  CHECK(changes >= 40);
+  CHECK(total < changes); /* lines were dropped */
+  CHECK(total <= 10 * ((int)(t1.tv_sec - t0.tv_sec) + 2)); /* at most 10 in any second */
+  eas_client_free(c);
+
+  /* No secret of the options reaches a line. */
+  memset(l.lines, 0, sizeof l.lines);
+  l.n = 0;
+  CHECK_STATUS(eas_options_set(o, "nacos_transport", "http", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "username", "nacos-user", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "password", "pw-c-secret-9", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "access_key", "ak-c", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_options_set(o, "secret_key", "sk-c-secret-7", NULL), EAS_STATUS_OK);
+  CHECK_STATUS(eas_client_new("nacos://127.0.0.1:1/svc", o, &c, NULL), EAS_STATUS_OK);
+  for (int i = 0; i < 1000 && lines_with(&l, "discovery failed") == 0; i++) usleep(2000);
+  CHECK(lines_with(&l, "discovery failed") == 1);
+  CHECK(lines_with(&l, "pw-c-secret-9") == 0 && lines_with(&l, "sk-c-secret-7") == 0);
+  CHECK_STATUS(eas_client_metrics_text(c, text, sizeof text, &len), EAS_STATUS_OK);
+  CHECK(strstr(text, "pw-c-secret-9") == NULL && strstr(text, "sk-c-secret-7") == NULL);
+  eas_client_free(c);
+  eas_options_free(o);
+  pthread_mutex_destroy(&l.lock);
+}
+
 static void test_log_and_metrics(void) {
   static struct log_state s;
   memset(&s, 0, sizeof s);
@@ -878,6 +977,7 @@ int main(void) {
   test_nacos_server_list_callback();
   test_calls();
   test_log_and_metrics();
+  test_log_events_rate_and_secrets();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
