@@ -24,6 +24,9 @@ bench=${BENCH:-.}
 [ -e "$repo/target/release/libeasdirect.so" ] || { echo "run-bench.sh: run 'make build' first" >&2; exit 1; }
 "$here/pkgconfig.sh" >/dev/null
 export PKG_CONFIG_PATH=$here/build${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+# The repository's own build through pkg-config (the default links the bundled archive of a
+# release's module zip: see link_bundled.go); -tags easdirect_static on a command line wins.
+export GOFLAGS="-tags=easdirect_pkgconfig${GOFLAGS:+ $GOFLAGS}"
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

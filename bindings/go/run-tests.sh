@@ -21,6 +21,9 @@ command -v pkg-config >/dev/null || { echo "run-tests.sh: pkg-config is needed (
 
 "$here/pkgconfig.sh" >/dev/null
 export PKG_CONFIG_PATH=$here/build${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+# The repository's own build through pkg-config (the default links the bundled archive of a
+# release's module zip: see link_bundled.go); -tags easdirect_static on a command line wins.
+export GOFLAGS="-tags=easdirect_pkgconfig${GOFLAGS:+ $GOFLAGS}"
 export EASDIRECT_EMULATOR=$release/easdirect EASDIRECT_REQUIRE_EMULATOR=1
 
 step() { printf '\n== %s\n' "$*"; }
