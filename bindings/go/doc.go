@@ -75,28 +75,32 @@
 //
 // # Building
 //
-// The package links libeasdirect through pkg-config (#cgo pkg-config: easdirect), so cgo must
-// be enabled (CGO_ENABLED=1, a C compiler) and PKG_CONFIG_PATH must lead to easdirect.pc.
+// cgo must be enabled (CGO_ENABLED=1, a C compiler). By default the package links the static
+// archive the module carries, lib/linux_amd64/libeasdirect.a with include/easdirect.h (#cgo
+// flags under ${SRCDIR} in link_bundled.go): a consumer needs nothing else, no pkg-config, no
+// library path, and its binaries need no shared library. A release's module zip (bindings/go/
+// dist.sh) carries both files; a checkout does not commit them: there, run go generate
+// (bundle.sh copies them from the repository's make build). Elsewhere than linux/amd64, or for
+// an installed libeasdirect, build with a tag that links through pkg-config instead:
+//
+//	go build -tags easdirect_pkgconfig ./...   # libeasdirect.so, from easdirect.pc
+//	go build -tags easdirect_static ./...      # libeasdirect.a -lpthread -ldl -lm, from easdirect-static.pc
+//
 // When the package loads it checks the ABI version of the library it got (a shared library
 // found at run time may be another one than the header it was compiled against; it needs ABI
 // 1.4 or a later 1.x): on a mismatch New and NewWithSource return an error wrapping
 // ErrABIMismatch that says which versions met and what to do.
 //
-// Against the repository's own build, without installing anything:
+// Through pkg-config against the repository's own build, without installing anything:
 //
 //	cargo build --release -p easdirect            # target/release/libeasdirect.{so,a}
 //	bindings/go/pkgconfig.sh                      # writes bindings/go/build/easdirect{,-static}.pc
 //	export PKG_CONFIG_PATH=$PWD/bindings/go/build
-//	go build ./...                                # the binary finds the .so through an rpath
+//	go build -tags easdirect_pkgconfig ./...      # the binary finds the .so through an rpath
 //
 // Against an installed copy (libeasdirect.so and .a in $PREFIX/lib, easdirect.h in
 // $PREFIX/include):
 //
 //	bindings/go/pkgconfig.sh --prefix /usr/local --out /usr/local/lib/pkgconfig
-//	go build ./...                                # run ldconfig once for the .so
-//
-// Statically, with no shared library needed at run time: build with the easdirect_static tag,
-// which uses easdirect-static.pc (libeasdirect.a -lpthread -ldl -lm):
-//
-//	go build -tags easdirect_static ./...
+//	go build -tags easdirect_pkgconfig ./...      # run ldconfig once for the .so
 package easdirect
