@@ -29,7 +29,7 @@ CBUILD := tests/c/build
 CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic -Iinclude
 CLIBS := -lpthread -ldl -lm
 
-.PHONY: demo test build install dist tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-lb bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
+.PHONY: demo test build install dist dist-go dist-python dist-java tools header check-header lint test-rust test-c bench bench-rust bench-c bench-nacos bench-lb bench-go test-go bench-python test-python test-fuzz test-java bench-java clean
 
 ## The main job: a live demo on an embedded default (emulated EAS service, real local instances).
 demo: build
@@ -62,7 +62,11 @@ install: build
 ## only pkg-config, wherever it is unpacked).
 DIST := dist
 C_DIST := $(DIST)/easdirect-$(VERSION)-linux-x86_64.tar.gz
-dist: $(C_DIST)
+dist: $(C_DIST) dist-go
+
+## The Go module as a file GOPROXY (dist/goproxy), its archive and header bundled.
+dist-go: build
+	bash bindings/go/dist.sh $(DIST)/
 
 $(C_DIST): build
 	rm -rf $(DIST)/stage && mkdir -p $(DIST)/stage/easdirect-$(VERSION)
@@ -147,6 +151,8 @@ test-fuzz:
 test-go: build
 	@command -v pkg-config >/dev/null || { apt-get update -qq && apt-get install -y -qq pkg-config; }
 	bash bindings/go/run-tests.sh
+	$(MAKE) --no-print-directory dist-go
+	bash bindings/go/test-dist.sh $(DIST)/
 
 ## The Python binding: a venv in $(CACHE), the package installed from bindings/python, pytest
 ## against the emulator (the official eas-prediction SDK runs the same scenarios as reference).
