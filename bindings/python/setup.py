@@ -10,12 +10,17 @@ Where the library comes from, first match wins:
    reused as it is when present;
 3. otherwise the crate is built with ``cargo build --release -p easdirect --locked`` from the
    repository root (set ``EASDIRECT_ROOT`` if the build does not run inside the repository).
+
+The package's version is the repository's one version, ``[workspace.package] version`` of its
+``Cargo.toml`` (``EASDIRECT_VERSION`` when the build runs with no repository), so the wheel,
+``easdirect.__version__`` and ``eas_version()`` of the library it carries agree.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,6 +40,29 @@ def _repo_root() -> Path | None:
         if (c / "include" / "easdirect.h").is_file() and (c / "Cargo.toml").is_file():
             return c.resolve()
     return None
+
+
+def _version() -> str:
+    """``[workspace.package] version`` of the repository's Cargo.toml (the one version)."""
+    env = os.environ.get("EASDIRECT_VERSION")
+    if env:
+        return env
+    root = _repo_root()
+    if root is None:
+        raise SystemExit(
+            "easdirect: the version is Cargo.toml's and the repository was not found; set "
+            "EASDIRECT_ROOT (the repository) or EASDIRECT_VERSION"
+        )
+    section = None
+    for line in (root / "Cargo.toml").read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[workspace.package]":
+            m = re.fullmatch(r'version\s*=\s*"([^"]+)"', line)
+            if m:
+                return m.group(1)
+    raise SystemExit(f"easdirect: {root / 'Cargo.toml'} has no [workspace.package] version")
 
 
 def _cargo() -> str:
@@ -152,6 +180,7 @@ class BuildExt(build_ext):
 
 
 setup(
+    version=_version(),
     ext_modules=[
         Extension("easdirect._native", sources=[]),
         Extension("easdirect._fastpick", sources=["easdirect/_fastpick.c"]),

@@ -56,7 +56,20 @@ from ._client import (
 )
 from ._call import Body, Call, Headers, Outcome
 
-__version__ = "0.1.0"
+
+def _package_version() -> str:
+    # The installed distribution's version (Cargo.toml's, set at build time by setup.py); from a
+    # source tree with no installed metadata, the version of the library loaded.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("easdirect")
+    except PackageNotFoundError:
+        return library_version()
+
+
+__version__ = _package_version()
+del _package_version
 
 __all__ = [
     "ABI_MAJOR",
