@@ -62,7 +62,11 @@ install: build
 ## only pkg-config, wherever it is unpacked).
 DIST := dist
 C_DIST := $(DIST)/easdirect-$(VERSION)-linux-x86_64.tar.gz
-dist: $(C_DIST) dist-go
+dist: $(C_DIST) dist-go dist-python
+
+## The Python wheel (manylinux, the library and extensions inside).
+dist-python: build
+	bash bindings/python/dist.sh $(DIST)/
 
 ## The Go module as a file GOPROXY (dist/goproxy), its archive and header bundled.
 dist-go: build
@@ -158,6 +162,8 @@ test-go: build
 ## against the emulator (the official eas-prediction SDK runs the same scenarios as reference).
 test-python: build
 	bash bindings/python/run-tests.sh
+	$(MAKE) --no-print-directory dist-python
+	bash bindings/python/test-dist.sh $(DIST)/
 
 ## Benchmarks (figures go to BENCHMARKS.md).
 bench: bench-rust bench-c bench-nacos bench-lb bench-go bench-python bench-java
