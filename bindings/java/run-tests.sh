@@ -21,30 +21,9 @@ done
 command -v mvn >/dev/null || { echo "run-tests.sh: mvn is needed (apt-get install maven)" >&2; exit 1; }
 command -v gcc >/dev/null || { echo "run-tests.sh: gcc is needed for the JNI glue" >&2; exit 1; }
 
-# The feature version of the JDK at $1 (0 if it is not a JDK).
-jdk_feature() {
-  [ -x "$1/bin/javac" ] || { echo 0; return; }
-  sed -n 's/^JAVA_VERSION="\(1\.\)\{0,1\}\([0-9]*\).*/\2/p' "$1/release" 2>/dev/null | head -n1
-}
-
-if [ -z "${JDK_NEWEST:-}" ]; then
-  best=0
-  for d in /usr/lib/jvm/*/; do
-    d=${d%/}
-    v=$(jdk_feature "$d"); v=${v:-0}
-    if [ "$v" -gt "$best" ]; then best=$v; JDK_NEWEST=$d; fi
-  done
-fi
-if [ -z "${JDK17:-}" ]; then
-  for d in /usr/lib/jvm/*/; do
-    d=${d%/}
-    if [ "$(jdk_feature "$d")" = 17 ]; then JDK17=$d; break; fi
-  done
-fi
-[ -n "${JDK_NEWEST:-}" ] && [ "$(jdk_feature "$JDK_NEWEST")" -ge 22 ] || {
-  echo "run-tests.sh: no JDK 22 or newer under /usr/lib/jvm (set JDK_NEWEST)" >&2; exit 1; }
-[ -n "${JDK17:-}" ] || { echo "run-tests.sh: no JDK 17 under /usr/lib/jvm (set JDK17)" >&2; exit 1; }
-newest=$(jdk_feature "$JDK_NEWEST")
+me=run-tests.sh
+# shellcheck source=jdks.sh
+. "$here/jdks.sh"
 
 export JAVA_HOME=$JDK_NEWEST
 # Maven 3.8 itself uses sun.misc.Unsafe, which JDK 24+ warns about on every run.
@@ -54,6 +33,9 @@ fi
 mvn=(mvn -B --no-transfer-progress -Dmaven.repo.local="$cache/m2" -f "$here/pom.xml")
 
 step() { printf '\n== %s\n' "$*"; }
+
+# A build from before the multi-release layout left the Panama backend in the jar's base.
+rm -rf "$here/target/classes"
 
 step "build (JDK $newest: API and JNI release 8, helper release 11, Panama release 22) and test on JDK $newest (panama)"
 "${mvn[@]}" -Deasdirect.expectBackend=panama -Deasdirect.testRun="jdk$newest-panama" package
@@ -67,7 +49,7 @@ step "the same suite on JDK $newest with -Deasdirect.backend=jni"
   -Deasdirect.testRun="jdk$newest-jni" surefire:test
 
 step "examples/java from the jar (JDK 17: jni, JDK $newest: panama)"
-jar=$here/target/easdirect-0.1.0.jar
+jar=$here/target/easdirect-$version.jar
 "$JDK17/bin/java" -cp "$jar" "$repo/examples/java/Pick.java" "static://127.0.0.1:8001*3,127.0.0.1:8002*1" 4
 "$JDK_NEWEST/bin/java" --enable-native-access=ALL-UNNAMED -cp "$jar" \
   "$repo/examples/java/Pick.java" "static://127.0.0.1:8001*3,127.0.0.1:8002*1" 4

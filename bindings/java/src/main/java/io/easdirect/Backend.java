@@ -66,7 +66,7 @@ abstract class Backend {
             throw new UnsupportedOperationException(what + " needs libeasdirect ABI "
                     + ABI_MAJOR + "." + OBSERVABILITY_MINOR + " or newer; " + version() + " at "
                     + library() + " has ABI " + (abi >>> 16) + "." + (abi & 0xffff)
-                    + ": use the library that came with this jar (drop -Deasdirect.library)");
+                    + ": use the library that came with this jar (drop -Deasdirect.library, EASDIRECT_LIBRARY)");
         }
     }
 
@@ -157,7 +157,7 @@ abstract class Backend {
             throw new IllegalStateException("libeasdirect " + b.version() + " at " + b.library()
                     + " has ABI " + major + "." + minor + ", but this binding needs ABI "
                     + ABI_MAJOR + "." + ABI_MINOR + " or a newer minor of major " + ABI_MAJOR
-                    + ": use the library that came with this jar (drop -Deasdirect.library) or"
+                    + ": use the library that came with this jar (drop -Deasdirect.library, EASDIRECT_LIBRARY) or"
                     + " upgrade the binding to match the library");
         }
     }

@@ -44,6 +44,51 @@ class LoadingTest {
     }
 
     @Test
+    void the_environment_twins_come_after_their_properties(@TempDir Path dir) throws Exception {
+        String pathProperty = PROPERTY + ".path";
+        Path named = Files.createFile(dir.resolve("named.so"));
+        Path inDir = Files.createFile(dir.resolve(System.mapLibraryName("easdirect")));
+        Map<String, String> env = new java.util.HashMap<>();
+        assertEquals("EASDIRECT_TEST_LIBRARY", NativeLibrary.envName(PROPERTY));
+        assertEquals("EASDIRECT_LIBRARY_PATH", NativeLibrary.envName(NativeLibrary.PATH_PROPERTY));
+        try {
+            env.put("EASDIRECT_TEST_LIBRARY", named.toString());
+            NativeLibrary lib = NativeLibrary.find("easdirect", PROPERTY, pathProperty, env::get);
+            assertEquals(named.toAbsolutePath(), lib.path);
+            assertEquals("EASDIRECT_TEST_LIBRARY", lib.origin);
+
+            System.setProperty(PROPERTY, inDir.toString()); // the property wins
+            lib = NativeLibrary.find("easdirect", PROPERTY, pathProperty, env::get);
+            assertEquals("-D" + PROPERTY, lib.origin);
+            System.clearProperty(PROPERTY);
+
+            env.clear();
+            env.put("EASDIRECT_TEST_LIBRARY_PATH", "/nonexistent:" + dir);
+            lib = NativeLibrary.find("easdirect", PROPERTY, pathProperty, env::get);
+            assertEquals(inDir.toAbsolutePath(), lib.path);
+            assertEquals("EASDIRECT_TEST_LIBRARY_PATH", lib.origin);
+
+            System.setProperty(pathProperty, "/nonexistent"); // the property wins, then the jar
+            lib = NativeLibrary.find("easdirect", PROPERTY, pathProperty, env::get);
+            assertTrue(lib.path.toString().endsWith(
+                    "io/easdirect/native/linux-x86_64/libeasdirect.so"), lib.toString());
+            System.setProperty(pathProperty, dir.toString());
+            lib = NativeLibrary.find("easdirect", PROPERTY, pathProperty, env::get);
+            assertEquals("-D" + pathProperty, lib.origin);
+
+            env.clear();
+            env.put("EASDIRECT_TEST_LIBRARY", "/nonexistent/libeasdirect.so");
+            UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class,
+                    () -> NativeLibrary.find("easdirect", PROPERTY, pathProperty, env::get));
+            assertTrue(e.getMessage().startsWith("EASDIRECT_TEST_LIBRARY=/nonexistent"),
+                    e.getMessage());
+        } finally {
+            System.clearProperty(PROPERTY);
+            System.clearProperty(pathProperty);
+        }
+    }
+
+    @Test
     void a_missing_file_names_the_property_and_where_else_it_looked() {
         System.setProperty(PROPERTY, "/nonexistent/libeasdirect.so");
         try {
