@@ -62,7 +62,11 @@ install: build
 ## only pkg-config, wherever it is unpacked).
 DIST := dist
 C_DIST := $(DIST)/easdirect-$(VERSION)-linux-x86_64.tar.gz
-dist: $(C_DIST) dist-go dist-python
+dist: $(C_DIST) dist-go dist-python dist-java
+
+## The Java jar (multi-release, natives inside) installed in a local Maven repository dist/m2.
+dist-java: build
+	bash bindings/java/dist.sh $(DIST)/
 
 ## The Python wheel (manylinux, the library and extensions inside).
 dist-python: build
@@ -136,6 +140,8 @@ test-c: build | $(CBUILD)
 ## forced; Maven downloads go to $(CACHE)/m2.
 test-java: build
 	EASDIRECT_CACHE=$(CACHE) bash bindings/java/run-tests.sh
+	EASDIRECT_CACHE=$(CACHE) $(MAKE) --no-print-directory dist-java
+	EASDIRECT_CACHE=$(CACHE) bash bindings/java/test-dist.sh $(DIST)/
 
 ## Fuzz targets (fuzz/): each runs FUZZ_SECONDS where a nightly toolchain is installed;
 ## skipped, saying so, where none is.
