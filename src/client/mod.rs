@@ -213,8 +213,10 @@ impl Client {
     /// Prometheus text (format 0.0.4) of the client's stats and every instance's stats (see
     /// the README for the names).
     pub fn metrics_text(&self) -> Result<String, ErrorKind> {
-        let stats = self.stats()?;
+        // One snapshot for the client's figures and the instances', so that they agree.
+        self.inner.alive().map_err(|e| e.kind)?;
         let snapshot = self.inner.picker.current();
+        let stats = self.stats_with(snapshot.as_deref());
         let per_instance = snapshot
             .as_ref()
             .map(|s| self.stats_of(s))
@@ -373,16 +375,20 @@ impl Client {
 
     pub fn stats(&self) -> Result<Stats, ErrorKind> {
         self.inner.alive().map_err(|e| e.kind)?;
-        let snapshot = self.inner.picker.current();
+        Ok(self.stats_with(self.inner.picker.current().as_deref()))
+    }
+
+    /// The counters, with `snapshot`'s generation and size.
+    fn stats_with(&self, snapshot: Option<&Snapshot>) -> Stats {
         let fetcher = &self.inner.fetcher;
-        Ok(Stats {
-            generation: snapshot.as_ref().map_or(0, |s| s.generation),
+        Stats {
+            generation: snapshot.map_or(0, |s| s.generation),
             refresh_ok: fetcher.ok.load(Ordering::Relaxed),
             refresh_failed: fetcher.failed.load(Ordering::Relaxed),
             last_ok_unix_ms: fetcher.last_ok_unix_ms.load(Ordering::Relaxed),
             instances: snapshot.map_or(0, |s| s.instances.len() as u32),
             ejected: self.inner.health.ejected() as u32,
-        })
+        }
     }
 
     /// Calls `callback` on a background thread with each new list, and once soon when a list

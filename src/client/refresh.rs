@@ -90,7 +90,7 @@ impl Fetcher {
     }
 
     /// A fetch (or push) brought a list: the end of a failure streak is logged once.
-    fn succeeded(&self) {
+    fn note_success(&self) {
         self.ok.fetch_add(1, Ordering::Relaxed);
         self.last_ok_unix_ms.store(unix_ms(), Ordering::Relaxed);
         self.note(|n| n.last_error = None);
@@ -103,7 +103,7 @@ impl Fetcher {
     }
 
     /// A fetch failed: the first of a streak is logged (as a warning), the rest are counted.
-    fn failed(&self, failure: String) {
+    fn note_failure(&self, failure: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         if self.streak.fetch_add(1, Ordering::AcqRel) == 0 {
             self.log.log(Level::Warn, || {
@@ -260,7 +260,7 @@ impl Inner {
                     return; // nothing pickable: the last list is kept, as for a poll
                 }
                 fetcher.pushes.fetch_add(1, Ordering::AcqRel);
-                fetcher.succeeded();
+                fetcher.note_success();
                 if let Some(generation) = self.publish(list.clone()) {
                     if let Some(saver) = &fetcher.saver {
                         saver.queue(generation, list);
@@ -336,7 +336,7 @@ impl Inner {
                 fetcher.ok.fetch_add(1, Ordering::Relaxed);
             }
             Ok(list) => {
-                fetcher.succeeded();
+                fetcher.note_success();
                 if let Some(generation) = self.publish(list.clone()) {
                     if let Some(saver) = &fetcher.saver {
                         // Queued, never waited for: a failed or dropped write never disturbs
@@ -346,7 +346,7 @@ impl Inner {
                 }
             }
             Err(failure) => {
-                fetcher.failed(failure);
+                fetcher.note_failure(failure);
                 if first && !self.ready.load(Ordering::Acquire) {
                     self.fall_back_to_file();
                 }
