@@ -146,9 +146,9 @@ pub fn lower_cost(
 
 /// least_request's cost of instance `index`: `(in_flight + others + 1) x slowness / weight`,
 /// where `slowness` is its plain latency EWMA over the median instance's, 1 to 10, fading back
-/// to 1 as its last sample ages (see `InstanceLoad::slowness`); and whether `others` (the load
-/// other clients put on it, by its last fresh report) is above 0. Given as a fraction, so that
-/// a pick compares two costs by cross-multiplying, with no division.
+/// to 1 as its last sample ages (see `InstanceLoad::slowness`), and `others` the load other
+/// clients put on it (by its last fresh report). Given as a fraction, so that a pick compares
+/// two costs by cross-multiplying, with no division.
 #[inline]
 pub fn least_request_cost(snapshot: &Snapshot, index: usize, now_ms: u64, ttl_ms: u64) -> Cost {
     let weight = f64::from(snapshot.instances[index].weight.max(1));
@@ -156,7 +156,7 @@ pub fn least_request_cost(snapshot: &Snapshot, index: usize, now_ms: u64, ttl_ms
         return Cost {
             num: 1.0,
             den: weight,
-            loaded: false,
+            others: 0,
         };
     };
     let others = load.others(now_ms, ttl_ms);
@@ -164,16 +164,16 @@ pub fn least_request_cost(snapshot: &Snapshot, index: usize, now_ms: u64, ttl_ms
     Cost {
         num: queue * load.slowness(),
         den: weight,
-        loaded: others > 0,
+        others,
     }
 }
 
-/// A cost as a fraction, and whether other clients load the instance.
+/// A cost as a fraction, and the load other clients put on the instance.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cost {
     pub num: f64,
     pub den: f64,
-    pub loaded: bool,
+    pub others: u32,
 }
 
 impl Cost {
@@ -184,20 +184,22 @@ impl Cost {
 }
 
 /// least_request's pick: power of two choices on [`least_request_cost`]; when the winner of the
-/// two is loaded by other clients (its fresh report says so), two more candidates are drawn and
-/// the cheapest of all wins, so that a few instances another client keeps busy are not picked
-/// whenever both choices fall on them. Ties at random.
+/// two carries more load of other clients than the median instance (`usual_others`, by fresh
+/// reports), two more candidates are drawn and the cheapest of all wins, so that a few
+/// instances another client keeps busy are not picked whenever both choices fall on them. A
+/// fleet that others load evenly needs no more than two. Ties at random.
 pub fn least_request(
     snapshot: &Snapshot,
     tried: &[u64],
     now_ms: u64,
     ttl_ms: u64,
+    usual_others: u32,
     rng: &mut Rng,
 ) -> Option<usize> {
     let cost = |i: usize| least_request_cost(snapshot, i, now_ms, ttl_ms);
     let pair = two_choices(snapshot, tried, now_ms, rng)?;
     let (best, best_cost) = cheaper(pair, rng, cost);
-    if !best_cost.loaded || pair.1.is_none() {
+    if best_cost.others <= usual_others || pair.1.is_none() {
         return Some(best);
     }
     let Some(more) = two_choices(snapshot, tried, now_ms, rng) else {
@@ -291,7 +293,7 @@ mod tests {
         s.loads[0].take_latency(10_000.0, 0, 10_000);
         s.loads[1].take_latency(30_000.0, 0, 10_000);
         let table = LoadTable::default();
-        table.refresh_median(1, 10_000, || Some(s.loads.to_vec()));
+        table.refresh_median(1, 10_000, 2000, || Some(s.loads.to_vec()));
         let median = table.median_ewma_us();
         assert_eq!(median, 20_000.0);
         assert_eq!(peak_ewma_cost(&s, 2, median), 20_000.0);
@@ -306,9 +308,9 @@ mod tests {
         );
         // Refreshed at most every 100 ms.
         s.loads[2].take_latency(90_000.0, 0, 10_000);
-        table.refresh_median(50, 10_000, || Some(s.loads.to_vec()));
+        table.refresh_median(50, 10_000, 2000, || Some(s.loads.to_vec()));
         assert_eq!(table.median_ewma_us(), 20_000.0);
-        table.refresh_median(101, 10_000, || Some(s.loads.to_vec()));
+        table.refresh_median(101, 10_000, 2000, || Some(s.loads.to_vec()));
         assert_eq!(table.median_ewma_us(), 30_000.0);
     }
 
@@ -332,7 +334,7 @@ mod tests {
         let _busy = s.loads[0].start();
         let mut rng = Rng::new();
         for _ in 0..100 {
-            assert_eq!(least_request(&s, &[], 0, 2000, &mut rng), Some(1));
+            assert_eq!(least_request(&s, &[], 0, 2000, 0, &mut rng), Some(1));
         }
     }
 
@@ -346,7 +348,7 @@ mod tests {
         let mut rng = Rng::new();
         let mut wins = [0u32; 2];
         for _ in 0..200 {
-            wins[least_request(&s, &[], 0, 2000, &mut rng).unwrap()] += 1;
+            wins[least_request(&s, &[], 0, 2000, 0, &mut rng).unwrap()] += 1;
         }
         assert!(wins[0] > 0 && wins[1] > 0, "{wins:?}");
         // Slowness: the plain EWMA over the median instance's, 1 to 10, fading as the last
@@ -359,13 +361,13 @@ mod tests {
             s.loads[i].take_latency(us, 0, 10_000);
         }
         let table = LoadTable::default();
-        table.refresh_median(1, 10_000, || Some(s.loads.to_vec()));
+        table.refresh_median(1, 10_000, 2000, || Some(s.loads.to_vec()));
         assert_eq!(table.median_mean_us(), 20_000.0);
         assert_eq!(lr(&s, 0), 1.0, "faster than the median counts as 1");
         assert!((lr(&s, 2) - 1.5).abs() < 1e-3, "{}", lr(&s, 2));
         assert!((lr(&s, 3) - 10.0).abs() < 1e-3, "capped: {}", lr(&s, 3));
         // One decay (10 s) later without a sample: 1 + 9 / e.
-        table.refresh_median(10_000, 10_000, || Some(s.loads.to_vec()));
+        table.refresh_median(10_000, 10_000, 2000, || Some(s.loads.to_vec()));
         let faded = lr(&s, 3);
         assert!(
             (faded - (1.0 + 9.0 / std::f64::consts::E)).abs() < 0.01,
@@ -382,14 +384,42 @@ mod tests {
                 .unwrap();
             s.loads[i].take(Some(&r), None, 1_000_000, 10_000);
         }
-        assert!(least_request_cost(&s, 0, 1, 2000).loaded);
-        assert!(!least_request_cost(&s, 2, 1, 2000).loaded);
+        assert_eq!(least_request_cost(&s, 0, 1, 2000).others, 4);
+        assert_eq!(least_request_cost(&s, 2, 1, 2000).others, 0);
+        let table = LoadTable::default();
+        table.refresh_median(1, 10_000, 2000, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_others(), 0);
         let mut rng = Rng::new();
         let busy = (0..20_000)
-            .filter(|_| least_request(&s, &[], 1, 2000, &mut rng).unwrap() < 2)
+            .filter(|_| least_request(&s, &[], 1, 2000, 0, &mut rng).unwrap() < 2)
             .count();
         // Two choices alone would land both on the busy pair 1 time in 28 (714 of 20,000);
         // with two more drawn, that needs all four on it.
         assert!(busy < 300, "{busy} of 20000 picks on the busy pair");
+    }
+
+    #[test]
+    fn a_fleet_loaded_evenly_by_others_is_picked_by_two_choices() {
+        let s = snapshot(&[1; 8]);
+        let r =
+            crate::load_report::parse_bytes(b"TEXT named_metrics.num_requests_waiting=3").unwrap();
+        for load in s.loads.iter() {
+            load.take(Some(&r), None, 1_000_000, 10_000);
+        }
+        let table = LoadTable::default();
+        table.refresh_median(1, 10_000, 2000, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_others(), 3);
+        let _mine = s.loads[5].start();
+        let mut rng = Rng::new();
+        for _ in 0..1000 {
+            let (mut a, mut b) = (rng.clone(), rng.clone());
+            let pair = two_choices(&s, &[], 1, &mut a).unwrap();
+            let (two, _) = cheaper(pair, &mut a, |i| least_request_cost(&s, i, 1, 2000));
+            assert_eq!(least_request(&s, &[], 1, 2000, 3, &mut b), Some(two));
+            rng.next_u64();
+        }
+        // Stale reports show no load of others.
+        table.refresh_median(5000, 10_000, 2000, || Some(s.loads.to_vec()));
+        assert_eq!(table.median_others(), 0);
     }
 }

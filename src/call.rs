@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use crate::balance::{self, Rng};
 use crate::client::Inner;
+use crate::clock;
 use crate::config::LbPolicy;
-use crate::eject::{monotonic_ns, unix_ms};
+use crate::eject::unix_ms;
 use crate::error::ErrorKind;
 use crate::instance::Instance;
 use crate::load::InFlight;
@@ -160,7 +161,7 @@ impl Call {
             return Err(ErrorKind::NoInstance);
         }
         // The one clock read of a next: the attempt's start, and the time its pick sees.
-        let now_ns = monotonic_ns();
+        let now_ns = clock::now_ns();
         let (snapshot, index) = self.pick(now_ns / 1_000_000)?;
         let (Some(instance), Some(load)) =
             (snapshot.instances.get(index), snapshot.loads.get(index))
@@ -210,6 +211,7 @@ impl Call {
                         tried,
                         now,
                         settings.load_report_ttl_ms,
+                        self.client.loads.median_others(),
                         &mut self.rng,
                     ),
                     LbPolicy::PeakEwma => {
@@ -256,7 +258,7 @@ impl Call {
     ) -> Result<bool, ErrorKind> {
         let mut attempt = self.open.take().ok_or(ErrorKind::InvalidArgument)?;
         // The one clock read of a record (monotonic only: the stats convert to unix time).
-        let now_ns = monotonic_ns();
+        let now_ns = clock::now_ns();
         let settings = *self.client.call_settings();
         let closed = self.client.is_closed();
         let load = attempt.in_flight.load();
@@ -319,11 +321,12 @@ impl Call {
             // round_robin does not read the median.
             if latency_us.is_some() && settings.lb_policy != LbPolicy::RoundRobin {
                 let decay = settings.ewma_decay_ms;
-                self.client
-                    .loads
-                    .refresh_median(now_ns / 1_000_000, decay, || {
-                        self.client.current().map(|s| s.loads.to_vec())
-                    });
+                self.client.loads.refresh_median(
+                    now_ns / 1_000_000,
+                    decay,
+                    settings.load_report_ttl_ms,
+                    || self.client.current().map(|s| s.loads.to_vec()),
+                );
             }
         }
         attempt.failed = effect == Effect::Failure;

@@ -31,6 +31,7 @@ pub(crate) mod blocking;
 mod call;
 pub(crate) mod callback;
 pub(crate) mod client;
+mod clock;
 pub(crate) mod config;
 pub(crate) mod eject;
 pub(crate) mod error;

@@ -363,6 +363,9 @@ pub struct LoadTable {
     /// The median plain EWMA of the same instances (f64 bits, µs; 0: none), what each
     /// instance's slowness is measured against.
     median_mean_us: AtomicU64,
+    /// The median over the list of the load other clients put on each instance (`others` of
+    /// a fresh report, else 0): what least_request's escape compares a winner with.
+    median_others: AtomicU32,
     /// Monotonic ms of the medians' last refresh.
     median_at_ms: AtomicU64,
     /// Attempts in flight on every instance of this table (see `InstanceLoad::client_in_flight`).
@@ -412,6 +415,12 @@ impl LoadTable {
         f64::from_bits(self.median_ewma_us.load(Ordering::Acquire))
     }
 
+    /// The median over the list of the load others put on an instance (as of the last
+    /// refresh of the medians).
+    pub fn median_others(&self) -> u32 {
+        self.median_others.load(Ordering::Relaxed)
+    }
+
     /// The median plain latency EWMA of instances with a sample, µs; 0 when none has one.
     #[cfg(test)]
     pub fn median_mean_us(&self) -> f64 {
@@ -420,11 +429,13 @@ impl LoadTable {
 
     /// Recomputes the medians from `loads()`, and each instance's slowness, unless it was done
     /// less than 100 ms ago: called after a latency sample, never on the pick path. A
-    /// slowness fades to 1 as `exp(-age / decay_ms)` of the instance's last sample.
+    /// slowness fades to 1 as `exp(-age / decay_ms)` of the instance's last sample; a report
+    /// older than `ttl_ms` shows no load of others.
     pub fn refresh_median(
         &self,
         now_ms: u64,
         decay_ms: u64,
+        ttl_ms: u64,
         loads: impl FnOnce() -> Option<Vec<Arc<InstanceLoad>>>,
     ) {
         let last = self.median_at_ms.load(Ordering::Acquire);
@@ -453,6 +464,13 @@ impl LoadTable {
         let median_mean = median(InstanceLoad::mean_us);
         self.median_mean_us
             .store(median_mean.to_bits(), Ordering::Release);
+        let mut others: Vec<u32> = loads.iter().map(|l| l.others(now_ms, ttl_ms)).collect();
+        let mid = others.len() / 2;
+        let median_others = match others.is_empty() {
+            true => 0,
+            false => *others.select_nth_unstable(mid).1,
+        };
+        self.median_others.store(median_others, Ordering::Relaxed);
         let now_ns = now_ms.saturating_mul(1_000_000);
         for load in &loads {
             let f = load.figures();

@@ -103,6 +103,8 @@ impl Client {
             TargetSpec::Static(_) => String::new(),
         };
         let make_source = build::source_factory(&parsed.spec, &merged, &settings)?;
+        // The call clock's one-time set-up, here rather than in a call.
+        crate::clock::now_ns();
         Ok(Client::start(
             settings,
             make_source,
