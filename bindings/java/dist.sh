@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Java artifact: bindings/java/dist.sh OUTDIR builds the jar io.easdirect:easdirect:VERSION
-# (VERSION is Cargo.toml's; the pom must carry the same, checked) from the repository's
-# target/release build (run `make build` first) with the newest JDK under /usr/lib/jvm, and
-# installs it with its pom into the local Maven repository OUTDIR/m2 (a copy of the jar goes to
-# OUTDIR/easdirect-VERSION.jar). The jar is multi-release: the API and the JNI backend in its
-# base (release 8, the JNI backend is what JDK 17 uses), the Panama backend in
+# (VERSION is Cargo.toml's, passed to Maven as -Drevision) from the repository's target/release
+# build (run `make build` first) with the newest JDK under /usr/lib/jvm, and installs it with its
+# pom (pom.xml with the version resolved) into the local Maven repository OUTDIR/m2 (a copy of
+# the jar goes to OUTDIR/easdirect-VERSION.jar). The jar is multi-release: the API and the JNI
+# backend in its base (release 8, the JNI backend is what JDK 17 uses), the Panama backend in
 # META-INF/versions/22, and libeasdirect.so (SONAME libeasdirect.so.1) with the JNI glue under
 # io/easdirect/native/linux-x86_64/, extracted and loaded on first use.
 #
@@ -32,10 +32,12 @@ export JAVA_HOME=$JDK_NEWEST
 if [ "$newest" -ge 24 ]; then
   export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
 fi
-mvn=(mvn -B -q --no-transfer-progress -Dstyle.color=never -Dmaven.repo.local="$cache/m2" -f "$here/pom.xml")
+# -Drevision: the pom's version is Cargo.toml's, given here (see pom.xml).
+mvn=(mvn -B -q --no-transfer-progress -Dstyle.color=never -Dmaven.repo.local="$cache/m2" -Drevision="$version" -f "$here/pom.xml")
 
 # From scratch: no class or native file of an earlier build may reach the jar.
-rm -rf "$here/target/classes" "$here/target/jni-headers" "$here/target/easdirect-$version.jar"
+rm -rf "$here/target/classes" "$here/target/jni-headers" "$here/target/easdirect-$version.jar" \
+  "$here/target/.flattened-pom.xml"
 "${mvn[@]}" -Dmaven.test.skip=true package
 jar=$here/target/easdirect-$version.jar
 [ -f "$jar" ] || { echo "$me: $jar was not built" >&2; exit 1; }
@@ -59,12 +61,19 @@ soname=$(readelf -d "$check/io/easdirect/native/linux-x86_64/libeasdirect.so" \
 [ "$soname" = "libeasdirect.so.$major" ] || {
   echo "$me: the jar's libeasdirect.so has SONAME '$soname', want libeasdirect.so.$major" >&2; exit 1; }
 
+# The pom to install: pom.xml with the version resolved (flatten-maven-plugin, in package).
+pom=$here/target/.flattened-pom.xml
+[ -f "$pom" ] || { echo "$me: $pom was not written" >&2; exit 1; }
+
 # Into OUTDIR/m2 as `mvn install` would put it (the jar, its pom, maven-metadata-local.xml).
 rm -rf "$outdir/m2/io/easdirect/easdirect/$version"
-"${mvn[@]}" install:install-file -Dfile="$jar" -DpomFile="$here/pom.xml" \
-  -DlocalRepositoryPath="$outdir/m2"
+"${mvn[@]}" install:install-file -Dfile="$jar" -DpomFile="$pom" -DlocalRepositoryPath="$outdir/m2"
 installed=$outdir/m2/io/easdirect/easdirect/$version
 [ -f "$installed/easdirect-$version.jar" ] && [ -f "$installed/easdirect-$version.pom" ] || {
   echo "$me: the jar or its pom is missing from $installed" >&2; exit 1; }
+# What a consumer's Maven reads: the concrete version, no property left to resolve.
+grep -q "^  <version>$version</version>" "$installed/easdirect-$version.pom" \
+  && ! grep -qF '${revision}' "$installed/easdirect-$version.pom" || {
+  echo "$me: $installed/easdirect-$version.pom does not say version $version" >&2; exit 1; }
 cp "$jar" "$outdir/easdirect-$version.jar"
 echo "$me: io.easdirect:easdirect:$version (multi-release: JNI base, Panama for 22+; libeasdirect.so SONAME $soname) in $outdir/m2 and $outdir/easdirect-$version.jar"

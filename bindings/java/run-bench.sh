@@ -53,12 +53,15 @@ fi
 [ -n "${JDK_NEWEST:-}" ] && [ "$(jdk_feature "$JDK_NEWEST")" -ge 22 ] || {
   echo "run-bench.sh: no JDK 22 or newer under /usr/lib/jvm (set JDK_NEWEST)" >&2; exit 1; }
 newest=$(jdk_feature "$JDK_NEWEST")
+# The one version, Cargo.toml's: both poms take it as -Drevision.
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
+[ -n "$version" ] || { echo "run-bench.sh: no version = \"...\" in $repo/Cargo.toml" >&2; exit 1; }
 
 export JAVA_HOME=$JDK_NEWEST
 if [ "$newest" -ge 24 ]; then
   export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
 fi
-mvn=(mvn -B -q --no-transfer-progress -Dmaven.repo.local="$cache/m2")
+mvn=(mvn -B -q --no-transfer-progress -Dmaven.repo.local="$cache/m2" -Drevision="$version")
 
 echo "== building the binding and the benchmarks (JDK $newest)"
 "${mvn[@]}" -f "$here/pom.xml" -DskipTests install

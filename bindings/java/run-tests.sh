@@ -30,7 +30,8 @@ export JAVA_HOME=$JDK_NEWEST
 if [ "$newest" -ge 24 ]; then
   export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
 fi
-mvn=(mvn -B --no-transfer-progress -Dmaven.repo.local="$cache/m2" -f "$here/pom.xml")
+# -Drevision: the pom's version is Cargo.toml's, given here (see pom.xml).
+mvn=(mvn -B --no-transfer-progress -Dmaven.repo.local="$cache/m2" -Drevision="$version" -f "$here/pom.xml")
 
 step() { printf '\n== %s\n' "$*"; }
 
