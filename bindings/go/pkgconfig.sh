@@ -44,7 +44,7 @@ else
 fi
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
-version=${version:-0.1.0}
+[ -n "$version" ] || { echo "pkgconfig.sh: no version in $repo/Cargo.toml" >&2; exit 1; }
 
 mkdir -p "$out"
 header() {
