@@ -162,73 +162,62 @@ impl Call {
         }
         // The one clock read of a next: the attempt's start, and the time its pick sees.
         let now_ns = clock::now_ns();
-        let (snapshot, index) = self.pick(now_ns / 1_000_000)?;
-        let (Some(instance), Some(load)) =
-            (snapshot.instances.get(index), snapshot.loads.get(index))
-        else {
-            return Err(ErrorKind::NoInstance);
+        let now_ms = now_ns / 1_000_000;
+        let settings = *self.client.call_settings();
+        let (id, in_flight) = if self.key.is_none() && settings.lb_policy == LbPolicy::RoundRobin {
+            let (snapshot, index) = self.pick_round_robin()?;
+            let (Some(instance), Some(load)) =
+                (snapshot.instances.get(index), snapshot.loads.get(index))
+            else {
+                return Err(ErrorKind::NoInstance);
+            };
+            *out = *instance;
+            (instance.id, load.start())
+        } else {
+            // On the snapshot this thread's cursor holds: no epoch pin or reference count for
+            // it (the attempt holds its instance's load state).
+            let (key, tried, rng) = (self.key, self.tried.as_slice(), &mut self.rng);
+            let client = &self.client;
+            client
+                .with_current(|snapshot| {
+                    let index = match key {
+                        Some(key) => client.rings.with(snapshot, |ring| {
+                            crate::affinity::pick(snapshot, ring, key, tried, now_ms, &settings)
+                        }),
+                        None => pick_by_load(client, snapshot, tried, now_ms, &settings, rng),
+                    }?;
+                    let (instance, load) =
+                        (snapshot.instances.get(index)?, snapshot.loads.get(index)?);
+                    *out = *instance;
+                    Some((instance.id, load.start()))
+                })
+                .flatten()
+                .ok_or(ErrorKind::NoInstance)?
         };
         self.attempts += 1;
-        self.tried.push(instance.id);
+        self.tried.push(id);
         self.open = Some(Attempt {
-            id: instance.id,
-            in_flight: load.start(),
+            id,
+            in_flight,
             started_ns: now_ns,
             failed: false,
         });
-        *out = *instance;
         Ok(())
     }
 
-    /// The attempt's instance: the snapshot picked from and its index there (which has a load
-    /// state).
-    fn pick(&mut self, now: u64) -> Result<(Arc<Snapshot>, usize), ErrorKind> {
-        let settings = *self.client.call_settings();
-        // A keyed pick loads the snapshot and its ring under one epoch pin: the loads' own pins
-        // nest in it, without a fence each.
-        let _pin = self.key.map(|_| crossbeam_epoch::pin());
-        // A round-robin pick comes from the picker, which may be one list behind the cell for
-        // an instant: then the cell's list is asked again.
+    /// A round-robin attempt's instance: the snapshot picked from and its index there. The
+    /// pick comes from the picker, which may be one list behind the cell for an instant: then
+    /// the cell's list is asked again.
+    fn pick_round_robin(&mut self) -> Result<(Arc<Snapshot>, usize), ErrorKind> {
         for _ in 0..4 {
             let snapshot = self.client.current().ok_or(ErrorKind::NoInstance)?;
-            let tried = self.tried.as_slice();
-            let index = if let Some(key) = self.key {
-                self.client.rings.with(&snapshot, |ring| {
-                    crate::affinity::pick(&snapshot, ring, key, tried, now, &settings)
-                })
-            } else {
-                match settings.lb_policy {
-                    LbPolicy::RoundRobin => {
-                        let mut out = Instance::ZEROED;
-                        self.client.select_excluding(tried, &mut out)?;
-                        match snapshot.index_of(out.id) {
-                            Some(index) => Some(index),
-                            None => continue,
-                        }
-                    }
-                    LbPolicy::LeastRequest => balance::least_request(
-                        &snapshot,
-                        tried,
-                        now,
-                        settings.load_report_ttl_ms,
-                        self.client.loads.median_others(),
-                        &mut self.rng,
-                    ),
-                    LbPolicy::PeakEwma => {
-                        let median = self.client.loads.median_ewma_us();
-                        balance::two_choices(&snapshot, tried, now, &mut self.rng).map(|pair| {
-                            balance::lower_cost(pair, &mut self.rng, |i| {
-                                balance::peak_ewma_cost(&snapshot, i, median)
-                            })
-                        })
-                    }
-                }
-            };
-            let index = index.ok_or(ErrorKind::NoInstance)?;
-            if index >= snapshot.loads.len() {
-                continue;
+            let mut out = Instance::ZEROED;
+            self.client
+                .select_excluding(self.tried.as_slice(), &mut out)?;
+            match snapshot.index_of(out.id) {
+                Some(index) if index < snapshot.loads.len() => return Ok((snapshot, index)),
+                _ => continue,
             }
-            return Ok((snapshot, index));
         }
         Err(ErrorKind::NoInstance)
     }
@@ -388,6 +377,33 @@ impl std::fmt::Debug for Call {
             .field("recorded", &self.recorded.is_some())
             .field("ended", &self.ended)
             .finish()
+    }
+}
+
+/// An unkeyed attempt's instance by least_request or peak_ewma.
+fn pick_by_load(
+    client: &Inner,
+    snapshot: &Snapshot,
+    tried: &[u64],
+    now_ms: u64,
+    settings: &crate::config::CallSettings,
+    rng: &mut Rng,
+) -> Option<usize> {
+    match settings.lb_policy {
+        LbPolicy::PeakEwma => {
+            let median = client.loads.median_ewma_us();
+            balance::two_choices(snapshot, tried, now_ms, rng).map(|pair| {
+                balance::lower_cost(pair, rng, |i| balance::peak_ewma_cost(snapshot, i, median))
+            })
+        }
+        _ => balance::least_request(
+            snapshot,
+            tried,
+            now_ms,
+            settings.load_report_ttl_ms,
+            client.loads.median_others(),
+            rng,
+        ),
     }
 }
 

@@ -246,69 +246,68 @@ fn round_small(v: f64) -> u32 {
 /// malformed.
 fn parse_text(body: &[u8]) -> LoadReport {
     let mut figures = Figures::default();
-    let n = body.len();
-    let mut i = 0;
-    while i < n {
-        i += body[i..].iter().take_while(|&&b| is_wsp(b)).count();
-        if i == n {
-            break;
-        }
-        if body[i] == b',' {
-            i += 1; // RFC 9110 5.6.1: empty list elements are allowed and mean nothing
-            continue;
-        }
-        let entry_end = |from: usize| {
-            from + body[from..]
-                .iter()
-                .position(|&b| b == b',')
-                .unwrap_or(n - from)
+    let mut rest = body;
+    loop {
+        rest = trim_start_wsp(rest);
+        let entry = match rest {
+            [] => break,
+            // RFC 9110 5.6.1: empty list elements are allowed and mean nothing.
+            [b',', more @ ..] => {
+                rest = more;
+                continue;
+            }
+            entry => entry,
         };
         // A key the core reads, then optional whitespace and the separator.
-        if let Some((which, len)) = known_key(&body[i..]) {
-            let after = i + len;
-            let sep = after + body[after..].iter().take_while(|&&b| is_wsp(b)).count();
-            if sep < n && (body[sep] == b'=' || body[sep] == b':') {
+        if let Some((which, len)) = known_key(entry) {
+            if let [b'=' | b':', value @ ..] = trim_start_wsp(&entry[len..]) {
                 // The value in the same pass: a number, then only whitespace to the comma.
-                let start = sep + 1 + body[sep + 1..].iter().take_while(|&&b| is_wsp(b)).count();
-                let (value, len) = number_at(&body[start..]);
-                let after = start + len;
-                let after = after + body[after..].iter().take_while(|&&b| is_wsp(b)).count();
-                let (value, end) = if after == n || body[after] == b',' {
-                    (value, after)
-                } else {
-                    (None, entry_end(after))
+                let value = trim_start_wsp(value);
+                let (number, used) = number_at(value);
+                let (number, more) = match trim_start_wsp(&value[used..]) {
+                    [] => (number, &[][..]),
+                    [b',', more @ ..] => (number, more),
+                    other => (None, after_comma(other)),
                 };
-                figures.slot_of(which).set(value);
-                i = end + 1;
+                figures.slot_of(which).set(number);
+                rest = more;
                 continue;
             }
         }
-        let rest = &body[i..];
-        let Some(at) = rest
+        let Some(at) = entry
             .iter()
             .position(|&b| b == b'=' || b == b':' || b == b',')
         else {
             figures.malformed = true; // the last entry has no separator
             break;
         };
-        if rest[at] == b',' {
+        if entry[at] == b',' {
             figures.malformed = true;
-            i += at + 1;
+            rest = &entry[at + 1..];
             continue;
         }
-        let key = trim_end_wsp(&rest[..at]);
-        let end = entry_end(i + at + 1);
+        let key = trim_end_wsp(&entry[..at]);
+        let value = &entry[at + 1..];
+        let value_len = value.iter().position(|&b| b == b',').unwrap_or(value.len());
         if key.is_empty() {
             figures.malformed = true;
         } else if let Some(name) = key.strip_prefix(NAMED_PREFIX.as_bytes()) {
             // Not reached for a key the core reads (matched above), but kept exact.
             if let Some(slot) = figures.slot(name) {
-                slot.set(number(trim_wsp(&body[i + at + 1..end])));
+                slot.set(number(trim_wsp(&value[..value_len])));
             }
         }
-        i = end + 1;
+        rest = after_comma(value);
     }
     figures.finish()
+}
+
+/// What follows the first comma of `b` (nothing when it has none).
+fn after_comma(b: &[u8]) -> &[u8] {
+    match b.iter().position(|&c| c == b',') {
+        Some(at) => &b[at + 1..],
+        None => &[],
+    }
 }
 
 #[derive(Clone, Copy)]

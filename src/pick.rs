@@ -309,27 +309,33 @@ impl Picker {
         }
         let now = self.ejection_clock();
         let picked = CURSORS.try_with(|cursors| {
-            let mut cursors = cursors.borrow_mut();
-            let cursor = cursors.find(self, generation)?;
+            // Busy only when a pick runs inside `with_current`: then as if exiting.
+            let Ok(mut cursors) = cursors.try_borrow_mut() else {
+                return Err(());
+            };
+            let Some(cursor) = cursors.find(self, generation) else {
+                return Ok(None);
+            };
             let snapshot = &cursor.snapshot;
             let len = snapshot.cycle.len();
             if len == 0 {
-                return None;
+                return Ok(None);
             }
             if exclude.is_empty() && now.is_none() {
                 let pos = cursor.position as usize;
                 let index = snapshot.cycle[pos] as usize;
                 cursor.position = next_pos(pos, len);
                 *out = snapshot.instances[index];
-                return Some(());
+                return Ok(Some(()));
             }
-            cursor.pick_carefully(exclude, now, out)
+            Ok(cursor.pick_carefully(exclude, now, out))
         });
         match picked {
-            Ok(Some(())) => Ok(()),
-            Ok(None) => Err(ErrorKind::NoInstance),
-            // This thread is exiting and its cursors are gone: pick from a random place.
-            Err(_) => {
+            Ok(Ok(Some(()))) => Ok(()),
+            Ok(Ok(None)) => Err(ErrorKind::NoInstance),
+            // This thread is exiting and its cursors are gone (or in use): pick from a random
+            // place.
+            _ => {
                 let snapshot = self.cell.load().ok_or(ErrorKind::NoInstance)?;
                 if snapshot.cycle.is_empty() {
                     return Err(ErrorKind::NoInstance);
@@ -354,6 +360,35 @@ impl Picker {
     #[inline]
     pub(crate) fn current(&self) -> Option<Arc<Snapshot>> {
         self.cell.load()
+    }
+
+    /// `f` of the current snapshot as this thread's cursor holds it: no epoch pin and no
+    /// reference count on the common path (the same snapshot as this thread's last use of the
+    /// client); `None` before the first snapshot. A pick inside `f` (the thread's cursors are
+    /// in use) picks from a random place of the cell's snapshot.
+    pub(crate) fn with_current<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Arc<Snapshot>) -> R,
+    ) -> Option<R> {
+        let generation = self.cell.generation();
+        if generation == 0 {
+            return None;
+        }
+        let mut f = Some(f);
+        let held = CURSORS.try_with(|cursors| {
+            let mut cursors = cursors.try_borrow_mut().ok()?;
+            let cursor = cursors.find(self, generation)?;
+            let f = f.take()?;
+            Some(f(&cursor.snapshot))
+        });
+        match held {
+            Ok(Some(out)) => Some(out),
+            // The thread is exiting (its cursors are gone) or they are in use.
+            _ => {
+                let snapshot = self.cell.load()?;
+                Some(f.take()?(&snapshot))
+            }
+        }
     }
 
     /// Makes `snapshot` the current one. The caller has raised the horizon over its deadlines.
@@ -714,5 +749,24 @@ mod tests {
             let _ = pick(&picker, &[id]);
         }
         assert_eq!(counts, [50, 10, 10]);
+    }
+
+    #[test]
+    fn with_current_lends_the_cursors_snapshot_and_a_pick_inside_it_still_picks() {
+        let (picker, snap) = picker_with(&[1, 1, 1]);
+        let ids: Vec<u64> = snap.instances.iter().map(|i| i.id).collect();
+        let inner = picker
+            .with_current(|current| {
+                assert!(Arc::ptr_eq(current, &snap));
+                // The thread's cursors are lent out: this pick loads the cell instead.
+                pick(&picker, &[ids[0]])
+            })
+            .unwrap();
+        assert!(inner == Some(ids[1]) || inner == Some(ids[2]), "{inner:?}");
+        // A new list is what the next use lends.
+        let next = Arc::new(Snapshot::new(2, snap.instances[..1].to_vec()));
+        picker.cell.store(next.clone());
+        assert!(picker.with_current(|c| Arc::ptr_eq(c, &next)).unwrap());
+        assert_eq!(Arc::new(Picker::default()).with_current(|_| ()), None);
     }
 }

@@ -456,6 +456,12 @@ impl Inner {
         self.picker.current()
     }
 
+    /// `f` of the current snapshot as this thread's pick cursor holds it (see
+    /// `Picker::with_current`); `None` before the first.
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&Arc<Snapshot>) -> R) -> Option<R> {
+        self.picker.with_current(f)
+    }
+
     /// A plain pick (smooth weighted round-robin) that skips `exclude`.
     pub(crate) fn select_excluding(
         &self,
