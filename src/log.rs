@@ -139,6 +139,22 @@ struct DeliveryState {
     over: Condvar,
 }
 
+/// How a line names its client: the printable target, with a static list of more than three
+/// addresses cut to its first three and their count (a list of 1,000 would make every line
+/// 20 kB long).
+fn line_name(target: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 3;
+    let Some(list) = target.strip_prefix("static://") else {
+        return target.into();
+    };
+    let count = list.split(',').count();
+    if count <= SHOWN {
+        return target.into();
+    }
+    let first: Vec<&str> = list.split(',').take(SHOWN).collect();
+    format!("static://{},... ({count} addresses)", first.join(",")).into()
+}
+
 /// A client's logger; without a log function every call is a no-op that formats nothing.
 #[derive(Clone, Default)]
 pub(crate) struct Logger(Option<Arc<ClientLog>>);
@@ -149,7 +165,7 @@ impl Logger {
         Logger(sink.map(|sink| {
             Arc::new(ClientLog {
                 sink,
-                prefix: format!("{target}: "),
+                prefix: format!("{}: ", line_name(target)),
                 closed: AtomicBool::new(false),
                 limit: Mutex::new(Limit::default()),
                 delivery: Arc::default(),
@@ -357,6 +373,16 @@ mod tests {
             None,
             max,
         )
+    }
+
+    #[test]
+    fn a_long_static_list_is_named_by_its_first_addresses_and_count() {
+        assert_eq!(line_name("static://a:1,b:2,c:3"), "static://a:1,b:2,c:3");
+        assert_eq!(
+            line_name("static://a:1,b:2,c:3,d:4,e:5"),
+            "static://a:1,b:2,c:3,... (5 addresses)"
+        );
+        assert_eq!(line_name("eas://h/svc"), "eas://h/svc");
     }
 
     #[test]
