@@ -337,7 +337,10 @@ mod tests {
             })
             .collect();
         let mut s = Snapshot::new(1, list);
-        s.loads = LoadTable::default().attach(&s.instances);
+        // As a keyed call sets it, before any attempt of these tests.
+        let table = LoadTable::default();
+        table.count_client_in_flight();
+        s.loads = table.attach(&s.instances);
         s
     }
 

@@ -119,6 +119,10 @@ pub struct Call {
 
 impl Call {
     pub(crate) fn new(client: Arc<Inner>, key: Option<&[u8]>, flags: u32) -> Call {
+        if key.is_some() {
+            // Its pick's bound reads the client's total in flight.
+            client.loads.count_client_in_flight();
+        }
         Call {
             client,
             key: key.map(crate::affinity::key_hash),

@@ -14,10 +14,12 @@ use crate::load_report::LoadReport;
 /// this object, which no snapshot shows any more, so it counts nothing visible.
 #[derive(Debug, Default)]
 pub struct InstanceLoad {
-    /// Attempts of this client in flight on the instance.
-    in_flight: AtomicU32,
-    /// Attempts started since the instance joined the list.
-    attempts: AtomicU64,
+    /// Attempts of this client in flight on the instance (the low 32 bits) and attempts started
+    /// since the instance joined the list (the high 32 bits, wrapping into `attempts_high`):
+    /// one word, so that an attempt's start is one atomic add.
+    counts: AtomicU64,
+    /// How many times the attempt count in `counts` wrapped.
+    attempts_high: AtomicU32,
     /// Failures the ejection state saw: failed attempts and `report_failure` calls.
     failures: AtomicU64,
     /// Monotonic ms until which the instance backs off (429, 503 with Retry-After); 0: none.
@@ -45,7 +47,20 @@ pub struct InstanceLoad {
     figures: Mutex<Figures>,
     /// The client's attempts in flight on every instance (shared by its table's instances): what
     /// a keyed pick's bound needs, read in O(1) instead of summed over the list.
-    client_in_flight: Arc<AtomicU64>,
+    client_in_flight: Arc<ClientInFlight>,
+}
+
+/// One attempt in `InstanceLoad::counts`: its in-flight count and its attempt count.
+const ONE_IN_FLIGHT: u64 = 1;
+const ONE_ATTEMPT: u64 = 1 << 32;
+
+/// A client's attempts in flight on all its instances, counted from its first keyed call on
+/// (only the bound of keyed picks reads it, and a client that makes none saves an atomic add
+/// and subtract per attempt). Attempts that started before are not in it, to their end.
+#[derive(Debug, Default)]
+pub(crate) struct ClientInFlight {
+    count: AtomicU64,
+    counting: AtomicBool,
 }
 
 /// What the last load report said, and the latency EWMA.
@@ -142,12 +157,19 @@ impl InstanceStats {
 #[derive(Debug)]
 pub struct InFlight {
     load: Arc<InstanceLoad>,
+    /// The attempt is in the client's total.
+    in_total: bool,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.load.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.load.client_in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.load.counts.fetch_sub(ONE_IN_FLIGHT, Ordering::AcqRel);
+        if self.in_total {
+            self.load
+                .client_in_flight
+                .count
+                .fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -160,24 +182,37 @@ impl InFlight {
 impl InstanceLoad {
     /// Starts an attempt on the instance; it is in flight until the returned guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.client_in_flight.fetch_add(1, Ordering::AcqRel);
-        self.attempts.fetch_add(1, Ordering::Relaxed);
-        InFlight { load: self.clone() }
+        let before = self
+            .counts
+            .fetch_add(ONE_ATTEMPT + ONE_IN_FLIGHT, Ordering::AcqRel);
+        if before >> 32 == u64::from(u32::MAX) {
+            self.attempts_high.fetch_add(1, Ordering::Relaxed);
+        }
+        let total = &self.client_in_flight;
+        let in_total = total.counting.load(Ordering::Relaxed);
+        if in_total {
+            total.count.fetch_add(1, Ordering::AcqRel);
+        }
+        InFlight {
+            load: self.clone(),
+            in_total,
+        }
     }
 
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+        self.counts.load(Ordering::Acquire) as u32
     }
 
     /// The client's attempts in flight on all its instances (those that left the list included,
-    /// until they end).
+    /// until they end), since its first keyed call (see `ClientInFlight`).
     pub fn client_in_flight(&self) -> u64 {
-        self.client_in_flight.load(Ordering::Acquire)
+        self.client_in_flight.count.load(Ordering::Acquire)
     }
 
     pub fn attempts(&self) -> u64 {
-        self.attempts.load(Ordering::Relaxed)
+        // Two reads: at the moment of a wrap (every 2^32 attempts) they may disagree once.
+        (u64::from(self.attempts_high.load(Ordering::Relaxed)) << 32)
+            | (self.counts.load(Ordering::Relaxed) >> 32)
     }
 
     pub fn failures(&self) -> u64 {
@@ -369,7 +404,7 @@ pub struct LoadTable {
     /// Monotonic ms of the medians' last refresh.
     median_at_ms: AtomicU64,
     /// Attempts in flight on every instance of this table (see `InstanceLoad::client_in_flight`).
-    in_flight: Arc<AtomicU64>,
+    in_flight: Arc<ClientInFlight>,
 }
 
 impl LoadTable {
@@ -408,6 +443,14 @@ impl LoadTable {
             .filter(|&u| u > now_ms)
             .max()
             .unwrap_or(0)
+    }
+
+    /// From now on the client's total in flight counts every attempt that starts: called by a
+    /// keyed call before its pick.
+    pub fn count_client_in_flight(&self) {
+        if !self.in_flight.counting.load(Ordering::Relaxed) {
+            self.in_flight.counting.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The median latency EWMA of instances with a sample, µs; 0 when none has one.
@@ -525,6 +568,13 @@ mod tests {
     fn the_clients_total_in_flight_counts_every_attempt_until_it_ends() {
         let table = LoadTable::default();
         let first = table.attach(&[inst(1), inst(2)]);
+        // Not counted before the first keyed call (nothing reads it), and not taken off after.
+        let early = first[1].start();
+        table.count_client_in_flight();
+        assert_eq!(first[0].client_in_flight(), 0);
+        drop(early);
+        assert_eq!(first[0].client_in_flight(), 0);
+        assert_eq!(first[1].attempts(), 1);
         let a = first[0].start();
         let b = first[1].start();
         let c = first[1].start();
@@ -540,6 +590,21 @@ mod tests {
         let other = LoadTable::default().attach(&[inst(1)]);
         let _d = other[0].start();
         assert_eq!(second[0].client_in_flight(), 0);
+    }
+
+    #[test]
+    fn attempts_count_past_the_32_bits_they_share_a_word_with_the_in_flight_count() {
+        let load = Arc::new(InstanceLoad::default());
+        load.counts
+            .store((u64::from(u32::MAX) - 1) << 32, Ordering::Relaxed);
+        let a = load.start();
+        let b = load.start();
+        let c = load.start();
+        assert_eq!(load.attempts(), u64::from(u32::MAX) + 2);
+        assert_eq!(load.in_flight(), 3);
+        drop((a, b, c));
+        assert_eq!(load.in_flight(), 0);
+        assert_eq!(load.attempts(), u64::from(u32::MAX) + 2);
     }
 
     #[test]
