@@ -9,7 +9,7 @@
     async with httpx.AsyncClient(transport=easdirect.httpx.AsyncTransport(client)) as http:
         await http.post("http://my_service/api/predict/my_service", content=b"...")
 
-Each request to the service drives one :class:`easdirect.Call`: the library picks each
+Each request to the service drives one call (as :class:`easdirect.Call`, in C): the library picks each
 attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
 again; the transport rewrites the URL, replays the body, and tells the call how each attempt
 went. Requests to other hosts go to the wrapped transport (``httpx.HTTPTransport()`` by
@@ -28,15 +28,17 @@ from typing import Any, AsyncIterator, Iterable, Iterator, List, Optional, Tuple
 
 import httpx as _httpx
 
-from ._call import Body, Call, Outcome
+from ._call import Body, Outcome, next_error
 from ._client import Client, Instance
 from ._errors import NoInstanceError
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
     LOAD_FORMAT_HEADER,
     AffinityKey,
+    HelperCall,
     HelperOptions,
     OneShot,
+    begin,
     end,
     record,
     release,
@@ -203,12 +205,44 @@ def _attempt(
     opts: HelperOptions, request: _httpx.Request, inst: Instance, stream: Any, ext: dict
 ) -> _httpx.Request:
     """The request of one attempt: the instance's URL and ``Host``, the token and the
-    load-report ask when the request has none, the attempt's timeouts. The headers are built
-    once from the raw pairs (each ``httpx.Headers`` operation re-derives their encoding)."""
+    load-report ask when the request has none, the attempt's timeouts. What
+    ``httpx.Request(method, url, headers=..., stream=..., extensions=...)`` builds, with httpx
+    0.28's fields set directly when they are there (its constructor normalizes each header
+    again and copies the URL)."""
     url = _instance_url(request.url, opts.scheme, inst)
-    raw = [(b"Host", inst.host.encode("ascii"))]
+    extensions = dict(request.extensions)
+    extensions["timeout"] = ext
+    headers = request.headers
+    host = inst.host.encode("ascii")
+    token = opts.token
     has_auth = has_load = False
-    for k, v in request.headers.raw:
+    if _FAST_FIELDS:
+        items = [(b"Host", b"host", host)]
+        for item in headers._list:  # (name as sent, lower-case name, value)
+            lk = item[1]
+            if lk == b"host":
+                continue
+            if lk == b"authorization":
+                has_auth = True
+            elif lk == _LOAD_FORMAT:
+                has_load = True
+            items.append(item)
+        if token is not None and not has_auth:
+            items.append((b"Authorization", b"authorization", token.encode("utf-8")))
+        if opts.load_reports and not has_load:
+            items.append((_LOAD_FORMAT, _LOAD_FORMAT, b"text"))
+        new_headers = _httpx.Headers.__new__(_httpx.Headers)
+        new_headers._list = items
+        new_headers._encoding = None
+        attempt = _httpx.Request.__new__(_httpx.Request)
+        attempt.method = request.method
+        attempt.url = url
+        attempt.headers = new_headers
+        attempt.extensions = extensions
+        attempt.stream = stream
+        return attempt
+    raw = [(b"Host", host)]
+    for k, v in headers.raw:
         lk = k.lower()
         if lk == b"host":
             continue
@@ -217,31 +251,50 @@ def _attempt(
         elif lk == _LOAD_FORMAT:
             has_load = True
         raw.append((k, v))
-    token = opts.token
     if token is not None and not has_auth:
         raw.append((b"Authorization", token.encode("utf-8")))
     if opts.load_reports and not has_load:
         raw.append((_LOAD_FORMAT, b"text"))
-    extensions = dict(request.extensions)
-    extensions["timeout"] = ext
     return _httpx.Request(request.method, url, headers=raw, stream=stream, extensions=extensions)
+
+
+def _has_fast_fields() -> bool:
+    """Whether httpx's Request and Headers can be built as :func:`_attempt` does, without their
+    constructors (httpx 0.28: these fields, and ``Headers._list`` of (name, lower-case name,
+    value) triples); else the constructors are used."""
+    try:
+        h = _httpx.Headers([(b"Host", b"h"), (b"X-A", b"v")])
+        r = _httpx.Request("GET", "http://h/", headers=h, stream=_httpx.ByteStream(b""))
+        return (
+            h._list == [(b"Host", b"host", b"h"), (b"X-A", b"x-a", b"v")]
+            and h._encoding is None
+            and set(vars(h)) == {"_list", "_encoding"}
+            and set(vars(r)) == {"method", "url", "headers", "extensions", "stream"}
+        )
+    except Exception:  # noqa: BLE001 - another httpx: the constructors
+        return False
 
 
 _LOAD_FORMAT = LOAD_FORMAT_HEADER.encode("ascii")
 _LOAD_NAMES = (b"endpoint-load-metrics", b"retry-after")
+_FAST_FIELDS = _has_fast_fields()
+_RESPONSE = Outcome.RESPONSE
 
 
-def _load_headers(headers: _httpx.Headers) -> List[Tuple[bytes, bytes]]:
-    """The two response headers the core reads, from the raw pairs."""
+def _load_headers(headers: _httpx.Headers) -> Any:
+    """The response's headers as ``record`` takes them (it passes on the two the core reads):
+    httpx 0.28's triples as they are, else the two from the raw pairs."""
+    if _FAST_FIELDS:
+        return headers._list
     return [(k, v) for k, v in headers.raw if k.lower() in _LOAD_NAMES]
 
 
 class _Tracked(_httpx.SyncByteStream):
     """A response body whose end (read to its end, cut, or closed) ends the call."""
 
-    def __init__(self, inner: _httpx.SyncByteStream, call: Call) -> None:
+    def __init__(self, inner: _httpx.SyncByteStream, call: HelperCall) -> None:
         self._inner = inner
-        self._call: Optional[Call] = call
+        self._call: Optional[HelperCall] = call
 
     def _end(self, body: Body) -> None:
         call, self._call = self._call, None
@@ -268,9 +321,9 @@ class _Tracked(_httpx.SyncByteStream):
 class _AsyncTracked(_httpx.AsyncByteStream):
     """The async :class:`_Tracked`: a cancellation while reading is DROPPED."""
 
-    def __init__(self, inner: _httpx.AsyncByteStream, call: Call) -> None:
+    def __init__(self, inner: _httpx.AsyncByteStream, call: HelperCall) -> None:
         self._inner = inner
-        self._call: Optional[Call] = call
+        self._call: Optional[HelperCall] = call
 
     def _end(self, body: Body) -> None:
         call, self._call = self._call, None
@@ -313,19 +366,19 @@ class _Base:
     def __repr__(self) -> str:
         return f"<easdirect.httpx.{type(self).__name__} {self._options!r}>"
 
-    def _begin(self, request: _httpx.Request) -> Tuple[Call, Instance]:
+    def _begin(self, request: _httpx.Request) -> Tuple[HelperCall, Instance]:
         opts = self._options
         headers = request.headers
-        key = opts.key_of(request, lambda name: _raw_header(headers, name))
-        call = opts.client.call(key, idempotent=opts.idempotent(request.method, headers))
-        try:
-            return call, call.next()
-        except NoInstanceError as e:
+        key = opts.key_of(request, lambda name: _raw_header(headers, name)) if opts.keyed else None
+        call = begin(opts, key, opts.idempotent(request.method, headers))
+        inst = call.next()
+        if type(inst) is int:
             release(call)
-            raise NoInstanceAvailable(e, request) from None
-        except BaseException:
-            release(call)
-            raise
+            e = next_error(inst)
+            if isinstance(e, NoInstanceError):
+                raise NoInstanceAvailable(e, request) from None
+            raise e
+        return call, inst
 
 
 def _raw_header(headers: _httpx.Headers, name: str) -> Optional[bytes]:
@@ -396,8 +449,11 @@ class Transport(_Base, _httpx.BaseTransport):
             return self._inner.handle_request(request)
         call, inst = self._begin(request)
         try:
-            body = _Body(request)
-            body.read()
+            if isinstance(request.stream, _httpx.ByteStream):
+                body: Optional[_Body] = None  # bytes: sent as they are by every attempt
+            else:
+                body = _Body(request)
+                body.read()
             timeouts = _Timeouts(opts, request)
         except BaseException:
             release(call)
@@ -406,28 +462,28 @@ class Transport(_Base, _httpx.BaseTransport):
         while True:
             ext = dict(timeouts.ext)
             try:
-                resp = self._inner.handle_request(
-                    _attempt(opts, request, inst, body.stream(), ext)
-                )
+                stream = request.stream if body is None else body.stream()
+                resp = self._inner.handle_request(_attempt(opts, request, inst, stream, ext))
             except BaseException as e:
-                if record(call, _outcome_of(e)) and body.replayable() and opts.may_retry(n):
-                    try:
-                        inst = call.next()
-                    except Exception:  # the client closed meanwhile, or the list changed
+                if (
+                    record(call, _outcome_of(e))
+                    and (body is None or body.replayable())
+                    and opts.may_retry(n)
+                ):
+                    following = call.next()
+                    if type(following) is int:  # the client closed meanwhile, or the list changed
                         release(call)
                         raise e from None
+                    inst = following
                     n += 1
                     continue
                 release(call)
                 raise
             timeouts.headers_came(ext)
-            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
-            if retry and body.replayable() and opts.may_retry(n):
-                try:
-                    following: Optional[Instance] = call.next()
-                except Exception:
-                    following = None  # the client closed meanwhile: this is the answer
-                if following is not None:
+            retry = record(call, _RESPONSE, resp.status_code, _load_headers(resp.headers))
+            if retry and (body is None or body.replayable()) and opts.may_retry(n):
+                following = call.next()
+                if type(following) is not int:  # else the client closed: this is the answer
                     _drain(resp)
                     inst = following
                     n += 1
@@ -499,8 +555,11 @@ class AsyncTransport(_Base, _httpx.AsyncBaseTransport):
             return await self._inner.handle_async_request(request)
         call, inst = self._begin(request)
         try:
-            body = _Body(request)
-            await body.aread()
+            if isinstance(request.stream, _httpx.ByteStream):
+                body: Optional[_Body] = None  # bytes: sent as they are by every attempt
+            else:
+                body = _Body(request)
+                await body.aread()
             timeouts = _Timeouts(opts, request)
         except BaseException:
             release(call)
@@ -509,28 +568,30 @@ class AsyncTransport(_Base, _httpx.AsyncBaseTransport):
         while True:
             ext = dict(timeouts.ext)
             try:
+                stream = request.stream if body is None else await body.astream()
                 resp = await self._inner.handle_async_request(
-                    _attempt(opts, request, inst, await body.astream(), ext)
+                    _attempt(opts, request, inst, stream, ext)
                 )
             except BaseException as e:
-                if record(call, _outcome_of(e)) and body.replayable() and opts.may_retry(n):
-                    try:
-                        inst = call.next()
-                    except Exception:
+                if (
+                    record(call, _outcome_of(e))
+                    and (body is None or body.replayable())
+                    and opts.may_retry(n)
+                ):
+                    following = call.next()
+                    if type(following) is int:
                         release(call)
                         raise e from None
+                    inst = following
                     n += 1
                     continue
                 release(call)
                 raise
             timeouts.headers_came(ext)
-            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
-            if retry and body.replayable() and opts.may_retry(n):
-                try:
-                    following: Optional[Instance] = call.next()
-                except Exception:
-                    following = None
-                if following is not None:
+            retry = record(call, _RESPONSE, resp.status_code, _load_headers(resp.headers))
+            if retry and (body is None or body.replayable()) and opts.may_retry(n):
+                following = call.next()
+                if type(following) is not int:
                     await _adrain(resp)
                     inst = following
                     n += 1

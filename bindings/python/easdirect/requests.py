@@ -5,7 +5,7 @@
     session = easdirect.requests.session(client, token=EAS_TOKEN, affinity_header="X-Session-Id")
     session.post("http://my_service/api/predict/my_service", data=b"...")
 
-Each request to the service drives one :class:`easdirect.Call`: the library picks each
+Each request to the service drives one call (as :class:`easdirect.Call`, in C): the library picks each
 attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
 again; the adapter rewrites the URL, replays the body, and tells the call how each attempt went.
 Requests to other hosts pass through the adapter as through ``requests``' own. The response's
@@ -21,32 +21,38 @@ from __future__ import annotations
 
 import http.client
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests as _requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from requests.exceptions import ConnectionError, ConnectTimeout, ProxyError, SSLError, Timeout
 from requests.utils import should_bypass_proxies
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.response import is_fp_closed
 
-from ._call import Body, Call, Outcome
-from ._client import Client, Instance
+from ._call import Body, Outcome, next_error
+from ._client import Client
 from ._errors import NoInstanceError
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
+    LOAD_FORMAT_HEADER,
     LOAD_HEADERS,
     AffinityKey,
+    HelperCall,
     HelperOptions,
     OneShot,
+    begin,
     end,
     record,
     release,
 )
 
 __all__ = ["Adapter", "NoInstanceAvailable", "session"]
+
+_RESPONSE = Outcome.RESPONSE
 
 #: A retried attempt's response is read (so that its connection is reused) up to this size;
 #: a longer one is closed.
@@ -61,10 +67,6 @@ class NoInstanceAvailable(NoInstanceError, ConnectionError):
         NoInstanceError.__init__(self, error.code, error.message)
         self.request = request
         self.response = None
-
-
-def _rewrite(parts: SplitResult, scheme: str, inst: Instance) -> str:
-    return urlunsplit((scheme, inst.host, parts.path, parts.query, parts.fragment))
 
 
 def _proxies_for(url: str, proxies: Optional[Mapping[str, str]]) -> Optional[Mapping[str, str]]:
@@ -160,7 +162,7 @@ def _tracked_class(base: type) -> type:
         return cls
 
     class Tracked(base):  # type: ignore[valid-type, misc]
-        _easdirect_call: Optional[Call]
+        _easdirect_call: Optional[HelperCall]
 
         def _easdirect_end(self, body: Body) -> None:
             call = self.__dict__.pop("_easdirect_call", None)
@@ -212,7 +214,7 @@ def _tracked_class(base: type) -> type:
     return Tracked
 
 
-def _track(resp: _requests.Response, call: Call) -> None:
+def _track(resp: _requests.Response, call: HelperCall) -> None:
     """Keeps ``call``'s attempt in flight until ``resp``'s body is read to its end or closed."""
     raw = resp.raw
     if raw is None or not isinstance(raw, HTTPResponse):
@@ -229,13 +231,30 @@ def _track(resp: _requests.Response, call: Call) -> None:
     raw._easdirect_call = call
 
 
-def _attempt_of(request: _requests.PreparedRequest, url: str) -> _requests.PreparedRequest:
-    """What ``request.copy()`` gives, with the instance's URL, for less: the cookie jar is
-    shared, not copied (sending only reads it; the answer's cookies go to the response)."""
+def _attempt_of(
+    request: _requests.PreparedRequest, url: str, opts: HelperOptions
+) -> _requests.PreparedRequest:
+    """What ``request.copy()`` gives, with the instance's URL and the headers of
+    ``opts.add_headers``, for less: the cookie jar is shared, not copied (sending only reads it;
+    the answer's cookies go to the response), and a ``CaseInsensitiveDict``'s store is copied
+    as a whole rather than item by item."""
     attempt = _requests.PreparedRequest.__new__(_requests.PreparedRequest)  # every field set
     attempt.method = request.method
     attempt.url = url
-    attempt.headers = request.headers.copy()
+    headers = request.headers
+    if type(headers) is CaseInsensitiveDict:
+        copy = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
+        store = copy._store = headers._store.copy()  # type: ignore[attr-defined]
+        # opts.add_headers, on the store (lower-case name -> (name, value)) directly.
+        token = opts.token
+        if token is not None and "authorization" not in store:
+            store["authorization"] = ("Authorization", token)
+        if opts.load_reports and LOAD_FORMAT_HEADER not in store:
+            store[LOAD_FORMAT_HEADER] = (LOAD_FORMAT_HEADER, "text")
+        attempt.headers = copy
+    else:
+        attempt.headers = headers.copy()
+        opts.add_headers(attempt.headers)
     attempt._cookies = request._cookies  # type: ignore[attr-defined]
     attempt.hooks = request.hooks
     attempt._body_position = request._body_position  # type: ignore[attr-defined]
@@ -322,6 +341,9 @@ class Adapter(HTTPAdapter):
             retry_non_idempotent=retry_non_idempotent,
             owner="easdirect.requests.Adapter",
         )
+        self._prefix = self._options.scheme + "://"
+        # URL -> what follows the host in its instance URLs, or False (not the service's).
+        self._tails: Dict[str, Union[str, bool]] = {}
         super().__init__(**kwargs)
 
     @property
@@ -346,35 +368,43 @@ class Adapter(HTTPAdapter):
     ) -> _requests.Response:
         """Sends ``request``: through the client when its host names the service, else as
         ``HTTPAdapter.send`` does."""
-        opts = self._options
         url = request.url or ""
-        parts = urlsplit(url)
-        if not opts.matches(parts.hostname):
+        tail = self._tails.get(url)
+        if tail is None:
+            tail = self._tail_of(url)
+        if tail is False:
             return super().send(request, stream, timeout, verify, cert, proxies)
+        opts = self._options
         headers = request.headers
-        key = opts.key_of(request, headers.get)
-        call = opts.client.call(key, idempotent=opts.idempotent(request.method or "GET", headers))
-        try:
-            inst = call.next()
-        except NoInstanceError as e:
+        key = opts.key_of(request, headers.get) if opts.keyed else None
+        call = begin(opts, key, opts.idempotent(request.method or "GET", headers))
+        inst = call.next()
+        if type(inst) is int:
             release(call)
-            raise NoInstanceAvailable(e, request) from None
-        except BaseException:
-            release(call)
-            raise
-        try:
-            body = _Request(request)
-        except BaseException:
-            release(call)
-            raise
-        caller_connect, caller_read = _split_timeout(timeout)
-        attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
+            e = next_error(inst)
+            if isinstance(e, NoInstanceError):
+                raise NoInstanceAvailable(e, request) from None
+            raise e
+        raw_body = request.body
+        if raw_body is None or type(raw_body) is bytes or type(raw_body) is str:
+            body: Optional[_Request] = None  # sent as it is by every attempt
+        else:
+            try:
+                body = _Request(request)
+            except BaseException:
+                release(call)
+                raise
+        if timeout is None:
+            caller_read = None
+            attempt_timeout = opts.default_timeouts
+        else:
+            caller_connect, caller_read = _split_timeout(timeout)
+            attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
         n = 1
         while True:
-            attempt = _attempt_of(request, _rewrite(parts, opts.scheme, inst))
-            opts.add_headers(attempt.headers)
+            attempt = _attempt_of(request, self._prefix + inst.host + tail, opts)
             try:
-                attempt.body = body.body()
+                attempt.body = raw_body if body is None else body.body()
                 resp = super().send(
                     attempt,
                     stream,
@@ -385,28 +415,27 @@ class Adapter(HTTPAdapter):
                 )
             except BaseException as e:
                 retry = record(call, _outcome_of(e))
-                if retry and body.replayable() and opts.may_retry(n):
-                    try:
-                        inst = call.next()
-                    except Exception:  # the client closed meanwhile, or the list changed
+                if retry and (body is None or body.replayable()) and opts.may_retry(n):
+                    following = call.next()
+                    if type(following) is int:  # the client closed meanwhile, or the list changed
                         release(call)
                         raise e from None
+                    inst = following
                     n += 1
                     continue
                 release(call)
                 raise
-            retry = record(
-                call,
-                Outcome.RESPONSE,
-                resp.status_code,
-                [(k, v) for k in LOAD_HEADERS if (v := resp.headers.get(k)) is not None],
+            got = resp.headers
+            retry = call.record(
+                _RESPONSE,
+                resp.status_code or 0,
+                got._store  # type: ignore[attr-defined]
+                if type(got) is CaseInsensitiveDict
+                else [(k, v) for k in LOAD_HEADERS if (v := got.get(k)) is not None],
             )
-            if retry and body.replayable() and opts.may_retry(n):
-                try:
-                    following = call.next()
-                except Exception:
-                    following = None  # the client closed meanwhile: this is the answer
-                if following is not None:
+            if retry is True and (body is None or body.replayable()) and opts.may_retry(n):
+                following = call.next()
+                if type(following) is not int:  # else the client closed: this is the answer
                     _drain(resp)
                     inst = following
                     n += 1
@@ -414,10 +443,23 @@ class Adapter(HTTPAdapter):
             if attempt_timeout[1] != caller_read:
                 _restore_read_timeout(resp, caller_read)
             _track(resp, call)
-            resp.url = request.url or resp.url
+            resp.url = url or resp.url
             resp.request = request
             resp.easdirect_instance = inst  # type: ignore[attr-defined]
             return resp
+
+    def _tail_of(self, url: str) -> Union[str, bool]:
+        """What follows the host in an instance's URL for ``url`` (path, query, fragment, as
+        ``urlunsplit`` writes them), or False when ``url`` is not for the service; remembered
+        for the URLs met lately."""
+        parts = urlsplit(url)
+        tail: Union[str, bool] = False
+        if self._options.matches(parts.hostname):
+            tail = urlunsplit(("x", "h", parts.path, parts.query, parts.fragment))[len("x://h") :]
+        if len(self._tails) >= 1024:
+            self._tails.clear()  # a bound, not an LRU
+        self._tails[url] = tail
+        return tail
 
 
 def _restore_read_timeout(resp: _requests.Response, read: Optional[float]) -> None:
