@@ -200,7 +200,8 @@ static PyObject *instance(PyObject *self, PyObject *const *args, Py_ssize_t narg
  * not see, as this type is not tracked): the client can neither be collected nor finalized
  * (eas_client_free) before the call is freed, by close() or when the object is deallocated.
  *
- * Errors are returned, not raised: next() gives an Instance or the status (an int), record()
+ * Errors are returned, not raised: call_start() gives the begin's status or (call, the first
+ * next()'s result), next() gives an Instance or the status (an int), record()
  * True/False (retry) or the status, finish() the status. The helpers turn a status into the
  * exception the public Call raises, on the rare paths only. */
 
@@ -396,8 +397,12 @@ static void HCall_dealloc(HCall *self) {
   PyObject_Free(self);
 }
 
-/* call_begin(client, handle: int, key: bytes | None, flags: int) -> Call | int */
-static PyObject *call_begin(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *HCall_next(HCall *self, PyObject *unused);
+
+/* call_start(client, handle: int, key: bytes | None, flags: int) -> (Call, Instance | int) | int:
+ * eas_call_begin (its status when it fails) and the first eas_call_next (its status in place of
+ * the Instance when it fails: the caller closes the call). */
+static PyObject *call_start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
   (void)mod;
   if (nargs != 4) {
     PyErr_Format(PyExc_TypeError, "expected 4 arguments, got %zd", nargs);
@@ -429,7 +434,20 @@ static PyObject *call_begin(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     Py_DECREF(self);
     return PyLong_FromLong((long)st);
   }
-  return (PyObject *)self;
+  PyObject *first = HCall_next(self, NULL);
+  if (!first) {
+    Py_DECREF(self); /* frees the call */
+    return NULL;
+  }
+  PyObject *pair = PyTuple_New(2);
+  if (!pair) {
+    Py_DECREF(first);
+    Py_DECREF(self);
+    return NULL;
+  }
+  PyTuple_SET_ITEM(pair, 0, (PyObject *)self);
+  PyTuple_SET_ITEM(pair, 1, first);
+  return pair;
 }
 
 /* next() -> Instance | int: eas_call_next, the Instance from the client's cache. */
@@ -525,7 +543,7 @@ static PyTypeObject HCall_Type = {
     .tp_dealloc = (destructor)HCall_dealloc,
     .tp_repr = (reprfunc)HCall_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The eas_call of one HTTP helper request (made by call_begin).",
+    .tp_doc = "The eas_call of one HTTP helper request (made by call_start).",
     .tp_methods = HCall_methods,
     .tp_getset = HCall_getset,
 };
@@ -538,8 +556,9 @@ static PyMethodDef methods[] = {
      "pick_excluding(handle, cache, ids) -> Instance: eas_select_instance_excluding."},
     {"instance", (PyCFunction)(void (*)(void))instance, METH_FASTCALL,
      "instance(cache, address) -> Instance: the cached Instance of an eas_instance."},
-    {"call_begin", (PyCFunction)(void (*)(void))call_begin, METH_FASTCALL,
-     "call_begin(client, handle, key, flags) -> Call | int: eas_call_begin, or its status."},
+    {"call_start", (PyCFunction)(void (*)(void))call_start, METH_FASTCALL,
+     "call_start(client, handle, key, flags) -> (Call, Instance | int) | int: eas_call_begin "
+     "and the first eas_call_next, or their status."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,7 +26,7 @@ from typing import (
 from ._call import Body, Outcome, begin_error, key_bytes, next_error
 from ._client import Client, Instance
 from ._fastpick import Call as HelperCall
-from ._fastpick import call_begin as _call_begin
+from ._fastpick import call_start as _call_start
 from ._native import lib
 
 __all__ = ["AffinityKey", "HelperCall", "HelperOptions", "IDEMPOTENT_METHODS", "REPLAY_LIMIT"]
@@ -237,23 +237,16 @@ class HelperOptions:
         return self.max_attempts is None or attempts < self.max_attempts
 
 
-def begin(opts: HelperOptions, key: Any, idempotent: bool) -> HelperCall:
-    """Begins the call of one request (``Client.call`` for a helper: the call in C, see
-    ``_fastpick.c``); raises what ``Client.call`` raises."""
+def begin(opts: HelperOptions, key: Any, idempotent: bool) -> Tuple[HelperCall, Any]:
+    """Begins the call of one request and asks for its first instance (``Client.call`` and
+    ``Call.next`` for a helper, in C: see ``_fastpick.c``): (the call, the Instance or, when
+    ``next`` failed, its status for :func:`next_error`). Raises what ``Client.call`` raises."""
     kb = None if key is None else key_bytes(key)
     client = opts.client
-    call = _call_begin(client, client._hv, kb, 0 if idempotent else _NOT_IDEMPOTENT)
-    if type(call) is int:
-        raise begin_error(call)
-    return call
-
-
-def next_instance(call: HelperCall) -> Instance:
-    """``Call.next``: the next attempt's instance; raises what it raises."""
-    inst = call.next()
-    if type(inst) is int:
-        raise next_error(inst)
-    return inst
+    started = _call_start(client, client._hv, kb, 0 if idempotent else _NOT_IDEMPOTENT)
+    if type(started) is int:
+        raise begin_error(started)
+    return started
 
 
 def record(

@@ -24,7 +24,8 @@ its end or closed: ``http.stream(...)`` and ``send(..., stream=True)`` included.
 from __future__ import annotations
 
 import inspect
-from typing import Any, AsyncIterator, Iterable, Iterator, List, Optional, Tuple
+import operator
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import httpx as _httpx
 
@@ -39,7 +40,6 @@ from ._http import (
     HelperOptions,
     OneShot,
     begin,
-    end,
     record,
     release,
 )
@@ -78,22 +78,15 @@ def _outcome_of(error: BaseException) -> Outcome:
 _BROKEN = (_httpx.TransportError, _httpx.DecodingError)
 
 
-class _Timeouts:
-    """An attempt's ``timeout`` extension: the caller's, with connect and read at most
-    ``attempt_timeout`` until the response headers came."""
-
-    __slots__ = ("ext", "read")
-
-    def __init__(self, opts: HelperOptions, request: _httpx.Request) -> None:
-        caller = request.extensions.get("timeout")
-        ext = dict(caller) if isinstance(caller, dict) else {}
-        self.read = ext.get("read")
-        ext["connect"], ext["read"] = opts.attempt_timeouts(ext.get("connect"), self.read)
-        self.ext = ext
-
-    def headers_came(self, ext: dict) -> None:
-        # httpcore reads the extension at each body read: from now on the caller's timeout.
-        ext["read"] = self.read
+def _timeouts(opts: HelperOptions, request: _httpx.Request) -> Tuple[dict, Any]:
+    """An attempt's ``timeout`` extension (the caller's, with connect and read at most
+    ``attempt_timeout`` until the response headers came), and the caller's read timeout, which
+    the attempt's extension takes once the headers came (httpcore reads it at each body read)."""
+    caller = request.extensions.get("timeout")
+    ext = dict(caller) if isinstance(caller, dict) else {}
+    read = ext.get("read")
+    ext["connect"], ext["read"] = opts.attempt_timeouts(ext.get("connect"), read)
+    return ext, read
 
 
 class _Body:
@@ -188,17 +181,44 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def _instance_url(url: _httpx.URL, scheme: str, inst: Instance) -> _httpx.URL:
     """``url`` with the instance's scheme, address and port, path and query kept as sent.
     ``URL.copy_with`` parses the whole URL again (several microseconds); httpx 0.28's parsed
-    form is replaced field by field instead when it is there."""
+    form (a named tuple) is built field by field instead when it is there, and the URLs made
+    lately are remembered (a URL is immutable)."""
     ref = getattr(url, "_uri_reference", None)
-    if ref is not None and getattr(ref, "_fields", None) == _PARSE_FIELDS:
+    if type(ref) is _PARSED:
+        key = (ref, scheme, inst)
+        out = _urls.get(key)
+        if out is not None:
+            return out
         port = None if _DEFAULT_PORTS.get(scheme) == inst.port else inst.port
         out = _httpx.URL.__new__(_httpx.URL)
-        out._uri_reference = ref._replace(scheme=scheme, userinfo="", host=inst.ip, port=port)
+        # ref._replace(scheme=scheme, userinfo="", host=inst.ip, port=port), without its
+        # Python frames: the fields are scheme, userinfo, host, port, path, query, fragment.
+        out._uri_reference = _tuple_new(_PARSED, (scheme, "", inst.ip, port, *ref[4:]))
+        if len(_urls) >= 1024:
+            _urls.clear()  # a bound, not an LRU
+        _urls[key] = out
         return out
     return url.copy_with(scheme=scheme, host=inst.ip, port=inst.port)
 
 
-_PARSE_FIELDS = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+def _parsed_type() -> Optional[type]:
+    """The class of httpx 0.28's parsed URL when it is the named tuple :func:`_instance_url`
+    builds, else None (``URL.copy_with`` then)."""
+    try:
+        ref = _httpx.URL("http://h:1/p?q#f")._uri_reference
+        cls = type(ref)
+        fields = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+        if getattr(cls, "_fields", None) == fields and ref[4:] == ("/p", "q", "f"):
+            return cls
+    except Exception:  # noqa: BLE001 - another httpx
+        pass
+    return None
+
+
+_PARSED = _parsed_type()
+# (a request's parsed URL, scheme, instance) -> the attempt's URL, for the ones made lately.
+_urls: Dict[Any, _httpx.URL] = {}
+_tuple_new = tuple.__new__
 
 
 def _attempt(
@@ -214,23 +234,23 @@ def _attempt(
     extensions["timeout"] = ext
     headers = request.headers
     host = inst.host.encode("ascii")
-    token = opts.token
-    has_auth = has_load = False
+    token = opts._token
     if _FAST_FIELDS:
-        items = [(b"Host", b"host", host)]
-        for item in headers._list:  # (name as sent, lower-case name, value)
-            lk = item[1]
-            if lk == b"host":
-                continue
-            if lk == b"authorization":
-                has_auth = True
-            elif lk == _LOAD_FORMAT:
-                has_load = True
-            items.append(item)
-        if token is not None and not has_auth:
+        # The request's (name, lower-case name, value) triples, Host first and replaced, with
+        # list operations rather than a loop of Python per header.
+        items = headers._list
+        lower = list(map(_second, items))
+        hosts = lower.count(b"host")
+        if hosts == 0:
+            items = [(b"Host", b"host", host), *items]
+        elif hosts == 1 and lower[0] == b"host":
+            items = [(b"Host", b"host", host), *items[1:]]
+        else:
+            items = [(b"Host", b"host", host), *[t for t in items if t[1] != b"host"]]
+        if token is not None and b"authorization" not in lower:
             items.append((b"Authorization", b"authorization", token.encode("utf-8")))
-        if opts.load_reports and not has_load:
-            items.append((_LOAD_FORMAT, _LOAD_FORMAT, b"text"))
+        if opts.load_reports and _LOAD_FORMAT not in lower:
+            items.append(_LOAD_ASK)
         new_headers = _httpx.Headers.__new__(_httpx.Headers)
         new_headers._list = items
         new_headers._encoding = None
@@ -242,6 +262,7 @@ def _attempt(
         attempt.stream = stream
         return attempt
     raw = [(b"Host", host)]
+    has_auth = has_load = False
     for k, v in headers.raw:
         lk = k.lower()
         if lk == b"host":
@@ -276,6 +297,9 @@ def _has_fast_fields() -> bool:
 
 
 _LOAD_FORMAT = LOAD_FORMAT_HEADER.encode("ascii")
+_LOAD_ASK = (_LOAD_FORMAT, _LOAD_FORMAT, b"text")
+_second = operator.itemgetter(1)
+_DONE = Body.DONE
 _LOAD_NAMES = (b"endpoint-load-metrics", b"retry-after")
 _FAST_FIELDS = _has_fast_fields()
 _RESPONSE = Outcome.RESPONSE
@@ -299,7 +323,9 @@ class _Tracked(_httpx.SyncByteStream):
     def _end(self, body: Body) -> None:
         call, self._call = self._call, None
         if call is not None:
-            end(call, body)
+            if body is not _DONE:
+                call.finish(body)
+            call.close()  # the body as DONE, when not finished otherwise
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -328,7 +354,9 @@ class _AsyncTracked(_httpx.AsyncByteStream):
     def _end(self, body: Body) -> None:
         call, self._call = self._call, None
         if call is not None:
-            end(call, body)
+            if body is not _DONE:
+                call.finish(body)
+            call.close()  # the body as DONE, when not finished otherwise
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -357,6 +385,8 @@ class _Base:
 
     def __init__(self, owner: str, client: Client, **options: Any) -> None:
         self._options = HelperOptions(client, owner=owner, **options)
+        # The caller's timeout extension (as items) -> what _timeouts makes of it.
+        self._timeouts: Dict[Any, Tuple[dict, Any]] = {}
 
     @property
     def client(self) -> Client:
@@ -366,19 +396,33 @@ class _Base:
     def __repr__(self) -> str:
         return f"<easdirect.httpx.{type(self).__name__} {self._options!r}>"
 
-    def _begin(self, request: _httpx.Request) -> Tuple[HelperCall, Instance]:
+    def _begin(self, request: _httpx.Request) -> Tuple[HelperCall, Instance, dict, Any]:
+        """The request's call, its first instance, and the attempts' timeouts (see
+        :func:`_timeouts`)."""
         opts = self._options
         headers = request.headers
         key = opts.key_of(request, lambda name: _raw_header(headers, name)) if opts.keyed else None
-        call = begin(opts, key, opts.idempotent(request.method, headers))
-        inst = call.next()
+        caller = request.extensions.get("timeout")
+        known = self._timeouts
+        try:
+            timeouts = known.get(tuple(caller.items()) if type(caller) is dict else caller)
+        except TypeError:  # not hashable: not remembered
+            timeouts = _timeouts(opts, request)
+        if timeouts is None:
+            timeouts = _timeouts(opts, request)
+            if len(known) >= 64:
+                known.clear()  # a bound, not an LRU: a client's timeouts are few
+            known[tuple(caller.items()) if type(caller) is dict else caller] = timeouts
+        call, inst = begin(
+            opts, key, not opts.idempotent_retries_only or opts.idempotent(request.method, headers)
+        )
         if type(inst) is int:
             release(call)
             e = next_error(inst)
             if isinstance(e, NoInstanceError):
                 raise NoInstanceAvailable(e, request) from None
             raise e
-        return call, inst
+        return call, inst, timeouts[0], timeouts[1]
 
 
 def _raw_header(headers: _httpx.Headers, name: str) -> Optional[bytes]:
@@ -447,20 +491,19 @@ class Transport(_Base, _httpx.BaseTransport):
         opts = self._options
         if not opts.matches(request.url.host):
             return self._inner.handle_request(request)
-        call, inst = self._begin(request)
-        try:
-            if isinstance(request.stream, _httpx.ByteStream):
-                body: Optional[_Body] = None  # bytes: sent as they are by every attempt
-            else:
+        call, inst, timeouts, caller_read = self._begin(request)
+        if isinstance(request.stream, _httpx.ByteStream):
+            body: Optional[_Body] = None  # bytes: sent as they are by every attempt
+        else:
+            try:
                 body = _Body(request)
                 body.read()
-            timeouts = _Timeouts(opts, request)
-        except BaseException:
-            release(call)
-            raise
+            except BaseException:
+                release(call)
+                raise
         n = 1
         while True:
-            ext = dict(timeouts.ext)
+            ext = dict(timeouts)
             try:
                 stream = request.stream if body is None else body.stream()
                 resp = self._inner.handle_request(_attempt(opts, request, inst, stream, ext))
@@ -479,9 +522,9 @@ class Transport(_Base, _httpx.BaseTransport):
                     continue
                 release(call)
                 raise
-            timeouts.headers_came(ext)
-            retry = record(call, _RESPONSE, resp.status_code, _load_headers(resp.headers))
-            if retry and (body is None or body.replayable()) and opts.may_retry(n):
+            ext["read"] = caller_read  # the headers came: the body with the caller's timeout
+            retry = call.record(_RESPONSE, resp.status_code or 0, _load_headers(resp.headers))
+            if retry is True and (body is None or body.replayable()) and opts.may_retry(n):
                 following = call.next()
                 if type(following) is not int:  # else the client closed: this is the answer
                     _drain(resp)
@@ -553,20 +596,19 @@ class AsyncTransport(_Base, _httpx.AsyncBaseTransport):
         opts = self._options
         if not opts.matches(request.url.host):
             return await self._inner.handle_async_request(request)
-        call, inst = self._begin(request)
-        try:
-            if isinstance(request.stream, _httpx.ByteStream):
-                body: Optional[_Body] = None  # bytes: sent as they are by every attempt
-            else:
+        call, inst, timeouts, caller_read = self._begin(request)
+        if isinstance(request.stream, _httpx.ByteStream):
+            body: Optional[_Body] = None  # bytes: sent as they are by every attempt
+        else:
+            try:
                 body = _Body(request)
                 await body.aread()
-            timeouts = _Timeouts(opts, request)
-        except BaseException:
-            release(call)
-            raise
+            except BaseException:
+                release(call)
+                raise
         n = 1
         while True:
-            ext = dict(timeouts.ext)
+            ext = dict(timeouts)
             try:
                 stream = request.stream if body is None else await body.astream()
                 resp = await self._inner.handle_async_request(
@@ -587,9 +629,9 @@ class AsyncTransport(_Base, _httpx.AsyncBaseTransport):
                     continue
                 release(call)
                 raise
-            timeouts.headers_came(ext)
-            retry = record(call, _RESPONSE, resp.status_code, _load_headers(resp.headers))
-            if retry and (body is None or body.replayable()) and opts.may_retry(n):
+            ext["read"] = caller_read  # the headers came: the body with the caller's timeout
+            retry = call.record(_RESPONSE, resp.status_code or 0, _load_headers(resp.headers))
+            if retry is True and (body is None or body.replayable()) and opts.may_retry(n):
                 following = call.next()
                 if type(following) is not int:
                     await _adrain(resp)

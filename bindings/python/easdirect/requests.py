@@ -161,6 +161,8 @@ def _tracked_class(base: type) -> type:
     if cls is not None:
         return cls
 
+    base_read = base.read
+
     class Tracked(base):  # type: ignore[valid-type, misc]
         _easdirect_call: Optional[HelperCall]
 
@@ -177,11 +179,18 @@ def _tracked_class(base: type) -> type:
 
         def read(self, *args: Any, **kwargs: Any) -> bytes:
             try:
-                data = super().read(*args, **kwargs)
+                data = base_read(self, *args, **kwargs)
             except BaseException as e:
                 self._easdirect_end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
                 raise
-            self._easdirect_after_read()
+            # _easdirect_after_read, inline (this runs on every read of every response).
+            fields = self.__dict__
+            if "_easdirect_call" in fields:
+                fp = self._fp
+                if fp is None or is_fp_closed(fp):
+                    call = fields.pop("_easdirect_call", None)
+                    if call is not None:
+                        call.close()  # the body as DONE
             return data
 
         def read1(self, *args: Any, **kwargs: Any) -> bytes:
@@ -220,15 +229,20 @@ def _track(resp: _requests.Response, call: HelperCall) -> None:
     if raw is None or not isinstance(raw, HTTPResponse):
         end(call, Body.DONE)  # nothing to follow (a test double, say)
         return
-    if raw._fp is None or is_fp_closed(raw._fp):
+    fp = raw._fp
+    if fp is None or is_fp_closed(fp):
         end(call, Body.DONE)  # no body (HEAD, 204, Content-Length: 0)
         return
+    base = type(raw)
     try:
-        raw.__class__ = _tracked_class(type(raw))
+        raw.__class__ = _tracked_classes.get(base) or _tracked_class(base)
     except TypeError:
         end(call, Body.DONE)
         return
     raw._easdirect_call = call
+
+
+_TRACKED = _tracked_class(HTTPResponse)
 
 
 def _attempt_of(
@@ -238,27 +252,25 @@ def _attempt_of(
     ``opts.add_headers``, for less: the cookie jar is shared, not copied (sending only reads it;
     the answer's cookies go to the response), and a ``CaseInsensitiveDict``'s store is copied
     as a whole rather than item by item."""
-    attempt = _requests.PreparedRequest.__new__(_requests.PreparedRequest)  # every field set
-    attempt.method = request.method
-    attempt.url = url
+    attempt = _requests.PreparedRequest.__new__(_requests.PreparedRequest)
+    fields = attempt.__dict__
+    fields.update(request.__dict__)  # method, _cookies, hooks, _body_position (and the rest)
+    fields["url"] = url
+    fields["body"] = None  # the attempt's own, set by the caller
     headers = request.headers
     if type(headers) is CaseInsensitiveDict:
         copy = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
         store = copy._store = headers._store.copy()  # type: ignore[attr-defined]
         # opts.add_headers, on the store (lower-case name -> (name, value)) directly.
-        token = opts.token
+        token = opts._token
         if token is not None and "authorization" not in store:
             store["authorization"] = ("Authorization", token)
         if opts.load_reports and LOAD_FORMAT_HEADER not in store:
             store[LOAD_FORMAT_HEADER] = (LOAD_FORMAT_HEADER, "text")
-        attempt.headers = copy
+        fields["headers"] = copy
     else:
-        attempt.headers = headers.copy()
-        opts.add_headers(attempt.headers)
-    attempt._cookies = request._cookies  # type: ignore[attr-defined]
-    attempt.hooks = request.hooks
-    attempt._body_position = request._body_position  # type: ignore[attr-defined]
-    attempt.body = None  # the attempt's own, set by the caller
+        fields["headers"] = copy = headers.copy()
+        opts.add_headers(copy)
     return attempt
 
 
@@ -342,6 +354,10 @@ class Adapter(HTTPAdapter):
             owner="easdirect.requests.Adapter",
         )
         self._prefix = self._options.scheme + "://"
+        # What HTTPAdapter.send makes of the attempts' (connect, read) timeouts when the caller
+        # gives none (urlopen clones it for each request).
+        connect, read = self._options.default_timeouts
+        self._default_timeout = urllib3.Timeout(connect=connect, read=read)
         # URL -> what follows the host in its instance URLs, or False (not the service's).
         self._tails: Dict[str, Union[str, bool]] = {}
         super().__init__(**kwargs)
@@ -377,8 +393,11 @@ class Adapter(HTTPAdapter):
         opts = self._options
         headers = request.headers
         key = opts.key_of(request, headers.get) if opts.keyed else None
-        call = begin(opts, key, opts.idempotent(request.method or "GET", headers))
-        inst = call.next()
+        call, inst = begin(
+            opts,
+            key,
+            not opts.idempotent_retries_only or opts.idempotent(request.method or "GET", headers),
+        )
         if type(inst) is int:
             release(call)
             e = next_error(inst)
@@ -397,9 +416,10 @@ class Adapter(HTTPAdapter):
         if timeout is None:
             caller_read = None
             attempt_timeout = opts.default_timeouts
+            sent_timeout: Any = self._default_timeout  # the same, built once
         else:
             caller_connect, caller_read = _split_timeout(timeout)
-            attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
+            sent_timeout = attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
         n = 1
         while True:
             attempt = _attempt_of(request, self._prefix + inst.host + tail, opts)
@@ -408,10 +428,10 @@ class Adapter(HTTPAdapter):
                 resp = super().send(
                     attempt,
                     stream,
-                    attempt_timeout,
+                    sent_timeout,
                     verify,
                     cert,
-                    _proxies_for(attempt.url, proxies),
+                    _proxies_for(attempt.url, proxies) if proxies else proxies,
                 )
             except BaseException as e:
                 retry = record(call, _outcome_of(e))
@@ -441,8 +461,21 @@ class Adapter(HTTPAdapter):
                     n += 1
                     continue
             if attempt_timeout[1] != caller_read:
-                _restore_read_timeout(resp, caller_read)
-            _track(resp, call)
+                # The headers came within the attempt's timeout: the body is read with the
+                # caller's.
+                try:
+                    sock = resp.raw.connection.sock  # type: ignore[union-attr]
+                    if sock is not None:
+                        sock.settimeout(caller_read)
+                except Exception:  # noqa: BLE001 - best effort: the attempt timeout then stays
+                    pass
+            raw = resp.raw
+            fp = getattr(raw, "_fp", None)
+            if type(raw) is HTTPResponse and fp is not None and not is_fp_closed(fp):
+                raw.__class__ = _TRACKED  # what _track does, for urllib3's class itself
+                raw._easdirect_call = call
+            else:
+                _track(resp, call)
             resp.url = url or resp.url
             resp.request = request
             resp.easdirect_instance = inst  # type: ignore[attr-defined]
@@ -460,16 +493,6 @@ class Adapter(HTTPAdapter):
             self._tails.clear()  # a bound, not an LRU
         self._tails[url] = tail
         return tail
-
-
-def _restore_read_timeout(resp: _requests.Response, read: Optional[float]) -> None:
-    """The headers came within the attempt's timeout: the body is read with the caller's."""
-    try:
-        sock = resp.raw.connection.sock  # type: ignore[union-attr]
-        if sock is not None:
-            sock.settimeout(read)
-    except Exception:  # noqa: BLE001 - best effort: the attempt timeout then stays
-        pass
 
 
 def session(client: Client, **adapter_options: Any) -> _requests.Session:
