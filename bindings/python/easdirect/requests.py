@@ -33,9 +33,10 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.response import is_fp_closed
 
-from ._call import Body, Outcome, next_error
+from ._call import Body, Outcome, begin_error, next_error
 from ._client import Client
 from ._errors import NoInstanceError
+from ._fastpick import call_start as _call_start
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
     LOAD_FORMAT_HEADER,
@@ -260,7 +261,9 @@ def _attempt_of(
     headers = request.headers
     if type(headers) is CaseInsensitiveDict:
         copy = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
-        store = copy._store = headers._store.copy()  # type: ignore[attr-defined]
+        # A dict (ordered too) rather than the OrderedDict requests uses: copied and grown for
+        # less; the attempt's headers are only read, by HTTPAdapter.send and urllib3.
+        store = copy._store = dict(headers._store)  # type: ignore[attr-defined]
         # opts.add_headers, on the store (lower-case name -> (name, value)) directly.
         token = opts._token
         if token is not None and "authorization" not in store:
@@ -393,11 +396,19 @@ class Adapter(HTTPAdapter):
         opts = self._options
         headers = request.headers
         key = opts.key_of(request, headers.get) if opts.keyed else None
-        call, inst = begin(
-            opts,
-            key,
-            not opts.idempotent_retries_only or opts.idempotent(request.method or "GET", headers),
-        )
+        if key is None and not opts.idempotent_retries_only:  # begin(), inline: the common case
+            client = opts.client
+            started = _call_start(client, client._hv, None, 0)
+            if type(started) is int:
+                raise begin_error(started)
+            call, inst = started
+        else:
+            call, inst = begin(
+                opts,
+                key,
+                not opts.idempotent_retries_only
+                or opts.idempotent(request.method or "GET", headers),
+            )
         if type(inst) is int:
             release(call)
             e = next_error(inst)
