@@ -29,9 +29,10 @@ from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional,
 
 import httpx as _httpx
 
-from ._call import Body, Outcome, next_error
+from ._call import Body, Outcome, begin_error, next_error
 from ._client import Client, Instance
 from ._errors import NoInstanceError
+from ._fastpick import call_start as _call_start
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
     LOAD_FORMAT_HEADER,
@@ -345,11 +346,14 @@ class _Tracked(_httpx.SyncByteStream):
 
 
 class _AsyncTracked(_httpx.AsyncByteStream):
-    """The async :class:`_Tracked`: a cancellation while reading is DROPPED."""
+    """The async :class:`_Tracked`: a cancellation while reading is DROPPED. Its own iterator
+    rather than an async generator (asyncio's hooks register each of those in a WeakSet), so
+    a body left unread ends at :meth:`aclose` (or with the call's object, as DONE)."""
 
     def __init__(self, inner: _httpx.AsyncByteStream, call: HelperCall) -> None:
         self._inner = inner
         self._call: Optional[HelperCall] = call
+        self._chunks: Any = None
 
     def _end(self, body: Body) -> None:
         call, self._call = self._call, None
@@ -358,17 +362,19 @@ class _AsyncTracked(_httpx.AsyncByteStream):
                 call.finish(body)
             call.close()  # the body as DONE, when not finished otherwise
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> "_AsyncTracked":
+        self._chunks = self._inner.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._inner:
-                yield chunk
-        except GeneratorExit:
-            self._end(Body.DROPPED)
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._end(_DONE)
             raise
         except BaseException as e:
             self._end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
             raise
-        self._end(Body.DONE)
 
     async def aclose(self) -> None:
         self._end(Body.DROPPED)
@@ -413,9 +419,18 @@ class _Base:
             if len(known) >= 64:
                 known.clear()  # a bound, not an LRU: a client's timeouts are few
             known[tuple(caller.items()) if type(caller) is dict else caller] = timeouts
-        call, inst = begin(
-            opts, key, not opts.idempotent_retries_only or opts.idempotent(request.method, headers)
-        )
+        if key is None and not opts.idempotent_retries_only:  # begin(), inline: the common case
+            client = opts.client
+            started = _call_start(client, client._hv, None, 0)
+            if type(started) is int:
+                raise begin_error(started)
+            call, inst = started
+        else:
+            call, inst = begin(
+                opts,
+                key,
+                not opts.idempotent_retries_only or opts.idempotent(request.method, headers),
+            )
         if type(inst) is int:
             release(call)
             e = next_error(inst)
