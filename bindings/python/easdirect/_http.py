@@ -23,8 +23,8 @@ from typing import (
     Union,
 )
 
-from ._call import Body, Outcome, begin_error, key_bytes, next_error
-from ._client import Client, Instance
+from ._call import Body, Outcome, begin_error, key_bytes
+from ._client import Client
 from ._fastpick import Call as HelperCall
 from ._fastpick import call_start as _call_start
 from ._native import lib

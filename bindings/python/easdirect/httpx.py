@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import operator
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, Optional, Tuple
 
 import httpx as _httpx
 
