@@ -9,8 +9,8 @@
     async with httpx.AsyncClient(transport=easdirect.httpx.AsyncTransport(client)) as http:
         await http.post("http://my_service/api/predict/my_service", content=b"...")
 
-Each request to the service drives one call (as :class:`easdirect.Call`, in C): the library picks each
-attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
+Each request to the service drives one call (the steps of :class:`easdirect.Call`, in C): the
+library picks each attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
 again; the transport rewrites the URL, replays the body, and tells the call how each attempt
 went. Requests to other hosts go to the wrapped transport (``httpx.HTTPTransport()`` by
 default) untouched. Each attempt is sent with ``Host: {instance.host}``; ``response.request``

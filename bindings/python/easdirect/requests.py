@@ -5,8 +5,8 @@
     session = easdirect.requests.session(client, token=EAS_TOKEN, affinity_header="X-Session-Id")
     session.post("http://my_service/api/predict/my_service", data=b"...")
 
-Each request to the service drives one call (as :class:`easdirect.Call`, in C): the library picks each
-attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
+Each request to the service drives one call (the steps of :class:`easdirect.Call`, in C): the
+library picks each attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
 again; the adapter rewrites the URL, replays the body, and tells the call how each attempt went.
 Requests to other hosts pass through the adapter as through ``requests``' own. The response's
 ``url`` and ``request`` are the ones the caller asked for (the service name, without the token);

@@ -65,11 +65,13 @@ def test_record_passes_the_load_headers_of_each_form_the_helpers_hand_over():
 def test_record_drops_nuls_and_takes_bytes_as_latin1_as_the_public_call_does():
     with easdirect.Client(STATIC3, lb_policy="round_robin") as c:
         call, inst = start(c)
-        call.record(Outcome.RESPONSE, 200, [("endpoint-load-metrics", report(7).replace("=", "\0="))])
+        nul = report(7).replace("=", "\0=")
+        call.record(Outcome.RESPONSE, 200, [("endpoint-load-metrics", nul)])
         call.close()
         assert stats_of(c, inst.id).reported_waiting == 7
         call, inst = start(c)  # a Latin-1 byte in a value: passed as UTF-8, the report still read
-        call.record(Outcome.RESPONSE, 200, [(b"endpoint-load-metrics", report(8).encode() + b",\xe9=1")])
+        latin1 = report(8).encode() + b",\xe9=1"
+        call.record(Outcome.RESPONSE, 200, [(b"endpoint-load-metrics", latin1)])
         call.close()
         assert stats_of(c, inst.id).report_unix_ms > 0
         assert in_flight(c) == 0
