@@ -38,6 +38,8 @@ from requests.adapters import HTTPAdapter
 import easdirect
 import easdirect.httpx
 import easdirect.requests
+from easdirect import Outcome
+from easdirect._http import HelperOptions, begin
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -122,9 +124,10 @@ class AsyncRewriteTransport(httpx.AsyncHTTPTransport):
 
 
 def probe(client: easdirect.Client, request: Callable[[], None], n: int) -> Dict[str, float]:
-    """Two figures that tell where the overhead goes: the call cycle run cold (right after a
-    network round trip) and hot (right after another cycle); and the httpx transport's
-    overhead without network (a ``MockTransport`` inner, in a hot loop)."""
+    """Figures that tell where the overhead goes: the call cycle (``Client.call``, and the
+    helpers' own call in C) run cold (right after a network round trip) and hot (right after
+    another cycle); and the httpx transport's overhead without network (a ``MockTransport``
+    inner, in a hot loop)."""
     cpu = time.thread_time
 
     def cycle() -> None:
@@ -133,16 +136,26 @@ def probe(client: easdirect.Client, request: Callable[[], None], n: int) -> Dict
         call.record(status=200, headers=[])
         call.close()
 
+    opts = HelperOptions(client, aliases=["svc"])
+
+    def helper_cycle() -> None:  # what the helpers run: the call in C (_fastpick.Call)
+        call, _ = begin(opts, None, True)
+        call.record(Outcome.RESPONSE, 200, None)
+        call.close()
+
     cold: List[float] = []
     hot: List[float] = []
+    hcold: List[float] = []
+    hhot: List[float] = []
     for _ in range(n):
-        request()
-        t = cpu()
-        cycle()
-        cold.append((cpu() - t) * 1e6)
-        t = cpu()
-        cycle()
-        hot.append((cpu() - t) * 1e6)
+        for fn, c, h in ((cycle, cold, hot), (helper_cycle, hcold, hhot)):
+            request()
+            t = cpu()
+            fn()
+            c.append((cpu() - t) * 1e6)
+            t = cpu()
+            fn()
+            h.append((cpu() - t) * 1e6)
     ip, port = client.instances()[0].ip, client.instances()[0].port
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -172,6 +185,8 @@ def probe(client: easdirect.Client, request: Callable[[], None], n: int) -> Dict
     return {
         "cycle_after_request_us": med(cold),
         "cycle_after_cycle_us": med(hot),
+        "helper_cycle_after_request_us": med(hcold),
+        "helper_cycle_after_cycle_us": med(hhot),
         "mock_plain_us": med(mp),
         "mock_easdirect_us": med(mo),
         "mock_overhead_us": med([o - p for o, p in zip(mo, mp)]),
@@ -287,6 +302,11 @@ def main() -> None:
         f"call cycle (call, next, record, close) right after a plain request: "
         f"{probes['cycle_after_request_us']:.1f} us CPU; right after another cycle: "
         f"{probes['cycle_after_cycle_us']:.1f} us"
+    )
+    print(
+        f"the helpers' call in C (begin and next, record, close) right after a plain request: "
+        f"{probes['helper_cycle_after_request_us']:.1f} us CPU; right after another: "
+        f"{probes['helper_cycle_after_cycle_us']:.1f} us"
     )
     print(
         f"httpx without network (MockTransport inner, hot loop): plain {probes['mock_plain_us']:.1f}"

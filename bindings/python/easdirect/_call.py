@@ -145,6 +145,27 @@ def _load_headers(headers: Headers) -> Tuple[bytes, int]:
     return "\0".join(parts).encode("utf-8", "replace"), len(parts) // 2
 
 
+def key_bytes(key: Union[bytes, bytearray, memoryview, str, None]) -> Optional[bytes]:
+    """A call's affinity key as the library takes it: bytes (a str as UTF-8), None for none (an
+    empty key is no key). Raises :class:`InvalidArgumentError` for a str with a lone surrogate,
+    :class:`TypeError` for another type."""
+    if key is None:
+        return None
+    if isinstance(key, str):
+        try:
+            kb = key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                Status.INVALID_ARGUMENT,
+                "the call's key is not valid Unicode (a lone surrogate)",
+            ) from None
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        kb = bytes(key)
+    else:
+        raise TypeError(f"key must be bytes, str or None, got {type(key).__name__}")
+    return kb or None
+
+
 # id(weakref) -> (that weakref to a Call, its client, its easpy_call), for each call not freed
 # yet. It keeps the weakrefs alive (so that their callbacks run), the clients, and the memory.
 _unfreed: Dict[int, Tuple[Any, "Client", Tuple[Any, int]]] = {}
@@ -206,24 +227,8 @@ class Call:
     ) -> None:
         """Use :meth:`Client.call`."""
         self._s: Any = None  # the easpy_call; None once closed
-        if key is None:
-            ckey, klen = _NULL, 0
-        elif isinstance(key, str):
-            try:
-                ckey = key.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidArgumentError(
-                    Status.INVALID_ARGUMENT,
-                    "the call's key is not valid Unicode (a lone surrogate)",
-                ) from None
-            klen = len(ckey)
-        elif isinstance(key, (bytes, bytearray, memoryview)):
-            ckey = bytes(key)
-            klen = len(ckey)
-        else:
-            raise TypeError(f"key must be bytes, str or None, got {type(key).__name__}")
-        if not klen:
-            ckey = _NULL  # an empty key is no key
+        kb = key_bytes(key)
+        ckey, klen = (_NULL, 0) if kb is None else (kb, len(kb))
         # Everything that can fail is made first: once eas_call_begin succeeded, nothing but
         # the registration stands between the native call and the callback that frees it.
         self._client = client
@@ -235,7 +240,7 @@ class Call:
         st = _easpy_call_begin(client._h, ckey, klen, 0 if idempotent else _NOT_IDEMPOTENT, s)
         if st != _OK:
             _spare.append(state)
-            raise error_for(st, "the client is closed" if st == _CLOSED else _status_text(st))
+            raise begin_error(st)
         _unfreed[self._key] = (ref, client, state)
         self._s = s
 
@@ -264,13 +269,7 @@ class Call:
                 return _instance(self._client._cache, self._outv)
         finally:
             self._busy.release()
-        if st == _NO_INSTANCE:
-            raise error_for(
-                st,
-                "no instance for another attempt: the attempt budget is spent, every candidate "
-                "was tried, or the last outcome ended the call",
-            )
-        raise error_for(st, "the client is closed" if st == _CLOSED else _status_text(st))
+        raise next_error(st)
 
     def record(
         self,
@@ -379,6 +378,22 @@ class Call:
     def __repr__(self) -> str:
         state = "closed" if self._s is None else "open"
         return f"<easdirect.Call of {self._client.target} {state}>"
+
+
+def begin_error(status: int) -> Exception:
+    """The error of a failed ``eas_call_begin``."""
+    return error_for(status, "the client is closed" if status == _CLOSED else _status_text(status))
+
+
+def next_error(status: int) -> Exception:
+    """The error of a failed ``eas_call_next``."""
+    if status == _NO_INSTANCE:
+        return error_for(
+            status,
+            "no instance for another attempt: the attempt budget is spent, every candidate "
+            "was tried, or the last outcome ended the call",
+        )
+    return begin_error(status)
 
 
 def _status_text(status: int) -> str:

@@ -1,7 +1,8 @@
 """What the HTTP helpers share (DESIGN.md, "HTTP helpers in the bindings"): the options, host
 matching, the request's call key and idempotency, the headers an attempt gets, and replay of a
 body that reads once. The decisions (which instance, whether to retry, what an outcome means)
-are the core's: each request drives one :class:`easdirect.Call`, and a helper only carries the
+are the core's: each request drives one call (the library's ``eas_call``, through
+``_fastpick.Call``: the steps of :class:`easdirect.Call` in C), and a helper only carries the
 facts of each attempt to it.
 """
 
@@ -22,11 +23,16 @@ from typing import (
     Union,
 )
 
-from ._call import Body, Call, Outcome
+from ._call import Body, Outcome, begin_error, key_bytes
 from ._client import Client
-from ._errors import Error
+from ._fastpick import Call as HelperCall
+from ._fastpick import call_start as _call_start
+from ._native import lib
 
-__all__ = ["AffinityKey", "HelperOptions", "IDEMPOTENT_METHODS", "REPLAY_LIMIT"]
+__all__ = ["AffinityKey", "HelperCall", "HelperOptions", "IDEMPOTENT_METHODS", "REPLAY_LIMIT"]
+
+_NOT_IDEMPOTENT = int(lib.EAS_CALL_NOT_IDEMPOTENT)
+_DONE = Body.DONE
 
 #: The methods that stay retryable with ``idempotent_retries_only=True`` (as does a request
 #: carrying an ``Idempotency-Key`` header).
@@ -70,6 +76,8 @@ class HelperOptions:
         "affinity_header",
         "affinity_key",
         "max_attempts",
+        "keyed",
+        "default_timeouts",
         "_seen",
     )
 
@@ -151,6 +159,10 @@ class HelperOptions:
         self.affinity_header = affinity_header
         self.affinity_key = affinity_key
         self.max_attempts: Optional[int] = max_attempts
+        #: Whether a request may carry an affinity key (else every call is unkeyed).
+        self.keyed = affinity_key is not None or affinity_header is not None
+        #: The attempt's (connect, read) timeouts when the caller gives none.
+        self.default_timeouts = self.attempt_timeouts(None, None)
         self._seen: Dict[str, bool] = {}  # host -> matches, for the hosts met lately
 
     @property
@@ -225,41 +237,43 @@ class HelperOptions:
         return self.max_attempts is None or attempts < self.max_attempts
 
 
+def begin(opts: HelperOptions, key: Any, idempotent: bool) -> Tuple[HelperCall, Any]:
+    """Begins the call of one request and asks for its first instance (``Client.call`` and
+    ``Call.next`` for a helper, in C: see ``_fastpick.c``): (the call, the Instance or, when
+    ``next`` failed, its status for :func:`next_error`). Raises what ``Client.call`` raises."""
+    kb = None if key is None else key_bytes(key)
+    client = opts.client
+    started = _call_start(client, client._hv, kb, 0 if idempotent else _NOT_IDEMPOTENT)
+    if type(started) is int:
+        raise begin_error(started)
+    return started
+
+
 def record(
-    call: Call,
+    call: HelperCall,
     outcome: Outcome,
     status: Optional[int] = None,
     headers: Any = None,
 ) -> bool:
     """``call.record``, never raising for a response received: a failure there (the client
-    closed, a status the core refuses) means no retry. ``headers``: as ``Call.record`` takes
-    them; the helpers pass only the two the core reads."""
-    try:
-        return call.record(outcome, status=status, headers=headers)
-    except (Error, RuntimeError):
-        return False
+    closed, a status the core refuses) means no retry. ``headers``: None, a dict of lower-case
+    names to values or to (name, value) pairs (``requests``' ``CaseInsensitiveDict._store``),
+    or a list of (name, value) or (name, lower-case name, value) tuples (``httpx.Headers._list``);
+    only the two headers the core reads are passed to it."""
+    return call.record(outcome, status or 0, headers) is True
 
 
-def end(call: Call, body: Body) -> None:
+def end(call: HelperCall, body: Body) -> None:
     """Finishes the chosen response's body and releases the call; nothing it raises reaches
     the caller (the response was received)."""
-    if body is not Body.DONE:  # close() ends a recorded attempt's body as DONE itself
-        try:
-            call.finish(body)
-        except (Error, RuntimeError):
-            pass
-    try:
-        call.close()
-    except RuntimeError:
-        pass
+    if body is not _DONE:  # close() ends a recorded attempt's body as DONE itself
+        call.finish(body)
+    call.close()
 
 
-def release(call: Call) -> None:
+def release(call: HelperCall) -> None:
     """Releases a call that gave no response (an open attempt ends as CANCELLED)."""
-    try:
-        call.close()
-    except RuntimeError:
-        pass
+    call.close()
 
 
 def _as_bytes(chunk: Any) -> bytes:

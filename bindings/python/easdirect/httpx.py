@@ -9,8 +9,8 @@
     async with httpx.AsyncClient(transport=easdirect.httpx.AsyncTransport(client)) as http:
         await http.post("http://my_service/api/predict/my_service", content=b"...")
 
-Each request to the service drives one :class:`easdirect.Call`: the library picks each
-attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
+Each request to the service drives one call (the steps of :class:`easdirect.Call`, in C): the
+library picks each attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
 again; the transport rewrites the URL, replays the body, and tells the call how each attempt
 went. Requests to other hosts go to the wrapped transport (``httpx.HTTPTransport()`` by
 default) untouched. Each attempt is sent with ``Host: {instance.host}``; ``response.request``
@@ -24,20 +24,23 @@ its end or closed: ``http.stream(...)`` and ``send(..., stream=True)`` included.
 from __future__ import annotations
 
 import inspect
-from typing import Any, AsyncIterator, Iterable, Iterator, List, Optional, Tuple
+import operator
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, Optional, Tuple
 
 import httpx as _httpx
 
-from ._call import Body, Call, Outcome
+from ._call import Body, Outcome, begin_error, next_error
 from ._client import Client, Instance
 from ._errors import NoInstanceError
+from ._fastpick import call_start as _call_start
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
     LOAD_FORMAT_HEADER,
     AffinityKey,
+    HelperCall,
     HelperOptions,
     OneShot,
-    end,
+    begin,
     record,
     release,
 )
@@ -76,22 +79,15 @@ def _outcome_of(error: BaseException) -> Outcome:
 _BROKEN = (_httpx.TransportError, _httpx.DecodingError)
 
 
-class _Timeouts:
-    """An attempt's ``timeout`` extension: the caller's, with connect and read at most
-    ``attempt_timeout`` until the response headers came."""
-
-    __slots__ = ("ext", "read")
-
-    def __init__(self, opts: HelperOptions, request: _httpx.Request) -> None:
-        caller = request.extensions.get("timeout")
-        ext = dict(caller) if isinstance(caller, dict) else {}
-        self.read = ext.get("read")
-        ext["connect"], ext["read"] = opts.attempt_timeouts(ext.get("connect"), self.read)
-        self.ext = ext
-
-    def headers_came(self, ext: dict) -> None:
-        # httpcore reads the extension at each body read: from now on the caller's timeout.
-        ext["read"] = self.read
+def _timeouts(opts: HelperOptions, request: _httpx.Request) -> Tuple[dict, Any]:
+    """An attempt's ``timeout`` extension (the caller's, with connect and read at most
+    ``attempt_timeout`` until the response headers came), and the caller's read timeout, which
+    the attempt's extension takes once the headers came (httpcore reads it at each body read)."""
+    caller = request.extensions.get("timeout")
+    ext = dict(caller) if isinstance(caller, dict) else {}
+    read = ext.get("read")
+    ext["connect"], ext["read"] = opts.attempt_timeouts(ext.get("connect"), read)
+    return ext, read
 
 
 class _Body:
@@ -186,29 +182,89 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def _instance_url(url: _httpx.URL, scheme: str, inst: Instance) -> _httpx.URL:
     """``url`` with the instance's scheme, address and port, path and query kept as sent.
     ``URL.copy_with`` parses the whole URL again (several microseconds); httpx 0.28's parsed
-    form is replaced field by field instead when it is there."""
+    form (a named tuple) is built field by field instead when it is there, and the URLs made
+    lately are remembered (a URL is immutable)."""
     ref = getattr(url, "_uri_reference", None)
-    if ref is not None and getattr(ref, "_fields", None) == _PARSE_FIELDS:
+    if type(ref) is _PARSED:
+        key = (ref, scheme, inst)
+        out = _urls.get(key)
+        if out is not None:
+            return out
         port = None if _DEFAULT_PORTS.get(scheme) == inst.port else inst.port
         out = _httpx.URL.__new__(_httpx.URL)
-        out._uri_reference = ref._replace(scheme=scheme, userinfo="", host=inst.ip, port=port)
+        # ref._replace(scheme=scheme, userinfo="", host=inst.ip, port=port), without its
+        # Python frames: the fields are scheme, userinfo, host, port, path, query, fragment.
+        out._uri_reference = _tuple_new(_PARSED, (scheme, "", inst.ip, port, *ref[4:]))
+        if len(_urls) >= 1024:
+            _urls.clear()  # a bound, not an LRU
+        _urls[key] = out
         return out
     return url.copy_with(scheme=scheme, host=inst.ip, port=inst.port)
 
 
-_PARSE_FIELDS = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+def _parsed_type() -> Optional[type]:
+    """The class of httpx 0.28's parsed URL when it is the named tuple :func:`_instance_url`
+    builds, else None (``URL.copy_with`` then)."""
+    try:
+        ref = _httpx.URL("http://h:1/p?q#f")._uri_reference
+        cls = type(ref)
+        fields = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+        if getattr(cls, "_fields", None) == fields and ref[4:] == ("/p", "q", "f"):
+            return cls
+    except Exception:  # noqa: BLE001 - another httpx
+        pass
+    return None
+
+
+_PARSED = _parsed_type()
+# (a request's parsed URL, scheme, instance) -> the attempt's URL, for the ones made lately.
+_urls: Dict[Any, _httpx.URL] = {}
+_tuple_new = tuple.__new__
 
 
 def _attempt(
     opts: HelperOptions, request: _httpx.Request, inst: Instance, stream: Any, ext: dict
 ) -> _httpx.Request:
     """The request of one attempt: the instance's URL and ``Host``, the token and the
-    load-report ask when the request has none, the attempt's timeouts. The headers are built
-    once from the raw pairs (each ``httpx.Headers`` operation re-derives their encoding)."""
+    load-report ask when the request has none, the attempt's timeouts. What
+    ``httpx.Request(method, url, headers=..., stream=..., extensions=...)`` builds, with httpx
+    0.28's fields set directly when they are there (its constructor normalizes each header
+    again and copies the URL)."""
     url = _instance_url(request.url, opts.scheme, inst)
-    raw = [(b"Host", inst.host.encode("ascii"))]
+    extensions = dict(request.extensions)
+    extensions["timeout"] = ext
+    headers = request.headers
+    host = inst.host.encode("ascii")
+    token = opts._token
+    if _FAST_FIELDS:
+        # The request's (name, lower-case name, value) triples, Host first and replaced, with
+        # list operations rather than a loop of Python per header.
+        items = headers._list
+        lower = list(map(_second, items))
+        hosts = lower.count(b"host")
+        if hosts == 0:
+            items = [(b"Host", b"host", host), *items]
+        elif hosts == 1 and lower[0] == b"host":
+            items = [(b"Host", b"host", host), *items[1:]]
+        else:
+            items = [(b"Host", b"host", host), *[t for t in items if t[1] != b"host"]]
+        if token is not None and b"authorization" not in lower:
+            items.append((b"Authorization", b"authorization", token.encode("utf-8")))
+        if opts.load_reports and _LOAD_FORMAT not in lower:
+            items.append(_LOAD_ASK)
+        new_headers = _httpx.Headers.__new__(_httpx.Headers)
+        new_headers._list = items
+        new_headers._encoding = None
+        attempt = _httpx.Request.__new__(_httpx.Request)
+        attempt.method = request.method
+        attempt.url = url
+        attempt.headers = new_headers
+        attempt.extensions = extensions
+        attempt.stream = stream
+        return attempt
+    raw = [(b"Host", host)]
     has_auth = has_load = False
-    for k, v in request.headers.raw:
+    for k, v in headers.raw:
         lk = k.lower()
         if lk == b"host":
             continue
@@ -217,36 +273,60 @@ def _attempt(
         elif lk == _LOAD_FORMAT:
             has_load = True
         raw.append((k, v))
-    token = opts.token
     if token is not None and not has_auth:
         raw.append((b"Authorization", token.encode("utf-8")))
     if opts.load_reports and not has_load:
         raw.append((_LOAD_FORMAT, b"text"))
-    extensions = dict(request.extensions)
-    extensions["timeout"] = ext
     return _httpx.Request(request.method, url, headers=raw, stream=stream, extensions=extensions)
 
 
+def _has_fast_fields() -> bool:
+    """Whether httpx's Request and Headers can be built as :func:`_attempt` does, without their
+    constructors (httpx 0.28: these fields, and ``Headers._list`` of (name, lower-case name,
+    value) triples); else the constructors are used."""
+    try:
+        h = _httpx.Headers([(b"Host", b"h"), (b"X-A", b"v")])
+        r = _httpx.Request("GET", "http://h/", headers=h, stream=_httpx.ByteStream(b""))
+        return (
+            h._list == [(b"Host", b"host", b"h"), (b"X-A", b"x-a", b"v")]
+            and h._encoding is None
+            and set(vars(h)) == {"_list", "_encoding"}
+            and set(vars(r)) == {"method", "url", "headers", "extensions", "stream"}
+        )
+    except Exception:  # noqa: BLE001 - another httpx: the constructors
+        return False
+
+
 _LOAD_FORMAT = LOAD_FORMAT_HEADER.encode("ascii")
+_LOAD_ASK = (_LOAD_FORMAT, _LOAD_FORMAT, b"text")
+_second = operator.itemgetter(1)
+_DONE = Body.DONE
 _LOAD_NAMES = (b"endpoint-load-metrics", b"retry-after")
+_FAST_FIELDS = _has_fast_fields()
+_RESPONSE = Outcome.RESPONSE
 
 
-def _load_headers(headers: _httpx.Headers) -> List[Tuple[bytes, bytes]]:
-    """The two response headers the core reads, from the raw pairs."""
+def _load_headers(headers: _httpx.Headers) -> Any:
+    """The response's headers as ``record`` takes them (it passes on the two the core reads):
+    httpx 0.28's triples as they are, else the two from the raw pairs."""
+    if _FAST_FIELDS:
+        return headers._list
     return [(k, v) for k, v in headers.raw if k.lower() in _LOAD_NAMES]
 
 
 class _Tracked(_httpx.SyncByteStream):
     """A response body whose end (read to its end, cut, or closed) ends the call."""
 
-    def __init__(self, inner: _httpx.SyncByteStream, call: Call) -> None:
+    def __init__(self, inner: _httpx.SyncByteStream, call: HelperCall) -> None:
         self._inner = inner
-        self._call: Optional[Call] = call
+        self._call: Optional[HelperCall] = call
 
     def _end(self, body: Body) -> None:
         call, self._call = self._call, None
         if call is not None:
-            end(call, body)
+            if body is not _DONE:
+                call.finish(body)
+            call.close()  # the body as DONE, when not finished otherwise
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -266,28 +346,35 @@ class _Tracked(_httpx.SyncByteStream):
 
 
 class _AsyncTracked(_httpx.AsyncByteStream):
-    """The async :class:`_Tracked`: a cancellation while reading is DROPPED."""
+    """The async :class:`_Tracked`: a cancellation while reading is DROPPED. Its own iterator
+    rather than an async generator (asyncio's hooks register each of those in a WeakSet), so
+    a body left unread ends at :meth:`aclose` (or with the call's object, as DONE)."""
 
-    def __init__(self, inner: _httpx.AsyncByteStream, call: Call) -> None:
+    def __init__(self, inner: _httpx.AsyncByteStream, call: HelperCall) -> None:
         self._inner = inner
-        self._call: Optional[Call] = call
+        self._call: Optional[HelperCall] = call
+        self._chunks: Any = None
 
     def _end(self, body: Body) -> None:
         call, self._call = self._call, None
         if call is not None:
-            end(call, body)
+            if body is not _DONE:
+                call.finish(body)
+            call.close()  # the body as DONE, when not finished otherwise
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> "_AsyncTracked":
+        self._chunks = self._inner.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._inner:
-                yield chunk
-        except GeneratorExit:
-            self._end(Body.DROPPED)
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._end(_DONE)
             raise
         except BaseException as e:
             self._end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
             raise
-        self._end(Body.DONE)
 
     async def aclose(self) -> None:
         self._end(Body.DROPPED)
@@ -304,6 +391,8 @@ class _Base:
 
     def __init__(self, owner: str, client: Client, **options: Any) -> None:
         self._options = HelperOptions(client, owner=owner, **options)
+        # The caller's timeout extension (as items) -> what _timeouts makes of it.
+        self._timeouts: Dict[Any, Tuple[dict, Any]] = {}
 
     @property
     def client(self) -> Client:
@@ -313,19 +402,42 @@ class _Base:
     def __repr__(self) -> str:
         return f"<easdirect.httpx.{type(self).__name__} {self._options!r}>"
 
-    def _begin(self, request: _httpx.Request) -> Tuple[Call, Instance]:
+    def _begin(self, request: _httpx.Request) -> Tuple[HelperCall, Instance, dict, Any]:
+        """The request's call, its first instance, and the attempts' timeouts (see
+        :func:`_timeouts`)."""
         opts = self._options
         headers = request.headers
-        key = opts.key_of(request, lambda name: _raw_header(headers, name))
-        call = opts.client.call(key, idempotent=opts.idempotent(request.method, headers))
+        key = opts.key_of(request, lambda name: _raw_header(headers, name)) if opts.keyed else None
+        caller = request.extensions.get("timeout")
+        known = self._timeouts
         try:
-            return call, call.next()
-        except NoInstanceError as e:
+            timeouts = known.get(tuple(caller.items()) if type(caller) is dict else caller)
+        except TypeError:  # not hashable: not remembered
+            timeouts = _timeouts(opts, request)
+        if timeouts is None:
+            timeouts = _timeouts(opts, request)
+            if len(known) >= 64:
+                known.clear()  # a bound, not an LRU: a client's timeouts are few
+            known[tuple(caller.items()) if type(caller) is dict else caller] = timeouts
+        if key is None and not opts.idempotent_retries_only:  # begin(), inline: the common case
+            client = opts.client
+            started = _call_start(client, client._hv, None, 0)
+            if type(started) is int:
+                raise begin_error(started)
+            call, inst = started
+        else:
+            call, inst = begin(
+                opts,
+                key,
+                not opts.idempotent_retries_only or opts.idempotent(request.method, headers),
+            )
+        if type(inst) is int:
             release(call)
-            raise NoInstanceAvailable(e, request) from None
-        except BaseException:
-            release(call)
-            raise
+            e = next_error(inst)
+            if isinstance(e, NoInstanceError):
+                raise NoInstanceAvailable(e, request) from None
+            raise e
+        return call, inst, timeouts[0], timeouts[1]
 
 
 def _raw_header(headers: _httpx.Headers, name: str) -> Optional[bytes]:
@@ -394,40 +506,42 @@ class Transport(_Base, _httpx.BaseTransport):
         opts = self._options
         if not opts.matches(request.url.host):
             return self._inner.handle_request(request)
-        call, inst = self._begin(request)
-        try:
-            body = _Body(request)
-            body.read()
-            timeouts = _Timeouts(opts, request)
-        except BaseException:
-            release(call)
-            raise
+        call, inst, timeouts, caller_read = self._begin(request)
+        if isinstance(request.stream, _httpx.ByteStream):
+            body: Optional[_Body] = None  # bytes: sent as they are by every attempt
+        else:
+            try:
+                body = _Body(request)
+                body.read()
+            except BaseException:
+                release(call)
+                raise
         n = 1
         while True:
-            ext = dict(timeouts.ext)
+            ext = dict(timeouts)
             try:
-                resp = self._inner.handle_request(
-                    _attempt(opts, request, inst, body.stream(), ext)
-                )
+                stream = request.stream if body is None else body.stream()
+                resp = self._inner.handle_request(_attempt(opts, request, inst, stream, ext))
             except BaseException as e:
-                if record(call, _outcome_of(e)) and body.replayable() and opts.may_retry(n):
-                    try:
-                        inst = call.next()
-                    except Exception:  # the client closed meanwhile, or the list changed
+                if (
+                    record(call, _outcome_of(e))
+                    and (body is None or body.replayable())
+                    and opts.may_retry(n)
+                ):
+                    following = call.next()
+                    if type(following) is int:  # the client closed meanwhile, or the list changed
                         release(call)
                         raise e from None
+                    inst = following
                     n += 1
                     continue
                 release(call)
                 raise
-            timeouts.headers_came(ext)
-            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
-            if retry and body.replayable() and opts.may_retry(n):
-                try:
-                    following: Optional[Instance] = call.next()
-                except Exception:
-                    following = None  # the client closed meanwhile: this is the answer
-                if following is not None:
+            ext["read"] = caller_read  # the headers came: the body with the caller's timeout
+            retry = call.record(_RESPONSE, resp.status_code or 0, _load_headers(resp.headers))
+            if retry is True and (body is None or body.replayable()) and opts.may_retry(n):
+                following = call.next()
+                if type(following) is not int:  # else the client closed: this is the answer
                     _drain(resp)
                     inst = following
                     n += 1
@@ -497,40 +611,44 @@ class AsyncTransport(_Base, _httpx.AsyncBaseTransport):
         opts = self._options
         if not opts.matches(request.url.host):
             return await self._inner.handle_async_request(request)
-        call, inst = self._begin(request)
-        try:
-            body = _Body(request)
-            await body.aread()
-            timeouts = _Timeouts(opts, request)
-        except BaseException:
-            release(call)
-            raise
+        call, inst, timeouts, caller_read = self._begin(request)
+        if isinstance(request.stream, _httpx.ByteStream):
+            body: Optional[_Body] = None  # bytes: sent as they are by every attempt
+        else:
+            try:
+                body = _Body(request)
+                await body.aread()
+            except BaseException:
+                release(call)
+                raise
         n = 1
         while True:
-            ext = dict(timeouts.ext)
+            ext = dict(timeouts)
             try:
+                stream = request.stream if body is None else await body.astream()
                 resp = await self._inner.handle_async_request(
-                    _attempt(opts, request, inst, await body.astream(), ext)
+                    _attempt(opts, request, inst, stream, ext)
                 )
             except BaseException as e:
-                if record(call, _outcome_of(e)) and body.replayable() and opts.may_retry(n):
-                    try:
-                        inst = call.next()
-                    except Exception:
+                if (
+                    record(call, _outcome_of(e))
+                    and (body is None or body.replayable())
+                    and opts.may_retry(n)
+                ):
+                    following = call.next()
+                    if type(following) is int:
                         release(call)
                         raise e from None
+                    inst = following
                     n += 1
                     continue
                 release(call)
                 raise
-            timeouts.headers_came(ext)
-            retry = record(call, Outcome.RESPONSE, resp.status_code, _load_headers(resp.headers))
-            if retry and body.replayable() and opts.may_retry(n):
-                try:
-                    following: Optional[Instance] = call.next()
-                except Exception:
-                    following = None
-                if following is not None:
+            ext["read"] = caller_read  # the headers came: the body with the caller's timeout
+            retry = call.record(_RESPONSE, resp.status_code or 0, _load_headers(resp.headers))
+            if retry is True and (body is None or body.replayable()) and opts.may_retry(n):
+                following = call.next()
+                if type(following) is not int:
                     await _adrain(resp)
                     inst = following
                     n += 1

@@ -5,8 +5,8 @@
     session = easdirect.requests.session(client, token=EAS_TOKEN, affinity_header="X-Session-Id")
     session.post("http://my_service/api/predict/my_service", data=b"...")
 
-Each request to the service drives one :class:`easdirect.Call`: the library picks each
-attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
+Each request to the service drives one call (the steps of :class:`easdirect.Call`, in C): the
+library picks each attempt's instance (by load, or by affinity for a keyed request) and decides whether to try
 again; the adapter rewrites the URL, replays the body, and tells the call how each attempt went.
 Requests to other hosts pass through the adapter as through ``requests``' own. The response's
 ``url`` and ``request`` are the ones the caller asked for (the service name, without the token);
@@ -21,32 +21,39 @@ from __future__ import annotations
 
 import http.client
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests as _requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from requests.exceptions import ConnectionError, ConnectTimeout, ProxyError, SSLError, Timeout
 from requests.utils import should_bypass_proxies
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.response import is_fp_closed
 
-from ._call import Body, Call, Outcome
-from ._client import Client, Instance
+from ._call import Body, Outcome, begin_error, next_error
+from ._client import Client
 from ._errors import NoInstanceError
+from ._fastpick import call_start as _call_start
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
+    LOAD_FORMAT_HEADER,
     LOAD_HEADERS,
     AffinityKey,
+    HelperCall,
     HelperOptions,
     OneShot,
+    begin,
     end,
     record,
     release,
 )
 
 __all__ = ["Adapter", "NoInstanceAvailable", "session"]
+
+_RESPONSE = Outcome.RESPONSE
 
 #: A retried attempt's response is read (so that its connection is reused) up to this size;
 #: a longer one is closed.
@@ -61,10 +68,6 @@ class NoInstanceAvailable(NoInstanceError, ConnectionError):
         NoInstanceError.__init__(self, error.code, error.message)
         self.request = request
         self.response = None
-
-
-def _rewrite(parts: SplitResult, scheme: str, inst: Instance) -> str:
-    return urlunsplit((scheme, inst.host, parts.path, parts.query, parts.fragment))
 
 
 def _proxies_for(url: str, proxies: Optional[Mapping[str, str]]) -> Optional[Mapping[str, str]]:
@@ -159,8 +162,10 @@ def _tracked_class(base: type) -> type:
     if cls is not None:
         return cls
 
+    base_read = base.read
+
     class Tracked(base):  # type: ignore[valid-type, misc]
-        _easdirect_call: Optional[Call]
+        _easdirect_call: Optional[HelperCall]
 
         def _easdirect_end(self, body: Body) -> None:
             call = self.__dict__.pop("_easdirect_call", None)
@@ -175,11 +180,18 @@ def _tracked_class(base: type) -> type:
 
         def read(self, *args: Any, **kwargs: Any) -> bytes:
             try:
-                data = super().read(*args, **kwargs)
+                data = base_read(self, *args, **kwargs)
             except BaseException as e:
                 self._easdirect_end(Body.BROKEN if isinstance(e, _BROKEN) else Body.DROPPED)
                 raise
-            self._easdirect_after_read()
+            # _easdirect_after_read, inline (this runs on every read of every response).
+            fields = self.__dict__
+            if "_easdirect_call" in fields:
+                fp = self._fp
+                if fp is None or is_fp_closed(fp):
+                    call = fields.pop("_easdirect_call", None)
+                    if call is not None:
+                        call.close()  # the body as DONE
             return data
 
         def read1(self, *args: Any, **kwargs: Any) -> bytes:
@@ -212,34 +224,56 @@ def _tracked_class(base: type) -> type:
     return Tracked
 
 
-def _track(resp: _requests.Response, call: Call) -> None:
+def _track(resp: _requests.Response, call: HelperCall) -> None:
     """Keeps ``call``'s attempt in flight until ``resp``'s body is read to its end or closed."""
     raw = resp.raw
     if raw is None or not isinstance(raw, HTTPResponse):
         end(call, Body.DONE)  # nothing to follow (a test double, say)
         return
-    if raw._fp is None or is_fp_closed(raw._fp):
+    fp = raw._fp
+    if fp is None or is_fp_closed(fp):
         end(call, Body.DONE)  # no body (HEAD, 204, Content-Length: 0)
         return
+    base = type(raw)
     try:
-        raw.__class__ = _tracked_class(type(raw))
+        raw.__class__ = _tracked_classes.get(base) or _tracked_class(base)
     except TypeError:
         end(call, Body.DONE)
         return
     raw._easdirect_call = call
 
 
-def _attempt_of(request: _requests.PreparedRequest, url: str) -> _requests.PreparedRequest:
-    """What ``request.copy()`` gives, with the instance's URL, for less: the cookie jar is
-    shared, not copied (sending only reads it; the answer's cookies go to the response)."""
-    attempt = _requests.PreparedRequest.__new__(_requests.PreparedRequest)  # every field set
-    attempt.method = request.method
-    attempt.url = url
-    attempt.headers = request.headers.copy()
-    attempt._cookies = request._cookies  # type: ignore[attr-defined]
-    attempt.hooks = request.hooks
-    attempt._body_position = request._body_position  # type: ignore[attr-defined]
-    attempt.body = None  # the attempt's own, set by the caller
+_TRACKED = _tracked_class(HTTPResponse)
+
+
+def _attempt_of(
+    request: _requests.PreparedRequest, url: str, opts: HelperOptions
+) -> _requests.PreparedRequest:
+    """What ``request.copy()`` gives, with the instance's URL and the headers of
+    ``opts.add_headers``, for less: the cookie jar is shared, not copied (sending only reads it;
+    the answer's cookies go to the response), and a ``CaseInsensitiveDict``'s store is copied
+    as a whole rather than item by item."""
+    attempt = _requests.PreparedRequest.__new__(_requests.PreparedRequest)
+    fields = attempt.__dict__
+    fields.update(request.__dict__)  # method, _cookies, hooks, _body_position (and the rest)
+    fields["url"] = url
+    fields["body"] = None  # the attempt's own, set by the caller
+    headers = request.headers
+    if type(headers) is CaseInsensitiveDict:
+        copy = CaseInsensitiveDict.__new__(CaseInsensitiveDict)
+        # A dict (ordered too) rather than the OrderedDict requests uses: copied and grown for
+        # less; the attempt's headers are only read, by HTTPAdapter.send and urllib3.
+        store = copy._store = dict(headers._store)  # type: ignore[attr-defined]
+        # opts.add_headers, on the store (lower-case name -> (name, value)) directly.
+        token = opts._token
+        if token is not None and "authorization" not in store:
+            store["authorization"] = ("Authorization", token)
+        if opts.load_reports and LOAD_FORMAT_HEADER not in store:
+            store[LOAD_FORMAT_HEADER] = (LOAD_FORMAT_HEADER, "text")
+        fields["headers"] = copy
+    else:
+        fields["headers"] = copy = headers.copy()
+        opts.add_headers(copy)
     return attempt
 
 
@@ -322,6 +356,13 @@ class Adapter(HTTPAdapter):
             retry_non_idempotent=retry_non_idempotent,
             owner="easdirect.requests.Adapter",
         )
+        self._prefix = self._options.scheme + "://"
+        # What HTTPAdapter.send makes of the attempts' (connect, read) timeouts when the caller
+        # gives none (urlopen clones it for each request).
+        connect, read = self._options.default_timeouts
+        self._default_timeout = urllib3.Timeout(connect=connect, read=read)
+        # URL -> what follows the host in its instance URLs, or False (not the service's).
+        self._tails: Dict[str, Union[str, bool]] = {}
         super().__init__(**kwargs)
 
     @property
@@ -346,88 +387,123 @@ class Adapter(HTTPAdapter):
     ) -> _requests.Response:
         """Sends ``request``: through the client when its host names the service, else as
         ``HTTPAdapter.send`` does."""
-        opts = self._options
         url = request.url or ""
-        parts = urlsplit(url)
-        if not opts.matches(parts.hostname):
+        tail = self._tails.get(url)
+        if tail is None:
+            tail = self._tail_of(url)
+        if tail is False:
             return super().send(request, stream, timeout, verify, cert, proxies)
+        opts = self._options
         headers = request.headers
-        key = opts.key_of(request, headers.get)
-        call = opts.client.call(key, idempotent=opts.idempotent(request.method or "GET", headers))
-        try:
-            inst = call.next()
-        except NoInstanceError as e:
+        key = opts.key_of(request, headers.get) if opts.keyed else None
+        if key is None and not opts.idempotent_retries_only:  # begin(), inline: the common case
+            client = opts.client
+            started = _call_start(client, client._hv, None, 0)
+            if type(started) is int:
+                raise begin_error(started)
+            call, inst = started
+        else:
+            call, inst = begin(
+                opts,
+                key,
+                not opts.idempotent_retries_only
+                or opts.idempotent(request.method or "GET", headers),
+            )
+        if type(inst) is int:
             release(call)
-            raise NoInstanceAvailable(e, request) from None
-        except BaseException:
-            release(call)
-            raise
-        try:
-            body = _Request(request)
-        except BaseException:
-            release(call)
-            raise
-        caller_connect, caller_read = _split_timeout(timeout)
-        attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
+            e = next_error(inst)
+            if isinstance(e, NoInstanceError):
+                raise NoInstanceAvailable(e, request) from None
+            raise e
+        raw_body = request.body
+        if raw_body is None or type(raw_body) is bytes or type(raw_body) is str:
+            body: Optional[_Request] = None  # sent as it is by every attempt
+        else:
+            try:
+                body = _Request(request)
+            except BaseException:
+                release(call)
+                raise
+        if timeout is None:
+            caller_read = None
+            attempt_timeout = opts.default_timeouts
+            sent_timeout: Any = self._default_timeout  # the same, built once
+        else:
+            caller_connect, caller_read = _split_timeout(timeout)
+            sent_timeout = attempt_timeout = opts.attempt_timeouts(caller_connect, caller_read)
         n = 1
         while True:
-            attempt = _attempt_of(request, _rewrite(parts, opts.scheme, inst))
-            opts.add_headers(attempt.headers)
+            attempt = _attempt_of(request, self._prefix + inst.host + tail, opts)
             try:
-                attempt.body = body.body()
+                attempt.body = raw_body if body is None else body.body()
                 resp = super().send(
                     attempt,
                     stream,
-                    attempt_timeout,
+                    sent_timeout,
                     verify,
                     cert,
-                    _proxies_for(attempt.url, proxies),
+                    _proxies_for(attempt.url, proxies) if proxies else proxies,
                 )
             except BaseException as e:
                 retry = record(call, _outcome_of(e))
-                if retry and body.replayable() and opts.may_retry(n):
-                    try:
-                        inst = call.next()
-                    except Exception:  # the client closed meanwhile, or the list changed
+                if retry and (body is None or body.replayable()) and opts.may_retry(n):
+                    following = call.next()
+                    if type(following) is int:  # the client closed meanwhile, or the list changed
                         release(call)
                         raise e from None
+                    inst = following
                     n += 1
                     continue
                 release(call)
                 raise
-            retry = record(
-                call,
-                Outcome.RESPONSE,
-                resp.status_code,
-                [(k, v) for k in LOAD_HEADERS if (v := resp.headers.get(k)) is not None],
+            got = resp.headers
+            retry = call.record(
+                _RESPONSE,
+                resp.status_code or 0,
+                got._store  # type: ignore[attr-defined]
+                if type(got) is CaseInsensitiveDict
+                else [(k, v) for k in LOAD_HEADERS if (v := got.get(k)) is not None],
             )
-            if retry and body.replayable() and opts.may_retry(n):
-                try:
-                    following = call.next()
-                except Exception:
-                    following = None  # the client closed meanwhile: this is the answer
-                if following is not None:
+            if retry is True and (body is None or body.replayable()) and opts.may_retry(n):
+                following = call.next()
+                if type(following) is not int:  # else the client closed: this is the answer
                     _drain(resp)
                     inst = following
                     n += 1
                     continue
             if attempt_timeout[1] != caller_read:
-                _restore_read_timeout(resp, caller_read)
-            _track(resp, call)
-            resp.url = request.url or resp.url
+                # The headers came within the attempt's timeout: the body is read with the
+                # caller's.
+                try:
+                    sock = resp.raw.connection.sock  # type: ignore[union-attr]
+                    if sock is not None:
+                        sock.settimeout(caller_read)
+                except Exception:  # noqa: BLE001 - best effort: the attempt timeout then stays
+                    pass
+            raw = resp.raw
+            fp = getattr(raw, "_fp", None)
+            if type(raw) is HTTPResponse and fp is not None and not is_fp_closed(fp):
+                raw.__class__ = _TRACKED  # what _track does, for urllib3's class itself
+                raw._easdirect_call = call
+            else:
+                _track(resp, call)
+            resp.url = url or resp.url
             resp.request = request
             resp.easdirect_instance = inst  # type: ignore[attr-defined]
             return resp
 
-
-def _restore_read_timeout(resp: _requests.Response, read: Optional[float]) -> None:
-    """The headers came within the attempt's timeout: the body is read with the caller's."""
-    try:
-        sock = resp.raw.connection.sock  # type: ignore[union-attr]
-        if sock is not None:
-            sock.settimeout(read)
-    except Exception:  # noqa: BLE001 - best effort: the attempt timeout then stays
-        pass
+    def _tail_of(self, url: str) -> Union[str, bool]:
+        """What follows the host in an instance's URL for ``url`` (path, query, fragment, as
+        ``urlunsplit`` writes them), or False when ``url`` is not for the service; remembered
+        for the URLs met lately."""
+        parts = urlsplit(url)
+        tail: Union[str, bool] = False
+        if self._options.matches(parts.hostname):
+            tail = urlunsplit(("x", "h", parts.path, parts.query, parts.fragment))[len("x://h") :]
+        if len(self._tails) >= 1024:
+            self._tails.clear()  # a bound, not an LRU
+        self._tails[url] = tail
+        return tail
 
 
 def session(client: Client, **adapter_options: Any) -> _requests.Session:
