@@ -11,6 +11,7 @@ import java.net.CookieHandler;
 import java.net.ProxySelector;
 import java.net.URI;
 import java.net.http.HttpClient;
+import java.net.http.HttpHeaders;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.net.http.HttpResponse.BodyHandler;
@@ -19,6 +20,7 @@ import java.net.http.WebSocket;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
@@ -26,6 +28,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.ExecutionException;
@@ -101,6 +104,7 @@ public final class EasHttpClient extends HttpClient {
     private static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(10);
     private static final String AUTHORIZATION = "Authorization";
     private static final String LOAD_FORMAT = "endpoint-load-metrics-format";
+    private static final List<String> LOAD_FORMAT_TEXT = Collections.singletonList("text");
     private static final String IDEMPOTENCY_KEY = "Idempotency-Key";
     private static final CallOption[] IDEMPOTENT = new CallOption[0];
     private static final CallOption[] NOT_IDEMPOTENT = {CallOption.NOT_IDEMPOTENT};
@@ -394,8 +398,42 @@ public final class EasHttpClient extends HttpClient {
         return null;
     }
 
-    /** The request sent to {@code inst}: same method, headers, version; the attempt's timeout. */
-    HttpRequest rewrite(HttpRequest req, Instance inst, HttpRequest.BodyPublisher body) {
+    /**
+     * The headers of every attempt of {@code req}: its own, with the token and the load-report
+     * request added unless it has them (its own object when nothing is added).
+     */
+    HttpHeaders attemptHeaders(HttpRequest req) {
+        HttpHeaders own = req.headers();
+        boolean addToken = token != null && !own.firstValue(AUTHORIZATION).isPresent();
+        boolean addFormat = loadReports && !own.firstValue(LOAD_FORMAT).isPresent();
+        if (!addToken && !addFormat) {
+            return own;
+        }
+        Map<String, List<String>> h = new TreeMap<>(String.CASE_INSENSITIVE_ORDER);
+        h.putAll(own.map());
+        if (addToken) {
+            h.put(AUTHORIZATION, Collections.singletonList(token));
+        }
+        if (addFormat) {
+            h.put(LOAD_FORMAT, LOAD_FORMAT_TEXT);
+        }
+        return HttpHeaders.of(h, (name, value) -> true);
+    }
+
+    /** The timeout of each attempt of {@code req}: the attempt timeout, or its own if shorter. */
+    Duration attemptTimeout(HttpRequest req) {
+        Optional<Duration> own = req.timeout();
+        return own.isPresent() && own.get().compareTo(attemptTimeout) < 0 ? own.get()
+                : attemptTimeout;
+    }
+
+    /**
+     * The request sent to {@code inst}: same method, version and expect-continue, path and
+     * query kept exactly; {@code headers} and {@code timeout} from {@link #attemptHeaders} and
+     * {@link #attemptTimeout}.
+     */
+    HttpRequest rewrite(HttpRequest req, Instance inst, HttpRequest.BodyPublisher body,
+            HttpHeaders headers, Duration timeout) {
         URI u = req.uri();
         String path = u.getRawPath();
         String query = u.getRawQuery();
@@ -406,35 +444,7 @@ public final class EasHttpClient extends HttpClient {
         if (query != null) {
             url.append('?').append(query);
         }
-        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(url.toString()))
-                .method(req.method(), body);
-        boolean hasAuthorization = false;
-        boolean hasFormat = false;
-        for (Map.Entry<String, List<String>> h : req.headers().map().entrySet()) {
-            String name = h.getKey();
-            hasAuthorization |= AUTHORIZATION.equalsIgnoreCase(name);
-            hasFormat |= LOAD_FORMAT.equalsIgnoreCase(name);
-            for (String v : h.getValue()) {
-                b.header(name, v);
-            }
-        }
-        if (token != null && !hasAuthorization) {
-            b.header(AUTHORIZATION, token);
-        }
-        if (loadReports && !hasFormat) {
-            b.header(LOAD_FORMAT, "text");
-        }
-        Duration t = attemptTimeout;
-        Optional<Duration> own = req.timeout();
-        if (own.isPresent() && own.get().compareTo(t) < 0) {
-            t = own.get();
-        }
-        b.timeout(t);
-        req.version().ifPresent(b::version);
-        if (req.expectContinue()) {
-            b.expectContinue(true);
-        }
-        return b.build();
+        return new AttemptRequest(req, URI.create(url.toString()), headers, body, timeout);
     }
 
     IOException noInstance(HttpRequest req, EasException e) {
