@@ -31,6 +31,7 @@ import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CancellationException;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executor;
 import java.util.function.Function;
@@ -106,6 +107,7 @@ public final class EasHttpClient extends HttpClient {
     private static final String LOAD_FORMAT = "endpoint-load-metrics-format";
     private static final List<String> LOAD_FORMAT_TEXT = Collections.singletonList("text");
     private static final String IDEMPOTENCY_KEY = "Idempotency-Key";
+    private static final int MAX_LAST_URIS = 4096;
     private static final CallOption[] IDEMPOTENT = new CallOption[0];
     private static final CallOption[] NOT_IDEMPOTENT = {CallOption.NOT_IDEMPOTENT};
 
@@ -121,6 +123,9 @@ public final class EasHttpClient extends HttpClient {
     private final Function<HttpRequest, byte[]> affinityKey;
     private final int maxAttempts;
     private final long maxBufferedBody;
+    private final HttpHeaders noHeaders; // the attempt headers of a request without headers
+    /** Per instance address, the URI of its last attempt: the next one to the same path reuses it. */
+    private final ConcurrentHashMap<String, LastUri> lastUris = new ConcurrentHashMap<>();
 
     private EasHttpClient(Builder b) {
         this.client = b.client;
@@ -146,6 +151,7 @@ public final class EasHttpClient extends HttpClient {
         this.affinityKey = b.affinityKey;
         this.maxAttempts = b.maxAttempts;
         this.maxBufferedBody = b.maxBufferedBody;
+        this.noHeaders = attemptHeaders(HttpHeaders.of(Collections.emptyMap(), (n, v) -> true));
     }
 
     /** A builder of a client that sends to the instances of {@code client}. */
@@ -404,6 +410,13 @@ public final class EasHttpClient extends HttpClient {
      */
     HttpHeaders attemptHeaders(HttpRequest req) {
         HttpHeaders own = req.headers();
+        if (own.map().isEmpty()) {
+            return noHeaders; // the same for every request without headers of its own
+        }
+        return attemptHeaders(own);
+    }
+
+    private HttpHeaders attemptHeaders(HttpHeaders own) {
         boolean addToken = token != null && !own.firstValue(AUTHORIZATION).isPresent();
         boolean addFormat = loadReports && !own.firstValue(LOAD_FORMAT).isPresent();
         if (!addToken && !addFormat) {
@@ -437,14 +450,36 @@ public final class EasHttpClient extends HttpClient {
         URI u = req.uri();
         String path = u.getRawPath();
         String query = u.getRawQuery();
-        StringBuilder url = new StringBuilder(64).append(scheme).append("://").append(inst.host());
-        if (path != null) {
-            url.append(path);
+        String host = inst.host();
+        LastUri last = lastUris.get(host);
+        if (last == null || !Objects.equals(last.path, path) || !Objects.equals(last.query, query)) {
+            StringBuilder url = new StringBuilder(64).append(scheme).append("://").append(host);
+            if (path != null) {
+                url.append(path);
+            }
+            if (query != null) {
+                url.append('?').append(query);
+            }
+            last = new LastUri(path, query, URI.create(url.toString()));
+            if (lastUris.size() >= MAX_LAST_URIS) {
+                lastUris.clear(); // instances come and go: forget the ones of long ago
+            }
+            lastUris.put(host, last);
         }
-        if (query != null) {
-            url.append('?').append(query);
+        return new AttemptRequest(req, last.uri, headers, body, timeout);
+    }
+
+    /** The URI of an attempt to one instance, for the raw path and query it was made of. */
+    private static final class LastUri {
+        final String path;
+        final String query;
+        final URI uri;
+
+        LastUri(String path, String query, URI uri) {
+            this.path = path;
+            this.query = query;
+            this.uri = uri;
         }
-        return new AttemptRequest(req, URI.create(url.toString()), headers, body, timeout);
     }
 
     IOException noInstance(HttpRequest req, EasException e) {
