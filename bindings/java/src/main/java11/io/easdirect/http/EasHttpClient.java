@@ -11,6 +11,7 @@ import java.net.CookieHandler;
 import java.net.ProxySelector;
 import java.net.URI;
 import java.net.http.HttpClient;
+import java.net.http.HttpHeaders;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.net.http.HttpResponse.BodyHandler;
@@ -19,6 +20,7 @@ import java.net.http.WebSocket;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Locale;
@@ -26,8 +28,10 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CancellationException;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executor;
 import java.util.function.Function;
@@ -101,7 +105,9 @@ public final class EasHttpClient extends HttpClient {
     private static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(10);
     private static final String AUTHORIZATION = "Authorization";
     private static final String LOAD_FORMAT = "endpoint-load-metrics-format";
+    private static final List<String> LOAD_FORMAT_TEXT = Collections.singletonList("text");
     private static final String IDEMPOTENCY_KEY = "Idempotency-Key";
+    private static final int MAX_LAST_URIS = 4096;
     private static final CallOption[] IDEMPOTENT = new CallOption[0];
     private static final CallOption[] NOT_IDEMPOTENT = {CallOption.NOT_IDEMPOTENT};
 
@@ -117,6 +123,9 @@ public final class EasHttpClient extends HttpClient {
     private final Function<HttpRequest, byte[]> affinityKey;
     private final int maxAttempts;
     private final long maxBufferedBody;
+    private final HttpHeaders noHeaders; // the attempt headers of a request without headers
+    /** Per instance address, the URI of its last attempt: the next one to the same path reuses it. */
+    private final ConcurrentHashMap<String, LastUri> lastUris = new ConcurrentHashMap<>();
 
     private EasHttpClient(Builder b) {
         this.client = b.client;
@@ -142,6 +151,7 @@ public final class EasHttpClient extends HttpClient {
         this.affinityKey = b.affinityKey;
         this.maxAttempts = b.maxAttempts;
         this.maxBufferedBody = b.maxBufferedBody;
+        this.noHeaders = attemptHeaders(HttpHeaders.of(Collections.emptyMap(), (n, v) -> true));
     }
 
     /** A builder of a client that sends to the instances of {@code client}. */
@@ -394,47 +404,82 @@ public final class EasHttpClient extends HttpClient {
         return null;
     }
 
-    /** The request sent to {@code inst}: same method, headers, version; the attempt's timeout. */
-    HttpRequest rewrite(HttpRequest req, Instance inst, HttpRequest.BodyPublisher body) {
+    /**
+     * The headers of every attempt of {@code req}: its own, with the token and the load-report
+     * request added unless it has them (its own object when nothing is added).
+     */
+    HttpHeaders attemptHeaders(HttpRequest req) {
+        HttpHeaders own = req.headers();
+        if (own.map().isEmpty()) {
+            return noHeaders; // the same for every request without headers of its own
+        }
+        return attemptHeaders(own);
+    }
+
+    private HttpHeaders attemptHeaders(HttpHeaders own) {
+        boolean addToken = token != null && !own.firstValue(AUTHORIZATION).isPresent();
+        boolean addFormat = loadReports && !own.firstValue(LOAD_FORMAT).isPresent();
+        if (!addToken && !addFormat) {
+            return own;
+        }
+        Map<String, List<String>> h = new TreeMap<>(String.CASE_INSENSITIVE_ORDER);
+        h.putAll(own.map());
+        if (addToken) {
+            h.put(AUTHORIZATION, Collections.singletonList(token));
+        }
+        if (addFormat) {
+            h.put(LOAD_FORMAT, LOAD_FORMAT_TEXT);
+        }
+        return HttpHeaders.of(h, (name, value) -> true);
+    }
+
+    /** The timeout of each attempt of {@code req}: the attempt timeout, or its own if shorter. */
+    Duration attemptTimeout(HttpRequest req) {
+        Optional<Duration> own = req.timeout();
+        return own.isPresent() && own.get().compareTo(attemptTimeout) < 0 ? own.get()
+                : attemptTimeout;
+    }
+
+    /**
+     * The request sent to {@code inst}: same method, version and expect-continue, path and
+     * query kept exactly; {@code headers} and {@code timeout} from {@link #attemptHeaders} and
+     * {@link #attemptTimeout}.
+     */
+    HttpRequest rewrite(HttpRequest req, Instance inst, HttpRequest.BodyPublisher body,
+            HttpHeaders headers, Duration timeout) {
         URI u = req.uri();
         String path = u.getRawPath();
         String query = u.getRawQuery();
-        StringBuilder url = new StringBuilder(64).append(scheme).append("://").append(inst.host());
-        if (path != null) {
-            url.append(path);
-        }
-        if (query != null) {
-            url.append('?').append(query);
-        }
-        HttpRequest.Builder b = HttpRequest.newBuilder(URI.create(url.toString()))
-                .method(req.method(), body);
-        boolean hasAuthorization = false;
-        boolean hasFormat = false;
-        for (Map.Entry<String, List<String>> h : req.headers().map().entrySet()) {
-            String name = h.getKey();
-            hasAuthorization |= AUTHORIZATION.equalsIgnoreCase(name);
-            hasFormat |= LOAD_FORMAT.equalsIgnoreCase(name);
-            for (String v : h.getValue()) {
-                b.header(name, v);
+        String host = inst.host();
+        LastUri last = lastUris.get(host);
+        if (last == null || !Objects.equals(last.path, path) || !Objects.equals(last.query, query)) {
+            StringBuilder url = new StringBuilder(64).append(scheme).append("://").append(host);
+            if (path != null) {
+                url.append(path);
             }
+            if (query != null) {
+                url.append('?').append(query);
+            }
+            last = new LastUri(path, query, URI.create(url.toString()));
+            if (lastUris.size() >= MAX_LAST_URIS) {
+                lastUris.clear(); // instances come and go: forget the ones of long ago
+            }
+            lastUris.put(host, last);
         }
-        if (token != null && !hasAuthorization) {
-            b.header(AUTHORIZATION, token);
+        return new AttemptRequest(req, last.uri, headers, body, timeout);
+    }
+
+    /** The URI of an attempt to one instance, for the raw path and query it was made of. */
+    private static final class LastUri {
+        final String path;
+        final String query;
+        final URI uri;
+
+        LastUri(String path, String query, URI uri) {
+            this.path = path;
+            this.query = query;
+            this.uri = uri;
         }
-        if (loadReports && !hasFormat) {
-            b.header(LOAD_FORMAT, "text");
-        }
-        Duration t = attemptTimeout;
-        Optional<Duration> own = req.timeout();
-        if (own.isPresent() && own.get().compareTo(t) < 0) {
-            t = own.get();
-        }
-        b.timeout(t);
-        req.version().ifPresent(b::version);
-        if (req.expectContinue()) {
-            b.expectContinue(true);
-        }
-        return b.build();
     }
 
     IOException noInstance(HttpRequest req, EasException e) {

@@ -10,6 +10,7 @@ import java.net.ConnectException;
 import java.net.NoRouteToHostException;
 import java.net.UnknownHostException;
 import java.net.http.HttpConnectTimeoutException;
+import java.net.http.HttpHeaders;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.net.http.HttpResponse.BodyHandler;
@@ -18,6 +19,7 @@ import java.net.http.HttpResponse.BodySubscribers;
 import java.net.http.HttpTimeoutException;
 import java.nio.ByteBuffer;
 import java.nio.channels.UnresolvedAddressException;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -56,6 +58,8 @@ final class Exchange<T> implements BodyHandler<T> {
     private final HttpRequest request;
     private final BodyHandler<T> handler;
     private final EasCall call;
+    private final HttpHeaders headers;  // of every attempt
+    private final Duration timeout;     // of every attempt
     private BodyReplay body; // set once, before the first attempt
 
     // Guarded by this.
@@ -76,6 +80,8 @@ final class Exchange<T> implements BodyHandler<T> {
         this.request = request;
         this.handler = handler;
         this.call = call;
+        this.headers = owner.attemptHeaders(request);
+        this.timeout = owner.attemptTimeout(request);
     }
 
     /** The body of every attempt: set before {@link #first()}. */
@@ -106,7 +112,7 @@ final class Exchange<T> implements BodyHandler<T> {
         synchronized (this) {
             inst = current;
         }
-        return owner.rewrite(request, inst, body.publisher);
+        return owner.rewrite(request, inst, body.publisher, headers, timeout);
     }
 
     /** The attempt's future (sendAsync), cancelled at once if the caller has given up. */

@@ -7,6 +7,7 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.util.Arrays;
+import java.util.Random;
 
 /**
  * The HTTP helper's overhead over the plain JDK client: the same GET to the same zero-delay
@@ -17,9 +18,15 @@ import java.util.Arrays;
  *
  * <p>Not JMH: the four kinds of request are interleaved, one of each per round, and every
  * request is timed, so that a shared machine's load drifts over all four alike (separate JMH
- * forks, a few seconds apart, met loads from 2 to 70 on this machine's 2 cores). The figure is
- * each kind's median per request; the overhead is the helper's median minus the plain one's,
- * and the median of each round's difference (the helper's request minus the plain one's).
+ * forks, a few seconds apart, met loads from 2 to 70 on this machine's 2 cores). Each round
+ * takes the four in a new random order (a fixed seed): a request pays for what the one before
+ * it left running, and on JDK 17 that differs by kind (its {@code sendAsync} completes its
+ * future on a new thread per request when the common pool has one thread, as on 2 cores, and a
+ * request that follows an asynchronous one runs while that thread ends: about 40 us slower
+ * than one that follows a {@code send}), so a fixed order would charge that to whichever kind
+ * comes after an asynchronous one. The figure is each kind's median per request; the overhead
+ * is the helper's median minus the plain one's, and the median of each round's difference (the
+ * helper's request minus the plain one's).
  *
  * <p>{@code java -Deasdirect.backend=panama|jni -cp ... io.easdirect.bench.HelperBench
  * HOST:PORT [WARMUP_ROUNDS] [ROUNDS]}
@@ -70,8 +77,16 @@ public final class HelperBench {
                 () -> helperAsync.sendAsync(helperReq, HttpResponse.BodyHandlers.ofString()).get(),
             };
             long[][] ns = new long[kinds.length][rounds];
+            Random random = new Random(14);
+            int[] order = {0, 1, 2, 3};
             for (int r = -warmup; r < rounds; r++) {
-                for (int k = 0; k < kinds.length; k++) {
+                for (int i = order.length - 1; i > 0; i--) {
+                    int j = random.nextInt(i + 1);
+                    int t = order[i];
+                    order[i] = order[j];
+                    order[j] = t;
+                }
+                for (int k : order) {
                     long t0 = System.nanoTime();
                     HttpResponse<String> resp = kinds[k].send();
                     long t = System.nanoTime() - t0;
