@@ -1,6 +1,7 @@
-/* A profiling loop, not a benchmark with figures: N unkeyed call cycles (begin, next, record
- * RESPONSE 200 with a vLLM load report, finish, free; N = argv[1], default 20,000,000) on a
- * static list of 100 instances, for `perf record` or `valgrind --tool=callgrind`, or for
+/* A profiling loop, not a benchmark with figures: N call cycles (begin, next, record RESPONSE
+ * 200 with a vLLM load report, finish, free; N = argv[1], default 20,000,000) on a static list
+ * of M instances (argv[2], default 100), unkeyed, or keyed by 1,000 session ids in turn when
+ * argv[3] is "keyed", for `perf record` or `valgrind --tool=callgrind`, or for
  * timing two builds of the library against each other on a busy machine: it prints the
  * fastest of its chunks of 100,000 cycles in ns per cycle (the least disturbed by others).
  *   gcc -O2 -g -Iinclude benches/c/perf_call_cycle.c -o /tmp/perf_call \
@@ -10,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static const char *const names[] = {"endpoint-load-metrics"};
@@ -24,11 +26,16 @@ static double now_ns(void) {
 
 int main(int argc, char **argv) {
   long n = argc > 1 ? atol(argv[1]) : 20000000;
-  char target[4096];
+  int m = argc > 2 ? atoi(argv[2]) : 100;
+  int keyed = argc > 3 && strcmp(argv[3], "keyed") == 0;
+  if (m < 1 || m > 40000) abort();
+  static char target[40000 * 24];
+  static char keys[1000][24];
   int p = snprintf(target, sizeof target, "static://");
-  for (int i = 0; i < 100; i++)
+  for (int k = 0; k < 1000; k++) snprintf(keys[k], sizeof keys[k], "session-%08d", k * 7919);
+  for (int i = 0; i < m; i++)
     p += snprintf(target + p, sizeof target - (size_t)p, "%s10.0.%d.%d:80*%d", i ? "," : "",
-                  i / 200, i % 200 + 1, 100 + 50 * (i % 3));
+                  i / 200 % 256, i % 200 + 1, 100 + 50 * (i % 3));
   eas_client *c = NULL;
   if (eas_client_new(target, NULL, &c, NULL) != EAS_STATUS_OK) abort();
   eas_instance out;
@@ -38,7 +45,9 @@ int main(int argc, char **argv) {
   for (long i = 0; i < n; i++) {
     eas_call *call = NULL;
     uint32_t retry;
-    if (eas_call_begin(c, NULL, 0, 0, &call) != EAS_STATUS_OK) abort();
+    const char *key = keyed ? keys[i % 1000] : NULL;
+    if (eas_call_begin(c, (const uint8_t *)key, key ? strlen(key) : 0, 0, &call) != EAS_STATUS_OK)
+      abort();
     if (eas_call_next(call, &out) != EAS_STATUS_OK) abort();
     eas_call_record(call, EAS_OUTCOME_RESPONSE, 200, names, values, 1, &retry);
     eas_call_finish(call, EAS_BODY_DONE);
