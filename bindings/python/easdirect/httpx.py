@@ -29,10 +29,9 @@ from typing import Any, AsyncIterator, Dict, Iterable, Iterator, Optional, Tuple
 
 import httpx as _httpx
 
-from ._call import Body, Outcome, begin_error, next_error
+from ._call import Body, Outcome, next_error
 from ._client import Client, Instance
 from ._errors import NoInstanceError
-from ._fastpick import call_start as _call_start
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
     LOAD_FORMAT_HEADER,
@@ -419,18 +418,11 @@ class _Base:
             if len(known) >= 64:
                 known.clear()  # a bound, not an LRU: a client's timeouts are few
             known[tuple(caller.items()) if type(caller) is dict else caller] = timeouts
-        if key is None and not opts.idempotent_retries_only:  # begin(), inline: the common case
-            client = opts.client
-            started = _call_start(client, client._hv, None, 0)
-            if type(started) is int:
-                raise begin_error(started)
-            call, inst = started
-        else:
-            call, inst = begin(
-                opts,
-                key,
-                not opts.idempotent_retries_only or opts.idempotent(request.method, headers),
-            )
+        call, inst = begin(
+            opts,
+            key,
+            not opts.idempotent_retries_only or opts.idempotent(request.method, headers),
+        )
         if type(inst) is int:
             release(call)
             e = next_error(inst)

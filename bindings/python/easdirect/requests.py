@@ -33,10 +33,9 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
 from urllib3.response import HTTPResponse
 from urllib3.util.response import is_fp_closed
 
-from ._call import Body, Outcome, begin_error, next_error
+from ._call import Body, Outcome, next_error
 from ._client import Client
 from ._errors import NoInstanceError
-from ._fastpick import call_start as _call_start
 from ._http import (
     DEFAULT_ATTEMPT_TIMEOUT,
     LOAD_FORMAT_HEADER,
@@ -396,19 +395,12 @@ class Adapter(HTTPAdapter):
         opts = self._options
         headers = request.headers
         key = opts.key_of(request, headers.get) if opts.keyed else None
-        if key is None and not opts.idempotent_retries_only:  # begin(), inline: the common case
-            client = opts.client
-            started = _call_start(client, client._hv, None, 0)
-            if type(started) is int:
-                raise begin_error(started)
-            call, inst = started
-        else:
-            call, inst = begin(
-                opts,
-                key,
-                not opts.idempotent_retries_only
-                or opts.idempotent(request.method or "GET", headers),
-            )
+        call, inst = begin(
+            opts,
+            key,
+            not opts.idempotent_retries_only
+            or opts.idempotent(request.method or "GET", headers),
+        )
         if type(inst) is int:
             release(call)
             e = next_error(inst)
